@@ -1,0 +1,68 @@
+//! Multi-head attention of query rows over selected key/value rows.
+
+use super::{err, CpuBuf};
+use crate::backend::KeyMap;
+use crate::error::Result;
+use rayon::prelude::*;
+
+pub fn attention(q: &CpuBuf, k: &CpuBuf, v: &CpuBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<CpuBuf> {
+    let d = q.cols;
+    if k.cols != d || v.cols != d || k.rows != v.rows {
+        return Err(err(format!("attention: q [{}, {d}], k [{}, {}], v [{}, {}]", q.rows, k.rows, k.cols, v.rows, v.cols)));
+    }
+    if n_heads == 0 || d % n_heads != 0 {
+        return Err(err(format!("attention: {d} columns do not split into {n_heads} heads")));
+    }
+    let rows = q.rows;
+    // Validate the key map once so the kernel below can index freely.
+    match keys {
+        KeyMap::Spans(spans) => {
+            if spans.len() != rows {
+                return Err(err(format!("attention: {} spans for {rows} rows", spans.len())));
+            }
+            if let Some(s) = spans.iter().find(|s| s.1 == 0 || (s.0 + s.1) as usize > k.rows) {
+                return Err(err(format!("attention: key span {s:?} outside {} keys (or empty)", k.rows)));
+            }
+        }
+        KeyMap::Gather { per_row, index } => {
+            if per_row == 0 || index.len() != rows * per_row {
+                return Err(err(format!("attention: {} key indices for {rows} rows x {per_row}", index.len())));
+            }
+            if let Some(i) = index.iter().find(|&&i| i as usize >= k.rows) {
+                return Err(err(format!("attention: key row {i} outside {} keys", k.rows)));
+            }
+        }
+    }
+    let hd = d / n_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = CpuBuf::new(rows, d);
+    out.data.par_chunks_mut(d).enumerate().for_each(|(r, o)| {
+        let key_rows: Box<dyn Fn(usize) -> usize + Sync> = match keys {
+            KeyMap::Spans(s) => {
+                let start = s[r].0 as usize;
+                Box::new(move |j| start + j)
+            }
+            KeyMap::Gather { per_row, index } => Box::new(move |j| index[r * per_row + j] as usize),
+        };
+        let n = match keys {
+            KeyMap::Spans(s) => s[r].1 as usize,
+            KeyMap::Gather { per_row, .. } => per_row,
+        };
+        let qr = q.row(r);
+        let mut scores = vec![0f32; n];
+        for h in 0..n_heads {
+            let qh = &qr[h * hd..(h + 1) * hd];
+            for (j, s) in scores.iter_mut().enumerate() {
+                let kr = &k.row(key_rows(j))[h * hd..(h + 1) * hd];
+                *s = qh.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * scale;
+            }
+            super::softmax_row(&mut scores);
+            let oh = &mut o[h * hd..(h + 1) * hd];
+            for (j, &p) in scores.iter().enumerate() {
+                let vr = &v.row(key_rows(j))[h * hd..(h + 1) * hd];
+                oh.iter_mut().zip(vr).for_each(|(a, b)| *a += p * b);
+            }
+        }
+    });
+    Ok(out)
+}

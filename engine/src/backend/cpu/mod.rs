@@ -1,0 +1,176 @@
+//! The CPU backend: the reference every other backend is tested against, and the
+//! fallback where no GPU exists. Matrix products go through the `gemm` crate;
+//! everything else is plain Rust parallelised over rows with rayon.
+
+mod attention;
+mod matmul;
+mod moe;
+mod weight;
+
+pub use weight::CpuWeight;
+
+use super::{Backend, Ffn, KeyMap, Moe};
+use crate::error::{Error, Result};
+use crate::tensor::WeightView;
+use rayon::prelude::*;
+
+/// Row-major `f32` matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuBuf {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl CpuBuf {
+    pub fn new(rows: usize, cols: usize) -> Self {
+        CpuBuf { data: vec![0.0; rows * cols], rows, cols }
+    }
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+pub(crate) fn err(msg: impl Into<String>) -> Error {
+    Error::Backend { backend: "cpu".into(), msg: msg.into() }
+}
+
+fn check_cols(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(err(format!("{what}: width {got}, expected {want}")));
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Weight = CpuWeight;
+    type Buf = CpuBuf;
+
+    fn describe(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn weight(&self, view: &WeightView<'_>) -> Result<CpuWeight> {
+        CpuWeight::new(view)
+    }
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuBuf> {
+        if data.len() != rows * cols {
+            return Err(err(format!("upload of {} values into [{rows}, {cols}]", data.len())));
+        }
+        Ok(CpuBuf { data: data.to_vec(), rows, cols })
+    }
+
+    fn download(&self, buf: &CpuBuf) -> Result<Vec<f32>> {
+        Ok(buf.data.clone())
+    }
+
+    fn zeros(&self, rows: usize, cols: usize) -> Result<CpuBuf> {
+        Ok(CpuBuf::new(rows, cols))
+    }
+
+    fn shape(&self, buf: &CpuBuf) -> (usize, usize) {
+        (buf.rows, buf.cols)
+    }
+
+    fn gather_sum(&self, parts: &[(&CpuWeight, &[u32])], rows: usize) -> Result<CpuBuf> {
+        let cols = parts.first().map(|(w, _)| w.cols).unwrap_or(0);
+        let mut out = CpuBuf::new(rows, cols);
+        for (w, idx) in parts {
+            check_cols("gather_sum", w.cols, cols)?;
+            if idx.len() != rows {
+                return Err(err(format!("gather_sum: {} indices for {rows} rows", idx.len())));
+            }
+            if let Some(&bad) = idx.iter().find(|&&i| i as usize >= w.rows) {
+                return Err(err(format!("gather_sum: row {bad} of a {}-row table", w.rows)));
+            }
+            for (r, &i) in idx.iter().enumerate() {
+                let dst = &mut out.data[r * cols..(r + 1) * cols];
+                w.add_row_into(i as usize, dst);
+            }
+        }
+        Ok(out)
+    }
+
+    fn matmul(&self, x: &CpuBuf, w: &CpuWeight) -> Result<CpuBuf> {
+        check_cols("matmul", x.cols, w.cols)?;
+        let mut y = CpuBuf::new(x.rows, w.rows);
+        matmul::matmul(&x.data, x.rows, w, &mut y.data);
+        Ok(y)
+    }
+
+    fn rms_norm(&self, x: &CpuBuf, w: &CpuWeight, eps: f32) -> Result<CpuBuf> {
+        check_cols("rms_norm", x.cols, w.rows * w.cols)?;
+        let g = w.to_f32_cow();
+        let mut y = x.clone();
+        y.data.par_chunks_mut(x.cols.max(1)).for_each(|row| {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+            let inv = 1.0 / (ms + eps).sqrt();
+            for (v, g) in row.iter_mut().zip(g.iter()) {
+                *v *= inv * g;
+            }
+        });
+        Ok(y)
+    }
+
+    fn add_assign(&self, x: &mut CpuBuf, y: &CpuBuf) -> Result<()> {
+        if (x.rows, x.cols) != (y.rows, y.cols) {
+            return Err(err(format!("add: [{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols)));
+        }
+        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn write_rows(&self, dst: &mut CpuBuf, row0: usize, src: &CpuBuf) -> Result<()> {
+        check_cols("write_rows", src.cols, dst.cols)?;
+        if row0 + src.rows > dst.rows {
+            return Err(err(format!("write_rows: rows {row0}..{} of {}", row0 + src.rows, dst.rows)));
+        }
+        dst.data[row0 * dst.cols..(row0 + src.rows) * dst.cols].copy_from_slice(&src.data);
+        Ok(())
+    }
+
+    fn attention(&self, q: &CpuBuf, k: &CpuBuf, v: &CpuBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<CpuBuf> {
+        attention::attention(q, k, v, n_heads, keys)
+    }
+
+    fn ffn(&self, x: &CpuBuf, ffn: &Ffn<CpuWeight>) -> Result<CpuBuf> {
+        moe::swiglu(self, x, ffn)
+    }
+
+    fn moe(&self, x: &CpuBuf, moe: &Moe<CpuWeight>, routes: Option<&mut Vec<u32>>) -> Result<CpuBuf> {
+        moe::moe(self, x, moe, routes)
+    }
+
+    fn log_softmax(&self, x: &CpuBuf) -> Result<CpuBuf> {
+        let mut y = x.clone();
+        y.data.par_chunks_mut(x.cols.max(1)).for_each(log_softmax_row);
+        Ok(y)
+    }
+}
+
+pub(crate) fn log_softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+    let lse = max + sum.ln();
+    row.iter_mut().for_each(|v| *v -= lse);
+}
+
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    row.iter_mut().for_each(|v| *v /= sum);
+}

@@ -1,0 +1,75 @@
+//! SwiGLU feed-forward blocks and the sparse MoE built from them.
+
+use super::{err, matmul::matmul, softmax_row, CpuBackend, CpuBuf, CpuWeight};
+use crate::backend::{Backend, Ffn, Moe};
+use crate::error::Result;
+
+pub fn swiglu(_b: &CpuBackend, x: &CpuBuf, f: &Ffn<CpuWeight>) -> Result<CpuBuf> {
+    if x.cols != f.gate.cols || x.cols != f.up.cols || f.gate.rows != f.up.rows || f.down.cols != f.gate.rows {
+        return Err(err("ffn: weight shapes do not chain"));
+    }
+    let hidden = f.gate.rows;
+    let mut g = vec![0f32; x.rows * hidden];
+    let mut u = vec![0f32; x.rows * hidden];
+    matmul(&x.data, x.rows, &f.gate, &mut g);
+    matmul(&x.data, x.rows, &f.up, &mut u);
+    g.iter_mut().zip(&u).for_each(|(g, u)| *g = silu(*g) * u);
+    let mut y = CpuBuf::new(x.rows, f.down.rows);
+    matmul(&g, x.rows, &f.down, &mut y.data);
+    Ok(y)
+}
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Top-`k` of a probability row: indices by descending probability, ties to the lower index.
+pub fn top_k(p: &[f32], k: usize) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..p.len() as u32).collect();
+    idx.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+pub fn moe(b: &CpuBackend, x: &CpuBuf, m: &Moe<CpuWeight>, routes: Option<&mut Vec<u32>>) -> Result<CpuBuf> {
+    let e = m.experts.len();
+    if m.router.rows != e || m.top_k == 0 || m.top_k > e {
+        return Err(err(format!("moe: router has {} rows for {e} experts, top_k {}", m.router.rows, m.top_k)));
+    }
+    let mut probs = b.matmul(x, &m.router)?;
+    probs.data.chunks_mut(e).for_each(softmax_row);
+
+    // Group tokens by expert so each expert's weights are read once.
+    let mut groups: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e];
+    let mut chosen = Vec::with_capacity(x.rows * m.top_k);
+    for r in 0..x.rows {
+        let p = probs.row(r);
+        for ex in top_k(p, m.top_k) {
+            groups[ex as usize].push((r, p[ex as usize]));
+            chosen.push(ex);
+        }
+    }
+    if let Some(routes) = routes {
+        routes.extend_from_slice(&chosen);
+    }
+    let d = x.cols;
+    let mut y = CpuBuf::new(x.rows, d);
+    for (ex, group) in groups.iter().enumerate() {
+        if group.is_empty() {
+            continue;
+        }
+        let mut xs = CpuBuf::new(group.len(), d);
+        for (i, &(r, _)) in group.iter().enumerate() {
+            xs.data[i * d..(i + 1) * d].copy_from_slice(x.row(r));
+        }
+        let out = swiglu(b, &xs, &m.experts[ex])?;
+        if out.cols != d {
+            return Err(err(format!("moe: expert {ex} returns width {}, expected {d}", out.cols)));
+        }
+        for (i, &(r, p)) in group.iter().enumerate() {
+            y.data[r * d..(r + 1) * d].iter_mut().zip(out.row(i)).for_each(|(a, v)| *a += p * v);
+        }
+    }
+    Ok(y)
+}

@@ -1,0 +1,129 @@
+//! `config.json` of a MODEL_SPEC v1 checkpoint, parsed and validated.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_enc_layers: usize,
+    pub n_dec_layers: usize,
+    #[serde(default)]
+    pub d_ff: usize,
+    #[serde(default)]
+    pub n_experts: usize,
+    #[serde(default)]
+    pub top_k: usize,
+    #[serde(default)]
+    pub d_expert: usize,
+    #[serde(default)]
+    pub moe_enc_layers: Vec<usize>,
+    #[serde(default)]
+    pub moe_dec_layers: Vec<usize>,
+    pub n_levels: usize,
+    pub codebook_size: usize,
+    pub session_len: usize,
+    pub max_history: usize,
+    pub rms_eps: f32,
+}
+
+/// Sizes beyond these are rejected as nonsense before any allocation is attempted.
+const MAX_DIM: usize = 1 << 20;
+
+impl Config {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let cfg: Config = serde_json::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// Decoder positions: `session_len` items of `[BOS, c_0 .. c_{L-1}]`.
+    pub fn dec_len(&self) -> usize {
+        self.session_len * (self.n_levels + 1)
+    }
+
+    pub fn enc_is_moe(&self, layer: usize) -> bool {
+        self.moe_enc_layers.contains(&layer)
+    }
+
+    pub fn dec_is_moe(&self, layer: usize) -> bool {
+        self.moe_dec_layers.contains(&layer)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("n_enc_layers", self.n_enc_layers),
+            ("n_dec_layers", self.n_dec_layers),
+            ("n_levels", self.n_levels),
+            ("codebook_size", self.codebook_size),
+            ("session_len", self.session_len),
+            ("max_history", self.max_history),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::config(format!("`{name}` must be > 0")));
+            }
+            if v > MAX_DIM {
+                return Err(Error::config(format!("`{name}` = {v} is larger than {MAX_DIM}")));
+            }
+        }
+        for (name, v) in [("d_ff", self.d_ff), ("n_experts", self.n_experts), ("d_expert", self.d_expert)] {
+            if v > MAX_DIM {
+                return Err(Error::config(format!("`{name}` = {v} is larger than {MAX_DIM}")));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(Error::config(format!(
+                "`d_model` ({}) must be a multiple of `n_heads` ({})",
+                self.d_model, self.n_heads
+            )));
+        }
+        if self.codebook_size > i32::MAX as usize {
+            return Err(Error::config("`codebook_size` does not fit in i32"));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
+            return Err(Error::config(format!("`rms_eps` must be a positive finite number, got {}", self.rms_eps)));
+        }
+        for (name, layers, n) in [
+            ("moe_enc_layers", &self.moe_enc_layers, self.n_enc_layers),
+            ("moe_dec_layers", &self.moe_dec_layers, self.n_dec_layers),
+        ] {
+            for (i, &l) in layers.iter().enumerate() {
+                if l >= n {
+                    return Err(Error::config(format!("`{name}` names layer {l}, but there are only {n} layers")));
+                }
+                if layers[..i].contains(&l) {
+                    return Err(Error::config(format!("`{name}` lists layer {l} twice")));
+                }
+            }
+        }
+        let has_moe = !self.moe_enc_layers.is_empty() || !self.moe_dec_layers.is_empty();
+        if has_moe {
+            if self.n_experts == 0 || self.d_expert == 0 {
+                return Err(Error::config("MoE layers need `n_experts` > 0 and `d_expert` > 0"));
+            }
+            if self.top_k == 0 || self.top_k > self.n_experts {
+                return Err(Error::config(format!(
+                    "`top_k` ({}) must be in 1..=n_experts ({})",
+                    self.top_k, self.n_experts
+                )));
+            }
+        }
+        let has_dense = self.moe_enc_layers.len() < self.n_enc_layers || self.moe_dec_layers.len() < self.n_dec_layers;
+        if has_dense && self.d_ff == 0 {
+            return Err(Error::config("dense FFN layers need `d_ff` > 0"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! The OneRec forward pass written once over the `Backend` ops: the encoder, and one
+//! decoder position for a batch of beam rows with a KV cache.
+
+use crate::backend::{Backend, Ffn, KeyMap, Moe};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model_file::ModelFile;
+use crate::tensor::WeightView;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+struct Attn<W> {
+    q: W,
+    k: W,
+    v: W,
+    o: W,
+}
+
+enum FeedForward<W> {
+    Dense(Ffn<W>),
+    Moe(Moe<W>),
+}
+
+struct EncLayer<W> {
+    attn_norm: W,
+    attn: Attn<W>,
+    ffn_norm: W,
+    ffn: FeedForward<W>,
+}
+
+struct DecLayer<W> {
+    self_norm: W,
+    self_attn: Attn<W>,
+    cross_norm: W,
+    cross_attn: Attn<W>,
+    ffn_norm: W,
+    ffn: FeedForward<W>,
+}
+
+/// Router choices recorded during a forward pass, keyed `enc.{i}` / `dec.{i}`:
+/// `[tokens, top_k]` expert indices, appended call after call.
+pub type RouteLog = BTreeMap<String, Vec<u32>>;
+
+pub struct Model<B: Backend> {
+    pub backend: B,
+    pub file: Arc<ModelFile>,
+    cfg: Config,
+    enc_embed: Vec<B::Weight>,
+    enc_pos: B::Weight,
+    enc_layers: Vec<EncLayer<B::Weight>>,
+    enc_norm: B::Weight,
+    dec_bos: B::Weight,
+    dec_embed: Vec<B::Weight>,
+    dec_pos: B::Weight,
+    dec_layers: Vec<DecLayer<B::Weight>>,
+    dec_norm: B::Weight,
+    head: Vec<B::Weight>,
+}
+
+/// Per-request decoder state: self-attention KV caches and cross-attention K/V.
+pub struct DecodeState<B: Backend> {
+    /// Rows reserved per position in the self-attention caches.
+    pub cap: usize,
+    self_k: Vec<B::Buf>,
+    self_v: Vec<B::Buf>,
+    cross_k: Vec<B::Buf>,
+    cross_v: Vec<B::Buf>,
+    /// Per user: first row and length of its encoder output in `cross_k`/`cross_v`.
+    user_spans: Vec<(u32, u32)>,
+}
+
+impl<B: Backend> Model<B> {
+    pub fn new(backend: B, file: Arc<ModelFile>) -> Result<Self> {
+        let cfg = file.config.clone();
+        let f = &*file;
+        let w = |name: &str| -> Result<B::Weight> { backend.weight(&f.tensor(name)?.as_matrix()) };
+        let levels = |name: &str| -> Result<Vec<B::Weight>> {
+            let t = f.tensor(name)?;
+            (0..cfg.n_levels).map(|l| backend.weight(&t.slice3(l)?)).collect()
+        };
+        let attn = |p: &str| -> Result<Attn<B::Weight>> {
+            Ok(Attn { q: w(&format!("{p}.q"))?, k: w(&format!("{p}.k"))?, v: w(&format!("{p}.v"))?, o: w(&format!("{p}.o"))? })
+        };
+        let ffn = |p: &str, moe: bool| -> Result<FeedForward<B::Weight>> {
+            if !moe {
+                return Ok(FeedForward::Dense(Ffn {
+                    gate: w(&format!("{p}.ffn.gate"))?,
+                    up: w(&format!("{p}.ffn.up"))?,
+                    down: w(&format!("{p}.ffn.down"))?,
+                }));
+            }
+            let (g, u, d) = (f.tensor(&format!("{p}.moe.gate"))?, f.tensor(&format!("{p}.moe.up"))?, f.tensor(&format!("{p}.moe.down"))?);
+            let experts = (0..cfg.n_experts)
+                .map(|e| -> Result<Ffn<B::Weight>> {
+                    let sl = |t: &crate::tensor::TensorView<'_>| -> Result<B::Weight> { backend.weight(&t.slice3(e)?) };
+                    Ok(Ffn { gate: sl(&g)?, up: sl(&u)?, down: sl(&d)? })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(FeedForward::Moe(Moe { router: w(&format!("{p}.moe.router"))?, experts, top_k: cfg.top_k }))
+        };
+        let enc_layers = (0..cfg.n_enc_layers)
+            .map(|i| {
+                let p = format!("enc.layers.{i}");
+                Ok(EncLayer {
+                    attn_norm: w(&format!("{p}.attn_norm"))?,
+                    attn: attn(&format!("{p}.attn"))?,
+                    ffn_norm: w(&format!("{p}.ffn_norm"))?,
+                    ffn: ffn(&p, cfg.enc_is_moe(i))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let dec_layers = (0..cfg.n_dec_layers)
+            .map(|i| {
+                let p = format!("dec.layers.{i}");
+                Ok(DecLayer {
+                    self_norm: w(&format!("{p}.self_norm"))?,
+                    self_attn: attn(&format!("{p}.self_attn"))?,
+                    cross_norm: w(&format!("{p}.cross_norm"))?,
+                    cross_attn: attn(&format!("{p}.cross_attn"))?,
+                    ffn_norm: w(&format!("{p}.ffn_norm"))?,
+                    ffn: ffn(&p, cfg.dec_is_moe(i))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bos = f.tensor("dec.bos")?;
+        let bos = backend.weight(&WeightView { rows: 1, cols: cfg.d_model, ..bos.as_matrix() })?;
+        Ok(Model {
+            enc_embed: levels("enc.embed")?,
+            enc_pos: w("enc.pos")?,
+            enc_layers,
+            enc_norm: w("enc.norm")?,
+            dec_bos: bos,
+            dec_embed: levels("dec.embed")?,
+            dec_pos: w("dec.pos")?,
+            dec_layers,
+            dec_norm: w("dec.norm")?,
+            head: levels("head")?,
+            cfg,
+            file,
+            backend,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn feed_forward(&self, x: &B::Buf, f: &FeedForward<B::Weight>, key: String, routes: &mut Option<&mut RouteLog>) -> Result<B::Buf> {
+        match f {
+            FeedForward::Dense(ffn) => self.backend.ffn(x, ffn),
+            FeedForward::Moe(moe) => {
+                let log = routes.as_deref_mut().map(|r| r.entry(key).or_default());
+                self.backend.moe(x, moe, log)
+            }
+        }
+    }
+
+    /// Encodes one history given as catalog rows, oldest first; keeps the newest
+    /// `max_history` items. Returns `enc_out` `[h, d]`.
+    pub fn encode(&self, history: &[usize], mut routes: Option<&mut RouteLog>) -> Result<B::Buf> {
+        let be = &self.backend;
+        let n = self.cfg.max_history;
+        let hist = &history[history.len().saturating_sub(n)..];
+        let h = hist.len();
+        if h == 0 {
+            return Err(Error::request("the history is empty"));
+        }
+        let cat = &self.file.catalog;
+        let codes: Vec<Vec<u32>> = (0..self.cfg.n_levels).map(|l| hist.iter().map(|&it| cat.sid(it)[l]).collect()).collect();
+        let pos: Vec<u32> = (0..h).map(|j| (n - h + j) as u32).collect();
+        let mut parts: Vec<(&B::Weight, &[u32])> = self.enc_embed.iter().zip(&codes).map(|(w, c)| (w, c.as_slice())).collect();
+        parts.push((&self.enc_pos, &pos));
+        let mut x = be.gather_sum(&parts, h)?;
+        let spans = vec![(0u32, h as u32); h];
+        for (i, layer) in self.enc_layers.iter().enumerate() {
+            let a = be.rms_norm(&x, &layer.attn_norm, self.cfg.rms_eps)?;
+            let (q, k, v) = (be.matmul(&a, &layer.attn.q)?, be.matmul(&a, &layer.attn.k)?, be.matmul(&a, &layer.attn.v)?);
+            let att = be.attention(&q, &k, &v, self.cfg.n_heads, KeyMap::Spans(&spans))?;
+            be.add_assign(&mut x, &be.matmul(&att, &layer.attn.o)?)?;
+            let a = be.rms_norm(&x, &layer.ffn_norm, self.cfg.rms_eps)?;
+            let y = self.feed_forward(&a, &layer.ffn, format!("enc.{i}"), &mut routes)?;
+            be.add_assign(&mut x, &y)?;
+        }
+        be.rms_norm(&x, &self.enc_norm, self.cfg.rms_eps)
+    }
+
+    /// Prepares decoding for a batch of users (one `enc_out` each) with room for
+    /// `cap` beam rows per position.
+    pub fn start_decode(&self, enc_outs: &[&B::Buf], cap: usize) -> Result<DecodeState<B>> {
+        let be = &self.backend;
+        let d = self.cfg.d_model;
+        let mut user_spans = Vec::with_capacity(enc_outs.len());
+        let mut total = 0usize;
+        for e in enc_outs {
+            let (rows, _) = be.shape(e);
+            user_spans.push((total as u32, rows as u32));
+            total += rows;
+        }
+        let t = self.cfg.dec_len();
+        let mut st = DecodeState { cap, self_k: vec![], self_v: vec![], cross_k: vec![], cross_v: vec![], user_spans };
+        for layer in &self.dec_layers {
+            st.self_k.push(be.zeros(t * cap, d)?);
+            st.self_v.push(be.zeros(t * cap, d)?);
+            let (mut ck, mut cv) = (be.zeros(total, d)?, be.zeros(total, d)?);
+            for (e, &(row0, _)) in enc_outs.iter().zip(&st.user_spans) {
+                be.write_rows(&mut ck, row0 as usize, &be.matmul(e, &layer.cross_attn.k)?)?;
+                be.write_rows(&mut cv, row0 as usize, &be.matmul(e, &layer.cross_attn.v)?)?;
+            }
+            st.cross_k.push(ck);
+            st.cross_v.push(cv);
+        }
+        Ok(st)
+    }
+
+    /// Runs decoder position `t` for `rows` beam rows.
+    ///
+    /// `codes[r]` is the code fed at a slot ≥ 1 (ignored at BOS slots), `row_user[r]` the
+    /// user a row belongs to, and `ancestry[r * t ..][..t]` the cache rows holding that
+    /// beam's positions `0..t`. Row `r` writes its own K/V to cache row `t * cap + r`.
+    /// Returns the log-probabilities `[rows, K]` of level `t mod (L+1)` when that slot is
+    /// scored, else `None`.
+    pub fn decode_step(
+        &self,
+        st: &mut DecodeState<B>,
+        t: usize,
+        codes: &[u32],
+        row_user: &[u32],
+        ancestry: &[u32],
+        mut routes: Option<&mut RouteLog>,
+    ) -> Result<Option<B::Buf>> {
+        let be = &self.backend;
+        let rows = row_user.len();
+        let big_l = self.cfg.n_levels;
+        let slot = t % (big_l + 1);
+        if t >= self.cfg.dec_len() || rows > st.cap || codes.len() != rows || ancestry.len() != rows * t {
+            return Err(Error::request(format!("decode step {t}: inconsistent batch of {rows} rows")));
+        }
+        let pos = vec![t as u32; rows];
+        let mut x = if slot == 0 {
+            be.gather_sum(&[(&self.dec_bos, &vec![0u32; rows]), (&self.dec_pos, &pos)], rows)?
+        } else {
+            be.gather_sum(&[(&self.dec_embed[slot - 1], codes), (&self.dec_pos, &pos)], rows)?
+        };
+        let mut index = Vec::with_capacity(rows * (t + 1));
+        for r in 0..rows {
+            index.extend_from_slice(&ancestry[r * t..(r + 1) * t]);
+            index.push((t * st.cap + r) as u32);
+        }
+        let spans: Vec<(u32, u32)> = row_user.iter().map(|&u| st.user_spans[u as usize]).collect();
+        let eps = self.cfg.rms_eps;
+        for (i, layer) in self.dec_layers.iter().enumerate() {
+            let a = be.rms_norm(&x, &layer.self_norm, eps)?;
+            let q = be.matmul(&a, &layer.self_attn.q)?;
+            be.write_rows(&mut st.self_k[i], t * st.cap, &be.matmul(&a, &layer.self_attn.k)?)?;
+            be.write_rows(&mut st.self_v[i], t * st.cap, &be.matmul(&a, &layer.self_attn.v)?)?;
+            let keys = KeyMap::Gather { per_row: t + 1, index: &index };
+            let att = be.attention(&q, &st.self_k[i], &st.self_v[i], self.cfg.n_heads, keys)?;
+            be.add_assign(&mut x, &be.matmul(&att, &layer.self_attn.o)?)?;
+
+            let a = be.rms_norm(&x, &layer.cross_norm, eps)?;
+            let q = be.matmul(&a, &layer.cross_attn.q)?;
+            let att = be.attention(&q, &st.cross_k[i], &st.cross_v[i], self.cfg.n_heads, KeyMap::Spans(&spans))?;
+            be.add_assign(&mut x, &be.matmul(&att, &layer.cross_attn.o)?)?;
+
+            let a = be.rms_norm(&x, &layer.ffn_norm, eps)?;
+            let y = self.feed_forward(&a, &layer.ffn, format!("dec.{i}"), &mut routes)?;
+            be.add_assign(&mut x, &y)?;
+        }
+        if slot == big_l {
+            return Ok(None);
+        }
+        let y = be.rms_norm(&x, &self.dec_norm, eps)?;
+        let logits = be.matmul(&y, &self.head[slot])?;
+        Ok(Some(be.log_softmax(&logits)?))
+    }
+
+    /// Teacher-forced log-probs `[m·L, K]` of the target items (catalog rows) given a
+    /// history: the parity check against the reference.
+    pub fn teacher_forced(&self, history: &[usize], targets: &[usize], mut routes: Option<&mut RouteLog>) -> Result<Vec<f32>> {
+        let be = &self.backend;
+        let big_l = self.cfg.n_levels;
+        if targets.len() != self.cfg.session_len {
+            return Err(Error::request(format!("{} target items, expected session_len {}", targets.len(), self.cfg.session_len)));
+        }
+        let enc = self.encode(history, routes.as_deref_mut())?;
+        let mut st = self.start_decode(&[&enc], 1)?;
+        let mut out = Vec::new();
+        let mut ancestry = Vec::new();
+        for t in 0..self.cfg.dec_len() {
+            let (item, slot) = (t / (big_l + 1), t % (big_l + 1));
+            let code = if slot == 0 { 0 } else { self.file.catalog.sid(targets[item])[slot - 1] };
+            if let Some(lp) = self.decode_step(&mut st, t, &[code], &[0], &ancestry, routes.as_deref_mut())? {
+                out.extend(be.download(&lp)?);
+            }
+            ancestry.push(t as u32);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,155 @@
+//! Typed views of tensor bytes that live in a memory-mapped model file.
+
+use crate::error::{Error, Result};
+use half::{bf16, f16};
+use std::sync::Arc;
+
+/// Storage type of a tensor in a model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    I32,
+    I64,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+
+    /// Bytes taken by `n` elements stored in this type.
+    pub fn bytes_for(self, n: usize) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4 * n,
+            DType::F16 | DType::BF16 => 2 * n,
+            DType::I64 => 8 * n,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A borrowed tensor: name, type, shape and its raw little-endian bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    pub name: &'a str,
+    pub dtype: DType,
+    pub shape: &'a [usize],
+    pub bytes: &'a [u8],
+    pub blob: &'a Arc<Blob>,
+}
+
+/// A 2-D weight matrix `[rows, cols]` (rows = output features), possibly a slice of a
+/// larger tensor (one level of `head`, one expert of `moe.gate`). It keeps the blob it
+/// points into, so a backend can hold on to the bytes without copying them.
+#[derive(Debug, Clone, Copy)]
+pub struct WeightView<'a> {
+    pub name: &'a str,
+    pub dtype: DType,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: &'a [u8],
+    pub blob: &'a Arc<Blob>,
+}
+
+/// The bytes of a model file: memory-mapped, embedded in the binary, or owned.
+pub enum Blob {
+    Mapped(memmap2::Mmap),
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Blob {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Blob::Mapped(m) => m,
+            Blob::Static(s) => s,
+            Blob::Owned(v) => v,
+        }
+    }
+
+    /// Byte offset of `sub` inside this blob (`sub` must be borrowed from it).
+    pub fn offset_of(&self, sub: &[u8]) -> Option<usize> {
+        let base = self.bytes().as_ptr() as usize;
+        let p = sub.as_ptr() as usize;
+        (p >= base && p + sub.len() <= base + self.bytes().len()).then(|| p - base)
+    }
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} bytes)", self.bytes().len())
+    }
+}
+
+impl<'a> TensorView<'a> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The tensor as a `[rows, cols]` matrix where `cols` is the last dimension.
+    pub fn as_matrix(&self) -> WeightView<'a> {
+        let cols = self.shape.last().copied().unwrap_or(1);
+        let rows = if cols == 0 { 0 } else { self.numel() / cols };
+        WeightView { name: self.name, dtype: self.dtype, rows, cols, bytes: self.bytes, blob: self.blob }
+    }
+
+    /// Slice `i` along the first dimension of a 3-D tensor, as a matrix.
+    pub fn slice3(&self, i: usize) -> Result<WeightView<'a>> {
+        let [n, r, c] = self.shape else {
+            return Err(Error::tensor(self.name, format!("expected 3 dimensions, got {:?}", self.shape)));
+        };
+        if i >= *n {
+            return Err(Error::tensor(self.name, format!("slice {i} out of range {n}")));
+        }
+        let per = self.dtype.bytes_for(r * c);
+        Ok(WeightView {
+            name: self.name,
+            dtype: self.dtype,
+            rows: *r,
+            cols: *c,
+            bytes: &self.bytes[i * per..(i + 1) * per],
+            blob: self.blob,
+        })
+    }
+
+    pub fn to_i64(&self) -> Result<Vec<i64>> {
+        match self.dtype {
+            DType::I64 => Ok(self.bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect()),
+            DType::I32 => Ok(self.bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64).collect()),
+            d => Err(Error::tensor(self.name, format!("expected an integer tensor, got {d}"))),
+        }
+    }
+}
+
+impl<'a> WeightView<'a> {
+    /// Row-major f32 copy of the weight (converting from f16/bf16 where needed).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        to_f32(self.name, self.dtype, self.bytes)
+    }
+}
+
+pub fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        DType::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        DType::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        d => return Err(Error::tensor(name, format!("expected a float tensor, got {d}"))),
+    })
+}

@@ -1,0 +1,30 @@
+//! Printing sessions as JSON or as a table.
+
+use onerec_engine::Response;
+use serde_json::json;
+
+pub fn json(r: &Response) -> String {
+    let sessions: Vec<_> = r
+        .sessions
+        .iter()
+        .map(|s| json!({"score": s.score, "items": s.items, "sids": s.sids}))
+        .collect();
+    json!({ "sessions": sessions }).to_string()
+}
+
+pub fn table(r: &Response) -> String {
+    if r.sessions.is_empty() {
+        return "no session: every continuation was excluded\n".to_string();
+    }
+    let mut out = format!("{:>4}  {:>10}  items (semantic ids)\n", "rank", "score");
+    for (i, s) in r.sessions.iter().enumerate() {
+        let items: Vec<String> = s
+            .items
+            .iter()
+            .zip(&s.sids)
+            .map(|(id, sid)| format!("{id} ({})", sid.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("-")))
+            .collect();
+        out += &format!("{:>4}  {:>10.4}  {}\n", i + 1, s.score, items.join(", "));
+    }
+    out
+}
