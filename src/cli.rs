@@ -1,6 +1,6 @@
 //! Command-line arguments and the commands they run.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use onerec_engine::{BackendKind, Engine, Request};
 use std::path::PathBuf;
@@ -16,11 +16,14 @@ pub struct Cli {
 enum Command {
     /// Recommend sessions of items for one user's history.
     Recommend(RecommendArgs),
+    /// Print a model's config, catalog size and tensors; `--verify` checks every byte.
+    Inspect(crate::inspect::InspectArgs),
 }
 
 #[derive(clap::Args, Debug)]
 struct RecommendArgs {
-    /// Checkpoint directory (config.json + model.safetensors).
+    /// Checkpoint directory (config.json + model.safetensors) or model file (onerec-quantize);
+    /// without it, the built-in model trained on MovieLens-100K (item ids = MovieLens ids).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Item ids of the user's history, oldest first, comma-separated.
@@ -52,6 +55,7 @@ struct RecommendArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Recommend(a) => recommend(a),
+        Command::Inspect(a) => crate::inspect::inspect(a),
     }
 }
 
@@ -66,21 +70,31 @@ fn parse_ids(what: &str, s: &str) -> Result<Vec<u64>> {
 
 fn recommend(a: RecommendArgs) -> Result<()> {
     let backend: BackendKind = a.backend.parse()?;
-    let Some(model) = a.model else {
-        bail!("--model is required: give a checkpoint directory");
-    };
     let history = parse_ids("--history", &a.history)?;
     let exclude = parse_ids("--exclude", &a.exclude)?;
-    let engine = Engine::load(&model, backend).with_context(|| format!("loading {}", model.display()))?;
+    let engine = match &a.model {
+        Some(model) => Engine::load(model, backend).with_context(|| format!("loading {}", model.display()))?,
+        // No --model: the built-in MovieLens-100K model (src/default_model.rs).
+        None => {
+            let file = crate::default_model::open().context("opening the built-in model")?;
+            Engine::from_file(std::sync::Arc::new(file), backend).context("loading the built-in model")?
+        }
+    };
     if a.verbose {
         eprintln!("backend: {}", engine.describe_backend());
     }
     let request = Request { history, beam: a.beam, results: a.results, exclude, exclude_history: a.exclude_history };
     let response = engine.recommend(std::slice::from_ref(&request))?.remove(0);
+    let titles = if a.json || a.model.is_some() { None } else { crate::default_model::titles() };
     if a.json {
         println!("{}", crate::output::json(&response));
+    } else if let Some(titles) = &titles {
+        print!("{}", crate::output::titled(&request.history, &response, titles));
     } else {
         print!("{}", crate::output::table(&response));
+        if a.model.is_none() {
+            eprintln!("(item ids are MovieLens-100K ids; for titles, fetch the dataset: python3 reference/train/data.py)");
+        }
     }
     Ok(())
 }

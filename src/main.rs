@@ -1,6 +1,8 @@
 //! `onerec`: the command-line face of the engine. Parsing and printing only.
 
 mod cli;
+mod default_model;
+mod inspect;
 mod output;
 
 use clap::Parser;

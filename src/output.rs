@@ -28,3 +28,24 @@ pub fn table(r: &Response) -> String {
     }
     out
 }
+
+/// The table for a catalog whose titles are known (the built-in MovieLens model): one
+/// line per item, the history first so the answer can be read against it.
+pub fn titled(history: &[u64], r: &Response, titles: &std::collections::HashMap<u64, String>) -> String {
+    let name = |id: &u64| titles.get(id).map_or("(no title)", String::as_str).to_string();
+    let mut out = String::from("history:\n");
+    for id in history {
+        out += &format!("        {id:>5}  {}\n", name(id));
+    }
+    if r.sessions.is_empty() {
+        return out + "no session: every continuation was excluded\n";
+    }
+    for (i, s) in r.sessions.iter().enumerate() {
+        out += &format!("session {}  (score {:.4})\n", i + 1, s.score);
+        for (id, sid) in s.items.iter().zip(&s.sids) {
+            let sid = sid.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("-");
+            out += &format!("        {id:>5}  {:<50}  sid {sid}\n", name(id));
+        }
+    }
+    out
+}

@@ -2,11 +2,10 @@
 //! batch of requests: the trie, exclusions, beam bookkeeping and the KV-cache ancestry
 //! live here, above the backend.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BeamIn, Candidate, SelectGroup};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::trie::{Trie, ROOT};
-use std::cmp::Ordering;
 
 /// Beam widths above this are refused: the KV cache grows linearly with it and no
 /// OneRec deployment uses more than a few hundred.
@@ -18,6 +17,7 @@ pub struct Request {
     pub history: Vec<u64>,
     pub beam: usize,
     pub results: usize,
+    /// Items never to recommend; ids outside the catalog are ignored.
     pub exclude: Vec<u64>,
     /// Also exclude every history item (including those older than `max_history`).
     pub exclude_history: bool,
@@ -79,7 +79,9 @@ fn prepare(model_catalog: &crate::catalog::Catalog, trie: &Trie, r: &Request) ->
         return Err(Error::request(format!("results must be in 1..=beam ({}), got {}", r.beam, r.results)));
     }
     let history = model_catalog.resolve(&r.history)?;
-    let mut excluded = model_catalog.resolve(&r.exclude)?;
+    // Excluded ids outside the catalog can never be recommended anyway; an app's
+    // block list may name items this model version does not know, so they are skipped.
+    let mut excluded: Vec<usize> = r.exclude.iter().filter_map(|&id| model_catalog.index_of(id)).collect();
     if r.exclude_history {
         excluded.extend_from_slice(&history);
     }
@@ -89,22 +91,10 @@ fn prepare(model_catalog: &crate::catalog::Catalog, trie: &Trie, r: &Request) ->
     Ok((history, UserState { beam: r.beam, results: r.results, counts, beams }))
 }
 
-#[derive(Clone, Copy)]
-struct Cand {
-    score: f32,
-    beam: u32,
-    code: u32,
-    child: u32,
-}
-
-fn cand_order(a: &Cand, b: &Cand) -> Ordering {
-    b.score.total_cmp(&a.score).then(a.beam.cmp(&b.beam)).then(a.code.cmp(&b.code))
-}
-
 pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]) -> Result<Vec<Response>> {
     let cfg = model.config().clone();
     let cat = &model.file.catalog;
-    let (big_l, k) = (cfg.n_levels, cfg.codebook_size);
+    let big_l = cfg.n_levels;
     let mut users = Vec::with_capacity(requests.len());
     let mut encs = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
@@ -115,6 +105,9 @@ pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]
     let cap: usize = users.iter().map(|u| u.beam).sum();
     let enc_refs: Vec<&B::Buf> = encs.iter().collect();
     let mut st = model.start_decode(&enc_refs, cap)?;
+    let index = model.index(trie)?;
+    let counts: Vec<Vec<u32>> = users.iter_mut().map(|u| std::mem::take(&mut u.counts)).collect();
+    let counts = model.backend.counts(&counts)?;
     let last_t = cfg.dec_len() - 1; // the final item's last-code position is never scored
 
     for t in 0..last_t {
@@ -144,11 +137,30 @@ pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]
             }
             continue;
         };
-        let logp = model.backend.download(&logp)?;
+        // The constrained top-B runs on the backend (on a GPU next to the log-probs);
+        // only the survivors come back.
+        let chosen = {
+            let ins: Vec<Vec<BeamIn<'_>>> = users
+                .iter()
+                .map(|u| u.beams.iter().map(|b| BeamIn { score: b.score, node: b.node, session: &b.session }).collect())
+                .collect();
+            let mut row0 = 0;
+            let groups: Vec<SelectGroup<'_>> = ins
+                .iter()
+                .zip(&users)
+                .enumerate()
+                .map(|(u, (beams, user))| {
+                    let g = SelectGroup { user: u, row0, width: user.beam, beams };
+                    row0 += beams.len();
+                    g
+                })
+                .collect();
+            model.backend.select(&logp, &index, &counts, slot, &groups)?
+        };
         let mut row0 = 0;
-        for user in &mut users {
+        for (user, cands) in users.iter_mut().zip(chosen) {
             let n = user.beams.len();
-            select(user, trie, &logp[row0 * k..(row0 + n) * k], k, slot, t, cap, row0);
+            advance(user, trie, &cands, slot, t, cap, row0);
             row0 += n;
         }
     }
@@ -170,25 +182,8 @@ pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]
         .collect())
 }
 
-/// One constrained top-B step for one user's beams (rows `row0..` of this position).
-#[allow(clippy::too_many_arguments)]
-fn select(user: &mut UserState, trie: &Trie, logp: &[f32], k: usize, level: usize, t: usize, cap: usize, row0: usize) {
-    let mut cands = Vec::new();
-    for (bi, b) in user.beams.iter().enumerate() {
-        let lp = &logp[bi * k..(bi + 1) * k];
-        for (code, child) in trie.children(b.node) {
-            let in_session = b.session.iter().filter(|&&it| trie.path_node(it as usize, level) == child).count() as u32;
-            if user.counts[child as usize] > in_session {
-                let score = b.score + lp[code as usize];
-                cands.push(Cand { score, beam: bi as u32, code, child });
-            }
-        }
-    }
-    if cands.len() > user.beam {
-        cands.select_nth_unstable_by(user.beam - 1, cand_order);
-        cands.truncate(user.beam);
-    }
-    cands.sort_unstable_by(cand_order);
+/// Moves one user's beams (rows `row0..` of position `t`) to the chosen candidates.
+fn advance(user: &mut UserState, trie: &Trie, cands: &[Candidate], level: usize, t: usize, cap: usize, row0: usize) {
     let last_level = level + 1 == trie.levels();
     user.beams = cands
         .iter()

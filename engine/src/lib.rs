@@ -8,6 +8,7 @@ pub mod catalog;
 mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod format;
 pub mod generate;
 pub mod model;
 pub mod model_file;
@@ -16,6 +17,7 @@ pub mod tensor;
 pub mod trie;
 
 pub use backend::cpu::CpuBackend;
+pub use backend::wgpu::WgpuBackend;
 pub use backend::Backend;
 pub use config::Config;
 pub use error::{Error, Result};
@@ -83,13 +85,19 @@ impl Engine {
 
     pub fn from_file(file: Arc<ModelFile>, backend: BackendKind) -> Result<Self> {
         let runner: Box<dyn Runner> = match backend {
-            BackendKind::Cpu | BackendKind::Auto => Box::new(Model::new(CpuBackend::new(), file.clone())?),
-            BackendKind::Wgpu | BackendKind::Cuda => {
-                return Err(Error::Backend {
-                    backend: format!("{backend:?}").to_lowercase(),
-                    msg: "this build of the engine does not include that backend".into(),
-                })
-            }
+            BackendKind::Cpu => Box::new(Model::new(CpuBackend::new(), file.clone())?),
+            BackendKind::Cuda => cuda_runner(file.clone())?,
+            BackendKind::Wgpu => Box::new(Model::new(WgpuBackend::new()?, file.clone())?),
+            // A GPU adapter if one exists; a device that then fails to open is reported
+            // in the log and the CPU serves instead.
+            BackendKind::Auto => match backend::wgpu::find_adapter().map(|a| WgpuBackend::from_adapter(a, Default::default())) {
+                Some(Ok(gpu)) => Box::new(Model::new(gpu, file.clone())?),
+                Some(Err(e)) => {
+                    log::warn!("GPU adapter found but unusable ({e}); using the CPU");
+                    Box::new(Model::new(CpuBackend::new(), file.clone())?)
+                }
+                None => Box::new(Model::new(CpuBackend::new(), file.clone())?),
+            },
         };
         let trie = Trie::new(&file.catalog);
         Ok(Engine { file, trie, runner })
@@ -111,4 +119,17 @@ impl Engine {
     pub fn recommend(&self, requests: &[Request]) -> Result<Vec<Response>> {
         self.runner.recommend(&self.trie, requests)
     }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_runner(file: Arc<ModelFile>) -> Result<Box<dyn Runner>> {
+    Ok(Box::new(Model::new(backend::cuda::CudaBackend::new()?, file)?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_runner(_file: Arc<ModelFile>) -> Result<Box<dyn Runner>> {
+    Err(Error::Backend {
+        backend: "cuda".into(),
+        msg: "this build does not include the CUDA backend (built without the `cuda` feature; rebuild with `cargo build --release --features cuda`)".into(),
+    })
 }

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::model_file::ModelFile;
 use crate::tensor::WeightView;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 struct Attn<W> {
     q: W,
@@ -55,6 +55,8 @@ pub struct Model<B: Backend> {
     dec_layers: Vec<DecLayer<B::Weight>>,
     dec_norm: B::Weight,
     head: Vec<B::Weight>,
+    /// The trie made resident on first use (`Backend::index`).
+    index: Mutex<Option<Arc<B::Index>>>,
 }
 
 /// Per-request decoder state: self-attention KV caches and cross-attention K/V.
@@ -89,13 +91,16 @@ impl<B: Backend> Model<B> {
                     down: w(&format!("{p}.ffn.down"))?,
                 }));
             }
-            let (g, u, d) = (f.tensor(&format!("{p}.moe.gate"))?, f.tensor(&format!("{p}.moe.up"))?, f.tensor(&format!("{p}.moe.down"))?);
-            let experts = (0..cfg.n_experts)
-                .map(|e| -> Result<Ffn<B::Weight>> {
-                    let sl = |t: &crate::tensor::TensorView<'_>| -> Result<B::Weight> { backend.weight(&t.slice3(e)?) };
-                    Ok(Ffn { gate: sl(&g)?, up: sl(&u)?, down: sl(&d)? })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let stack = |name: &str| -> Result<Vec<B::Weight>> {
+                let t = f.tensor(&format!("{p}.moe.{name}"))?;
+                let ws = backend.weight_stack(&t)?;
+                if ws.len() != cfg.n_experts {
+                    return Err(Error::tensor(t.name, format!("{} experts, expected {}", ws.len(), cfg.n_experts)));
+                }
+                Ok(ws)
+            };
+            let (g, u, d) = (stack("gate")?, stack("up")?, stack("down")?);
+            let experts = g.into_iter().zip(u).zip(d).map(|((gate, up), down)| Ffn { gate, up, down }).collect();
             Ok(FeedForward::Moe(Moe { router: w(&format!("{p}.moe.router"))?, experts, top_k: cfg.top_k }))
         };
         let enc_layers = (0..cfg.n_enc_layers)
@@ -135,6 +140,7 @@ impl<B: Backend> Model<B> {
             dec_layers,
             dec_norm: w("dec.norm")?,
             head: levels("head")?,
+            index: Mutex::new(None),
             cfg,
             file,
             backend,
@@ -143,6 +149,18 @@ impl<B: Backend> Model<B> {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The backend's resident copy of `trie`, made on first use. A model serves one
+    /// catalog, so the first trie is the only one.
+    pub fn index(&self, trie: &crate::trie::Trie) -> Result<Arc<B::Index>> {
+        let mut slot = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = slot.as_ref() {
+            return Ok(i.clone());
+        }
+        let i = Arc::new(self.backend.index(trie)?);
+        *slot = Some(i.clone());
+        Ok(i)
     }
 
     fn feed_forward(&self, x: &B::Buf, f: &FeedForward<B::Weight>, key: String, routes: &mut Option<&mut RouteLog>) -> Result<B::Buf> {
@@ -199,9 +217,9 @@ impl<B: Backend> Model<B> {
         let t = self.cfg.dec_len();
         let mut st = DecodeState { cap, self_k: vec![], self_v: vec![], cross_k: vec![], cross_v: vec![], user_spans };
         for layer in &self.dec_layers {
-            st.self_k.push(be.zeros(t * cap, d)?);
-            st.self_v.push(be.zeros(t * cap, d)?);
-            let (mut ck, mut cv) = (be.zeros(total, d)?, be.zeros(total, d)?);
+            st.self_k.push(be.kv_cache(t * cap, d)?);
+            st.self_v.push(be.kv_cache(t * cap, d)?);
+            let (mut ck, mut cv) = (be.kv_cache(total, d)?, be.kv_cache(total, d)?);
             for (e, &(row0, _)) in enc_outs.iter().zip(&st.user_spans) {
                 be.write_rows(&mut ck, row0 as usize, &be.matmul(e, &layer.cross_attn.k)?)?;
                 be.write_rows(&mut cv, row0 as usize, &be.matmul(e, &layer.cross_attn.v)?)?;

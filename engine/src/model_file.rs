@@ -29,18 +29,35 @@ pub struct ModelFile {
     pub names: Vec<String>,
     tensors: HashMap<String, TensorEntry>,
     blob: Arc<Blob>,
+    /// Set for a OneRec model file: its format version, per-tensor CRC-32 and metadata.
+    integrity: Option<Integrity>,
+}
+
+/// What a OneRec model file records beyond the tensors, for `verify` and `inspect`.
+#[derive(Debug, Clone, Default)]
+pub struct Integrity {
+    pub version: u32,
+    pub crc32: HashMap<String, u32>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What `ModelFile::verify` checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub tensors: usize,
+    pub bytes: usize,
+    /// Tensors whose CRC-32 was compared (0 for a checkpoint directory, which has none).
+    pub checksummed: usize,
 }
 
 impl ModelFile {
-    /// Opens a checkpoint directory (`config.json` + `model.safetensors`).
+    /// Opens a model: a checkpoint directory (`config.json` + `model.safetensors`) or a
+    /// OneRec model file (docs/FORMAT.md).
     pub fn open(path: &Path) -> Result<Self> {
         if path.is_dir() {
             crate::checkpoint::open_dir(path)
         } else if path.exists() {
-            Err(Error::Checkpoint {
-                path: path.to_path_buf(),
-                msg: "not a checkpoint directory (expected config.json + model.safetensors)".into(),
-            })
+            crate::format::open(path)
         } else {
             Err(Error::Io { path: path.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::NotFound) })
         }
@@ -60,8 +77,7 @@ impl ModelFile {
             if t.start > t.end || t.end > len {
                 return Err(Error::tensor(name, format!("byte range {}..{} is outside the file ({len} bytes)", t.start, t.end)));
             }
-            let numel = t.shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
-            if numel.map(|n| t.dtype.bytes_for(n)) != Some(t.end - t.start) {
+            if t.dtype.tensor_bytes(&t.shape) != Some(t.end - t.start) {
                 return Err(Error::tensor(name, format!("shape {:?} of {} does not match its {} bytes", t.shape, t.dtype, t.end - t.start)));
             }
         }
@@ -71,8 +87,8 @@ impl ModelFile {
             if &t.shape != shape {
                 return Err(Error::tensor(name, format!("shape {:?}, expected {:?} from config.json", t.shape, shape)));
             }
-            if !t.dtype.is_float() {
-                return Err(Error::tensor(name, format!("dtype {} is not a float type", t.dtype)));
+            if !(t.dtype.is_float() || t.dtype.is_quantized()) {
+                return Err(Error::tensor(name, format!("dtype {} is not a weight type", t.dtype)));
             }
         }
         let known: std::collections::HashSet<&str> = expected
@@ -90,6 +106,7 @@ impl ModelFile {
             names,
             tensors,
             blob,
+            integrity: None,
         };
         file.catalog = file.read_catalog()?;
         Ok(file)
@@ -125,4 +142,73 @@ impl ModelFile {
     pub fn file_bytes(&self) -> usize {
         self.blob.bytes().len()
     }
+
+    /// The whole mapped file (or checkpoint safetensors) as bytes.
+    pub fn blob(&self) -> &Arc<Blob> {
+        &self.blob
+    }
+
+    /// Format version, checksums and metadata of a OneRec model file; `None` for a
+    /// checkpoint directory.
+    pub fn integrity(&self) -> Option<&Integrity> {
+        self.integrity.as_ref()
+    }
+
+    pub(crate) fn set_integrity(&mut self, integrity: Integrity) {
+        self.integrity = Some(integrity);
+    }
+
+    /// Reads every tensor once: compares its CRC-32 with the one recorded in the file
+    /// (model files only) and checks that every weight and block scale is finite.
+    /// The first problem found is the error, naming the tensor.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for name in &self.names {
+            let t = self.tensor(name)?;
+            if let Some(want) = self.integrity.as_ref().and_then(|i| i.crc32.get(name)) {
+                let got = crc32fast::hash(t.bytes);
+                if got != *want {
+                    return Err(Error::tensor(name, format!("checksum mismatch: the file records crc32 {want:08x}, its bytes hash to {got:08x} (the file is corrupted)")));
+                }
+                report.checksummed += 1;
+            }
+            check_finite(&t)?;
+            report.tensors += 1;
+            report.bytes += t.bytes.len();
+        }
+        Ok(report)
+    }
+}
+
+/// Errors on the first NaN/Inf weight (or quantisation scale) of a tensor.
+fn check_finite(t: &TensorView<'_>) -> Result<()> {
+    use crate::format::quant;
+    let (n, rows, cols) = quant::matrix_split(t.shape);
+    if t.dtype.is_quantized() {
+        let per = t.bytes.len() / n.max(1);
+        for m in 0..n {
+            let bytes = &t.bytes[m * per..(m + 1) * per];
+            if let Some(i) = quant::block_scales(t.dtype, bytes, rows, cols).position(|s| !s.is_finite()) {
+                return Err(Error::tensor(t.name, format!("non-finite block scale (matrix {m}, block {i})")));
+            }
+        }
+    } else if t.dtype.is_float() {
+        const CHUNK: usize = 1 << 16;
+        let mut buf = vec![0f32; CHUNK.min(n * rows * cols)];
+        let all = n * rows * cols;
+        // Decoded as one long row in chunks, so no full f32 copy of a large tensor.
+        let width = t.dtype.matrix_bytes(1, 1).unwrap_or(4);
+        let mut start = 0;
+        while start < all {
+            let len = CHUNK.min(all - start);
+            let dst = &mut buf[..len];
+            quant::decode_range(t.dtype, &t.bytes[start * width..(start + len) * width], 1, len, 0, dst)
+                .map_err(|msg| Error::tensor(t.name, msg))?;
+            if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
+                return Err(Error::tensor(t.name, format!("non-finite value {} at index {}", dst[i], start + i)));
+            }
+            start += len;
+        }
+    }
+    Ok(())
 }

@@ -12,7 +12,14 @@ pub enum DType {
     BF16,
     I32,
     I64,
+    /// 8-bit block quantisation, see `QUANT_BLOCK` and docs/FORMAT.md.
+    Q8_0,
+    /// 4-bit block quantisation, see `QUANT_BLOCK` and docs/FORMAT.md.
+    Q4_0,
 }
+
+/// Values per quantisation block (one f16 scale each), along a matrix row.
+pub const QUANT_BLOCK: usize = 32;
 
 impl DType {
     pub fn name(self) -> &'static str {
@@ -22,20 +29,60 @@ impl DType {
             DType::BF16 => "bf16",
             DType::I32 => "i32",
             DType::I64 => "i64",
+            DType::Q8_0 => "q8_0",
+            DType::Q4_0 => "q4_0",
         }
+    }
+
+    /// The type named `name` (as written by `name()`).
+    pub fn from_name(name: &str) -> Option<DType> {
+        [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::Q8_0, DType::Q4_0].into_iter().find(|d| d.name() == name)
     }
 
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
     }
 
-    /// Bytes taken by `n` elements stored in this type.
-    pub fn bytes_for(self, n: usize) -> usize {
-        match self {
+    pub fn is_quantized(self) -> bool {
+        matches!(self, DType::Q8_0 | DType::Q4_0)
+    }
+
+    /// Bytes of one `[rows, cols]` matrix in this type, `None` when the type cannot hold
+    /// that shape (quantised rows must be whole blocks).
+    ///
+    /// Quantised layout (planar, so kernels read aligned words): all quants row-major
+    /// (q8: one i8 per value; q4: 8 values per little-endian u32, value `8w + n` in
+    /// nibble `n`), then one f16 scale per block row-major, zero-padded to 4 bytes.
+    pub fn matrix_bytes(self, rows: usize, cols: usize) -> Option<usize> {
+        let n = rows.checked_mul(cols)?;
+        Some(match self {
             DType::F32 | DType::I32 => 4 * n,
             DType::F16 | DType::BF16 => 2 * n,
             DType::I64 => 8 * n,
+            DType::Q8_0 | DType::Q4_0 => {
+                if cols % QUANT_BLOCK != 0 {
+                    return None;
+                }
+                let quants = if self == DType::Q8_0 { n } else { n / 2 };
+                quants + (2 * (n / QUANT_BLOCK)).next_multiple_of(4)
+            }
+        })
+    }
+
+    /// Bytes of a tensor of `shape`: a stack of `[rows, last]` matrices.
+    pub fn tensor_bytes(self, shape: &[usize]) -> Option<usize> {
+        let cols = shape.last().copied().unwrap_or(1);
+        let rows = shape[..shape.len().saturating_sub(1)].iter().try_fold(1usize, |a, &b| a.checked_mul(b))?;
+        if !self.is_quantized() {
+            return self.matrix_bytes(rows, cols);
         }
+        // Quantised tensors are stored matrix by matrix along the first dimension so a
+        // slice (one expert, one level) is one contiguous range.
+        let (outer, inner) = match shape {
+            [n, r, _] => (*n, *r),
+            _ => (1, rows),
+        };
+        outer.checked_mul(self.matrix_bytes(inner, cols)?)
     }
 }
 
@@ -118,7 +165,10 @@ impl<'a> TensorView<'a> {
         if i >= *n {
             return Err(Error::tensor(self.name, format!("slice {i} out of range {n}")));
         }
-        let per = self.dtype.bytes_for(r * c);
+        let per = self
+            .dtype
+            .matrix_bytes(*r, *c)
+            .ok_or_else(|| Error::tensor(self.name, format!("{} cannot hold [{r}, {c}]", self.dtype)))?;
         Ok(WeightView {
             name: self.name,
             dtype: self.dtype,
@@ -139,8 +189,11 @@ impl<'a> TensorView<'a> {
 }
 
 impl<'a> WeightView<'a> {
-    /// Row-major f32 copy of the weight (converting from f16/bf16 where needed).
+    /// Row-major f32 copy of the weight (converting from f16/bf16, dequantising q8_0/q4_0).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
+        if self.dtype.is_quantized() {
+            return crate::format::quant::decode(self.name, self.dtype, &[self.rows, self.cols], self.bytes);
+        }
         to_f32(self.name, self.dtype, self.bytes)
     }
 }

@@ -5,9 +5,13 @@
 //! matrices as far as the caller is concerned (a backend may store them otherwise).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod wgpu;
 
 use crate::error::Result;
-use crate::tensor::WeightView;
+use crate::tensor::{TensorView, WeightView};
+use crate::trie::Trie;
 
 /// Which keys each query row attends to.
 #[derive(Debug, Clone, Copy)]
@@ -32,11 +36,46 @@ pub struct Moe<W> {
     pub top_k: usize,
 }
 
+/// One beam entering a constrained selection step.
+#[derive(Debug, Clone, Copy)]
+pub struct BeamIn<'a> {
+    /// Sum of the log-probabilities of its codes so far.
+    pub score: f32,
+    /// Trie node of the current item's prefix.
+    pub node: u32,
+    /// Catalog rows of the items its session already holds.
+    pub session: &'a [u32],
+}
+
+/// One request's beams in a selection step: log-prob rows `row0 .. row0 + beams.len()`,
+/// eligible counts of request `user`, and the number of survivors wanted.
+#[derive(Debug, Clone, Copy)]
+pub struct SelectGroup<'a> {
+    pub user: usize,
+    pub row0: usize,
+    pub width: usize,
+    pub beams: &'a [BeamIn<'a>],
+}
+
+/// A surviving (beam, code) pair: `beam` indexes the group's beams, `child` is the trie
+/// node the code leads to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub score: f32,
+    pub beam: u32,
+    pub code: u32,
+    pub child: u32,
+}
+
 pub trait Backend: Send + Sync {
     /// A weight matrix `[rows, cols]` resident in the backend, in its stored type.
     type Weight: Send + Sync;
     /// An `f32` activation matrix `[rows, cols]`.
     type Buf: Send + Sync;
+    /// The SID trie, resident (made once per model).
+    type Index: Send + Sync;
+    /// Eligible-item counts per trie node of a batch of requests, resident for a request.
+    type Counts: Send + Sync;
 
     /// Human-readable description (device, features) for `--verbose`.
     fn describe(&self) -> String;
@@ -44,10 +83,25 @@ pub trait Backend: Send + Sync {
     /// Makes a weight resident (upload, or a zero-copy view of the mapped file).
     fn weight(&self, view: &WeightView<'_>) -> Result<Self::Weight>;
 
+    /// Makes the matrices of a 3-D tensor `[n, rows, cols]` resident, one weight each (a
+    /// MoE layer's experts). A backend may keep them together so that one kernel reaches
+    /// every expert; by default each slice is its own weight.
+    fn weight_stack(&self, t: &TensorView<'_>) -> Result<Vec<Self::Weight>> {
+        let n = t.shape.first().copied().unwrap_or(0);
+        (0..n).map(|i| self.weight(&t.slice3(i)?)).collect()
+    }
+
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     fn zeros(&self, rows: usize, cols: usize) -> Result<Self::Buf>;
     fn shape(&self, buf: &Self::Buf) -> (usize, usize);
+
+    /// A zeroed key/value cache `[rows, cols]`: written only by `write_rows`, read only
+    /// by `attention` (and `download`). A backend may store it in reduced precision (the
+    /// CUDA backend keeps it in f16); by default it is an ordinary buffer.
+    fn kv_cache(&self, rows: usize, cols: usize) -> Result<Self::Buf> {
+        self.zeros(rows, cols)
+    }
 
     /// `out[r] = Σ_p table_p[index_p[r]]`: embedding lookups summed (codes + positions).
     fn gather_sum(&self, parts: &[(&Self::Weight, &[u32])], rows: usize) -> Result<Self::Buf>;
@@ -77,4 +131,25 @@ pub trait Backend: Send + Sync {
 
     /// Row-wise log-softmax.
     fn log_softmax(&self, x: &Self::Buf) -> Result<Self::Buf>;
+
+    /// Makes the trie resident for [`Backend::select`].
+    fn index(&self, trie: &Trie) -> Result<Self::Index>;
+
+    /// Makes the eligible counts (`Trie::eligible_counts`, one vector per request of the
+    /// batch, in order) resident for the steps of one batch.
+    fn counts(&self, per_user: &[Vec<u32>]) -> Result<Self::Counts>;
+
+    /// Constrained top-B of one decoding step at trie depth `level` (MODEL_SPEC
+    /// "Constrained session decoding"), per group: every (beam, code) pair where the code
+    /// is a child of the beam's node and the child's eligible count exceeds the number of
+    /// the beam's session items under it competes with score `beam.score + logp[row, code]`;
+    /// the best `width` survive, best first, ties to the lower beam, then the lower code.
+    fn select(
+        &self,
+        logp: &Self::Buf,
+        index: &Self::Index,
+        counts: &Self::Counts,
+        level: usize,
+        groups: &[SelectGroup<'_>],
+    ) -> Result<Vec<Vec<Candidate>>>;
 }

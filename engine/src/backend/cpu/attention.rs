@@ -54,15 +54,36 @@ pub fn attention(q: &CpuBuf, k: &CpuBuf, v: &CpuBuf, n_heads: usize, keys: KeyMa
             let qh = &qr[h * hd..(h + 1) * hd];
             for (j, s) in scores.iter_mut().enumerate() {
                 let kr = &k.row(key_rows(j))[h * hd..(h + 1) * hd];
-                *s = qh.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * scale;
+                *s = dot(qh, kr) * scale;
             }
             super::softmax_row(&mut scores);
             let oh = &mut o[h * hd..(h + 1) * hd];
             for (j, &p) in scores.iter().enumerate() {
                 let vr = &v.row(key_rows(j))[h * hd..(h + 1) * hd];
-                oh.iter_mut().zip(vr).for_each(|(a, b)| *a += p * b);
+                axpy(p, vr, oh);
             }
         }
     });
     Ok(out)
+}
+
+/// Dot product with eight independent partial sums, so the compiler can keep them in
+/// one SIMD register instead of a serial chain of dependent adds.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y += a * x`
+#[inline]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }

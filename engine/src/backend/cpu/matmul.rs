@@ -1,13 +1,17 @@
-//! `y = x · Wᵀ` with `W` stored `[out, in]` row-major, through the `gemm` crate.
+//! `y = x · Wᵀ` with `W` stored `[out, in]` row-major: f32 weights straight through the
+//! `gemm` crate, f16 / q8_0 / q4_0 weights through the decoding kernels of `quant.rs`.
 
-use super::CpuWeight;
+use super::{quant, CpuWeight};
 
 /// Products smaller than this (in multiply-adds) run single-threaded: the thread
 /// hand-off costs more than it saves.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+pub(super) const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 pub fn matmul(x: &[f32], rows: usize, w: &CpuWeight, y: &mut [f32]) {
-    matmul_raw(x, rows, w.cols, w.f32(), w.rows, y);
+    match w.as_f32() {
+        Some(wf) => matmul_raw(x, rows, w.cols, wf, w.rows, y),
+        None => quant::matmul(x, rows, w, y),
+    }
 }
 
 /// `y [m, n] = x [m, k] · wᵀ` where `w` is `[n, k]`.

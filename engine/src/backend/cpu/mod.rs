@@ -5,13 +5,18 @@
 mod attention;
 mod matmul;
 mod moe;
+mod quant;
+#[cfg(target_arch = "x86_64")]
+mod quant_x86;
+mod select;
 mod weight;
 
 pub use weight::CpuWeight;
 
-use super::{Backend, Ffn, KeyMap, Moe};
+use super::{Backend, Candidate, Ffn, KeyMap, Moe, SelectGroup};
 use crate::error::{Error, Result};
 use crate::tensor::WeightView;
+use crate::trie::Trie;
 use rayon::prelude::*;
 
 /// Row-major `f32` matrix.
@@ -54,6 +59,8 @@ fn check_cols(what: &str, got: usize, want: usize) -> Result<()> {
 impl Backend for CpuBackend {
     type Weight = CpuWeight;
     type Buf = CpuBuf;
+    type Index = Trie;
+    type Counts = Vec<Vec<u32>>;
 
     fn describe(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -155,6 +162,18 @@ impl Backend for CpuBackend {
         let mut y = x.clone();
         y.data.par_chunks_mut(x.cols.max(1)).for_each(log_softmax_row);
         Ok(y)
+    }
+
+    fn index(&self, trie: &Trie) -> Result<Trie> {
+        Ok(trie.clone())
+    }
+
+    fn counts(&self, per_user: &[Vec<u32>]) -> Result<Vec<Vec<u32>>> {
+        Ok(per_user.to_vec())
+    }
+
+    fn select(&self, logp: &CpuBuf, index: &Trie, counts: &Vec<Vec<u32>>, level: usize, groups: &[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>> {
+        select::select(logp, index, counts, level, groups)
     }
 }
 

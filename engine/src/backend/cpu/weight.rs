@@ -1,13 +1,17 @@
-//! CPU-resident weights: zero-copy `f32` views of the mapped file where the bytes are
-//! aligned, otherwise a converted copy (f16/bf16 checkpoints are widened once at load).
+//! CPU-resident weights: zero-copy views of the mapped file in their stored type (f32,
+//! f16, q8_0, q4_0), decoded block by block inside the kernels. Only bf16 and f32 bytes
+//! that are not 4-byte aligned (possible in a checkpoint) are widened to an f32 copy.
 
+use super::err;
 use crate::error::Result;
+use crate::format::quant;
 use crate::tensor::{Blob, DType, WeightView};
 use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Debug)]
 enum Data {
+    /// `len` bytes at `offset` of the blob, in `CpuWeight::dtype`.
     Mapped { blob: Arc<Blob>, offset: usize, len: usize },
     Owned(Vec<f32>),
 }
@@ -16,39 +20,108 @@ enum Data {
 pub struct CpuWeight {
     pub rows: usize,
     pub cols: usize,
+    dtype: DType,
     data: Data,
 }
 
 impl CpuWeight {
     pub fn new(view: &WeightView<'_>) -> Result<Self> {
-        let aligned = view.bytes.as_ptr() as usize % std::mem::align_of::<f32>() == 0;
-        let data = match (view.dtype, view.blob.offset_of(view.bytes)) {
-            (DType::F32, Some(offset)) if aligned && cfg!(target_endian = "little") => {
-                Data::Mapped { blob: view.blob.clone(), offset, len: view.bytes.len() / 4 }
-            }
-            _ => Data::Owned(view.to_f32()?),
+        let (rows, cols) = (view.rows, view.cols);
+        if view.dtype.matrix_bytes(rows, cols) != Some(view.bytes.len()) {
+            return Err(err(format!(
+                "weight `{}`: {} bytes do not hold a {} [{rows}, {cols}] matrix",
+                view.name,
+                view.bytes.len(),
+                view.dtype
+            )));
+        }
+        let mapped = |dtype| {
+            view.blob.offset_of(view.bytes).map(|offset| CpuWeight {
+                rows,
+                cols,
+                dtype,
+                data: Data::Mapped { blob: view.blob.clone(), offset, len: view.bytes.len() },
+            })
         };
-        Ok(CpuWeight { rows: view.rows, cols: view.cols, data })
+        let aligned = view.bytes.as_ptr() as usize % std::mem::align_of::<f32>() == 0;
+        let zero_copy = match view.dtype {
+            DType::F32 => aligned && cfg!(target_endian = "little"),
+            // The kernels read these through byte loads: any alignment will do.
+            DType::F16 | DType::Q8_0 | DType::Q4_0 => true,
+            _ => false,
+        };
+        if let Some(w) = zero_copy.then(|| mapped(view.dtype)).flatten() {
+            return Ok(w);
+        }
+        Ok(CpuWeight { rows, cols, dtype: DType::F32, data: Data::Owned(view.to_f32()?) })
     }
 
     pub fn from_f32(data: Vec<f32>, rows: usize, cols: usize) -> Self {
-        CpuWeight { rows, cols, data: Data::Owned(data) }
+        CpuWeight { rows, cols, dtype: DType::F32, data: Data::Owned(data) }
     }
 
-    pub fn f32(&self) -> &[f32] {
+    /// The type the kernels read: the stored type, or f32 for a widened copy.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The values as an f32 slice, when the weight is held as f32.
+    pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
-            Data::Mapped { blob, offset, len } => bytemuck::cast_slice(&blob.bytes()[*offset..*offset + *len * 4]),
-            Data::Owned(v) => v,
+            Data::Owned(v) => Some(v),
+            Data::Mapped { .. } if self.dtype == DType::F32 => Some(bytemuck::cast_slice(self.bytes())),
+            Data::Mapped { .. } => None,
         }
     }
 
-    pub fn to_f32_cow(&self) -> Cow<'_, [f32]> {
-        Cow::Borrowed(self.f32())
+    /// The stored bytes (f32 values as bytes for an owned copy).
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            Data::Mapped { blob, offset, len } => &blob.bytes()[*offset..*offset + *len],
+            Data::Owned(v) => bytemuck::cast_slice(v),
+        }
     }
 
+    /// Decodes `out.len()` values starting at flat index `start` (whole blocks for
+    /// quantised weights; rows always are).
+    #[inline(always)]
+    pub fn decode(&self, start: usize, out: &mut [f32]) {
+        if let Some(v) = self.as_f32() {
+            out.copy_from_slice(&v[start..start + out.len()]);
+            return;
+        }
+        // Sizes were checked when the weight was made; callers pass in-range spans.
+        if let Err(msg) = quant::decode_range(self.dtype, self.bytes(), self.rows, self.cols, start, out) {
+            unreachable!("{msg}");
+        }
+    }
+
+    /// All values as f32: borrowed when held as f32, else decoded (small tensors only:
+    /// norm weights).
+    pub fn to_f32_cow(&self) -> Cow<'_, [f32]> {
+        match self.as_f32() {
+            Some(v) => Cow::Borrowed(v),
+            None => {
+                let mut out = vec![0f32; self.rows * self.cols];
+                self.decode(0, &mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// `dst += row`, decoding a block at a time.
     pub fn add_row_into(&self, row: usize, dst: &mut [f32]) {
-        let src = &self.f32()[row * self.cols..(row + 1) * self.cols];
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        let start = row * self.cols;
+        if let Some(v) = self.as_f32() {
+            dst.iter_mut().zip(&v[start..start + self.cols]).for_each(|(d, s)| *d += s);
+            return;
+        }
+        let mut buf = [0f32; 8 * crate::tensor::QUANT_BLOCK];
+        for (i, d) in dst[..self.cols].chunks_mut(buf.len()).enumerate() {
+            let tmp = &mut buf[..d.len()];
+            self.decode(start + i * 8 * crate::tensor::QUANT_BLOCK, tmp);
+            d.iter_mut().zip(tmp.iter()).for_each(|(d, s)| *d += s);
+        }
     }
 
     /// Bytes this weight holds outside the mapped file.

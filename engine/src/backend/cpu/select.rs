@@ -1,0 +1,40 @@
+//! Constrained top-B selection: the reference for `Backend::select`.
+
+use super::{err, CpuBuf};
+use crate::backend::{Candidate, SelectGroup};
+use crate::error::Result;
+use crate::trie::Trie;
+use std::cmp::Ordering;
+
+fn order(a: &Candidate, b: &Candidate) -> Ordering {
+    b.score.total_cmp(&a.score).then(a.beam.cmp(&b.beam)).then(a.code.cmp(&b.code))
+}
+
+pub fn select(logp: &CpuBuf, trie: &Trie, counts: &[Vec<u32>], level: usize, groups: &[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>> {
+    let k = logp.cols;
+    groups
+        .iter()
+        .map(|g| {
+            let counts = counts.get(g.user).ok_or_else(|| err(format!("select: no eligible counts for request {}", g.user)))?;
+            if g.row0 + g.beams.len() > logp.rows || counts.len() != trie.n_nodes() || level >= trie.levels() {
+                return Err(err(format!("select: rows {}+{} of {}, level {level}", g.row0, g.beams.len(), logp.rows)));
+            }
+            let mut cands = Vec::new();
+            for (bi, b) in g.beams.iter().enumerate() {
+                let lp = logp.row(g.row0 + bi);
+                for (code, child) in trie.children(b.node) {
+                    let in_session = b.session.iter().filter(|&&it| trie.path_node(it as usize, level) == child).count() as u32;
+                    if counts[child as usize] > in_session && (code as usize) < k {
+                        cands.push(Candidate { score: b.score + lp[code as usize], beam: bi as u32, code, child });
+                    }
+                }
+            }
+            if cands.len() > g.width && g.width > 0 {
+                cands.select_nth_unstable_by(g.width - 1, order);
+            }
+            cands.truncate(g.width);
+            cands.sort_unstable_by(order);
+            Ok(cands)
+        })
+        .collect()
+}

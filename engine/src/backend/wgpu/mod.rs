@@ -1,0 +1,232 @@
+//! The WGSL runtime: the model on any GPU that wgpu reaches (Vulkan, Metal, DX12), and
+//! on lavapipe in CI. Weights are uploaded once in their file type and decoded in the
+//! shaders; activations, KV caches, MoE routing and the constrained top-B stay on the
+//! device; every op is recorded into one command encoder that is submitted only when a
+//! result must come back (the survivors of a selection step), so a decode step is one
+//! submission and its readback is `16 · B` bytes per request.
+
+mod context;
+mod kernels;
+mod moe;
+mod select;
+pub mod shaders;
+mod weight;
+
+pub use context::{Stats, StatsSnapshot};
+pub use weight::WgpuWeight;
+
+use super::{Backend, Candidate, Ffn, KeyMap, Moe, SelectGroup};
+use crate::error::Result;
+use crate::tensor::{TensorView, WeightView};
+use crate::trie::Trie;
+use context::{err, Ctx, GpuBuf};
+use std::sync::Arc;
+
+/// An `f32` activation matrix on the device.
+pub struct WgpuBuf {
+    pub(crate) g: GpuBuf,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Options for tests and benchmarks; the defaults are what the product uses.
+#[derive(Debug, Clone, Default)]
+pub struct WgpuOptions {
+    /// Split weights above this many bytes across bindings even where the device allows
+    /// more (tests exercise the split path with it).
+    pub max_binding: Option<u64>,
+    /// Fill every new activation buffer with NaN, so that an element a kernel forgets to
+    /// write shows up in the comparisons (tests).
+    pub poison: bool,
+}
+
+/// Cheap to clone: clones share the device, its pipelines and its buffer pool.
+#[derive(Clone)]
+pub struct WgpuBackend {
+    ctx: Arc<Ctx>,
+}
+
+/// A GPU adapter if one exists (any of Vulkan, Metal, DX12; `WGPU_BACKEND` narrows the
+/// choice). Never panics: a broken driver reads as "no adapter".
+pub fn find_adapter() -> Option<::wgpu::Adapter> {
+    std::panic::catch_unwind(|| {
+        let desc = ::wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let instance = ::wgpu::Instance::new(desc);
+        let opts = ::wgpu::RequestAdapterOptions {
+            power_preference: ::wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        };
+        pollster::block_on(instance.request_adapter(&opts)).ok()
+    })
+    .ok()
+    .flatten()
+}
+
+impl WgpuBackend {
+    /// Opens the first GPU adapter; an error when there is none.
+    pub fn new() -> Result<Self> {
+        Self::with_options(WgpuOptions::default())
+    }
+
+    pub fn with_options(opts: WgpuOptions) -> Result<Self> {
+        let adapter = find_adapter().ok_or_else(|| {
+            err("no GPU adapter found (Vulkan, Metal or DX12; on Linux without a GPU install mesa-vulkan-drivers for lavapipe and set WGPU_BACKEND=vulkan)")
+        })?;
+        Self::from_adapter(adapter, opts)
+    }
+
+    pub fn from_adapter(adapter: ::wgpu::Adapter, opts: WgpuOptions) -> Result<Self> {
+        // Everything the adapter offers (storage binding sizes above all); no optional
+        // feature is needed (f16 weights are decoded with unpack2x16float).
+        let desc = ::wgpu::DeviceDescriptor {
+            label: Some("onerec"),
+            required_features: ::wgpu::Features::empty(),
+            required_limits: adapter.limits(),
+            experimental_features: ::wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: ::wgpu::MemoryHints::Performance,
+            trace: ::wgpu::Trace::Off,
+        };
+        let (device, queue) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pollster::block_on(adapter.request_device(&desc))))
+            .map_err(|_| err("the driver panicked while opening the device"))?
+            .map_err(|e| err(format!("opening the device: {e}")))?;
+        let mut ctx = Ctx::new(&adapter, device, queue, opts.max_binding);
+        ctx.poison = opts.poison;
+        Ok(WgpuBackend { ctx: Arc::new(ctx) })
+    }
+
+    pub fn adapter_info(&self) -> &::wgpu::AdapterInfo {
+        &self.ctx.info
+    }
+
+    /// Launch and transfer counters since the backend was made.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.ctx.stats.snapshot()
+    }
+
+    /// Kernel timings when `ONEREC_WGPU_PROFILE=1` (see `Ctx::profile`).
+    pub fn profile(&self) -> Vec<(String, u64, f64)> {
+        self.ctx.profile()
+    }
+
+    /// Largest storage binding in use (weights above it are split).
+    pub fn max_binding(&self) -> u64 {
+        self.ctx.max_binding
+    }
+
+    /// Submits recorded work and waits for the device (benchmarks).
+    pub fn sync(&self) -> Result<()> {
+        let probe = self.ctx.alloc(4)?;
+        self.ctx.fill(&probe, 0)?;
+        self.ctx.read(probe.raw(), 0, 4).map(|_| ())
+    }
+
+    pub(crate) fn new_buf(&self, rows: usize, cols: usize) -> Result<WgpuBuf> {
+        let bytes = (rows as u64) * (cols as u64) * 4;
+        Ok(WgpuBuf { g: self.ctx.alloc(bytes)?, rows, cols })
+    }
+}
+
+impl Backend for WgpuBackend {
+    type Weight = WgpuWeight;
+    type Buf = WgpuBuf;
+    type Index = select::Index;
+    type Counts = select::Counts;
+
+    fn describe(&self) -> String {
+        let i = &self.ctx.info;
+        let driver = if i.driver_info.is_empty() { i.driver.clone() } else { format!("{} {}", i.driver, i.driver_info) };
+        format!(
+            "wgpu: {} ({:?}, {:?}, driver {}); max storage binding {} MiB; features used: none beyond core WGSL",
+            i.name,
+            i.backend,
+            i.device_type,
+            driver.trim(),
+            self.ctx.max_binding >> 20
+        )
+    }
+
+    fn weight(&self, view: &WeightView<'_>) -> Result<WgpuWeight> {
+        WgpuWeight::new(&self.ctx, view)
+    }
+
+    fn weight_stack(&self, t: &TensorView<'_>) -> Result<Vec<WgpuWeight>> {
+        WgpuWeight::stack(&self.ctx, t)
+    }
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<WgpuBuf> {
+        if data.len() != rows * cols {
+            return Err(err(format!("upload of {} values into [{rows}, {cols}]", data.len())));
+        }
+        Ok(WgpuBuf { g: self.ctx.upload(bytemuck::cast_slice(data))?, rows, cols })
+    }
+
+    fn download(&self, buf: &WgpuBuf) -> Result<Vec<f32>> {
+        let bytes = self.ctx.read(buf.g.raw(), 0, (buf.rows * buf.cols * 4) as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn zeros(&self, rows: usize, cols: usize) -> Result<WgpuBuf> {
+        let b = self.new_buf(rows, cols)?;
+        self.ctx.fill(&b.g, 0)?;
+        Ok(b)
+    }
+
+    fn shape(&self, buf: &WgpuBuf) -> (usize, usize) {
+        (buf.rows, buf.cols)
+    }
+
+    fn gather_sum(&self, parts: &[(&WgpuWeight, &[u32])], rows: usize) -> Result<WgpuBuf> {
+        kernels::gather_sum(self, parts, rows)
+    }
+
+    fn matmul(&self, x: &WgpuBuf, w: &WgpuWeight) -> Result<WgpuBuf> {
+        kernels::matmul(self, x, w)
+    }
+
+    fn rms_norm(&self, x: &WgpuBuf, w: &WgpuWeight, eps: f32) -> Result<WgpuBuf> {
+        kernels::rms_norm(self, x, w, eps)
+    }
+
+    fn add_assign(&self, x: &mut WgpuBuf, y: &WgpuBuf) -> Result<()> {
+        kernels::binary(self, "add", x, y)
+    }
+
+    fn write_rows(&self, dst: &mut WgpuBuf, row0: usize, src: &WgpuBuf) -> Result<()> {
+        if src.cols != dst.cols || row0 + src.rows > dst.rows {
+            return Err(err(format!("write_rows: [{}, {}] at row {row0} of [{}, {}]", src.rows, src.cols, dst.rows, dst.cols)));
+        }
+        let row_bytes = (dst.cols * 4) as u64;
+        self.ctx.copy(src.g.raw(), 0, dst.g.raw(), row0 as u64 * row_bytes, src.rows as u64 * row_bytes);
+        Ok(())
+    }
+
+    fn attention(&self, q: &WgpuBuf, k: &WgpuBuf, v: &WgpuBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<WgpuBuf> {
+        kernels::attention(self, q, k, v, n_heads, keys)
+    }
+
+    fn ffn(&self, x: &WgpuBuf, ffn: &Ffn<WgpuWeight>) -> Result<WgpuBuf> {
+        kernels::swiglu_ffn(self, x, ffn)
+    }
+
+    fn moe(&self, x: &WgpuBuf, m: &Moe<WgpuWeight>, routes: Option<&mut Vec<u32>>) -> Result<WgpuBuf> {
+        moe::moe(self, x, m, routes)
+    }
+
+    fn log_softmax(&self, x: &WgpuBuf) -> Result<WgpuBuf> {
+        kernels::log_softmax(self, x)
+    }
+
+    fn index(&self, trie: &Trie) -> Result<select::Index> {
+        select::Index::new(&self.ctx, trie)
+    }
+
+    fn counts(&self, per_user: &[Vec<u32>]) -> Result<select::Counts> {
+        select::Counts::new(&self.ctx, per_user)
+    }
+
+    fn select(&self, logp: &WgpuBuf, index: &select::Index, counts: &select::Counts, level: usize, groups: &[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>> {
+        select::select(self, logp, index, counts, level, groups)
+    }
+}

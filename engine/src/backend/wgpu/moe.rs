@@ -1,0 +1,132 @@
+//! The sparse MoE on the device: router product, softmax + top-k and grouping by expert
+//! (moe.wgsl), expert-grouped SwiGLU products (matmul.wgsl GROUPED: each expert's
+//! weights are read once per call for all the tokens routed to it), then the weighted
+//! combination. Nothing comes back to the host unless the caller asks for the routes.
+
+use super::context::{err, Bind};
+use super::kernels::{binary, matmul, MatmulParams, MM_TILE};
+use super::shaders::{weight_define, Variant};
+use super::weight::WgpuWeight;
+use super::{WgpuBackend, WgpuBuf};
+use crate::backend::Moe;
+use crate::error::Result;
+use std::sync::Arc;
+
+/// How to reach expert `e` of one weight family from a single binding:
+/// `base + e * stride`, or `None` when the experts are not stacked in one buffer.
+fn stacked(ws: &[&WgpuWeight]) -> Option<(u32, u32)> {
+    let first = ws.first()?;
+    let p0 = first.parts.first()?;
+    let (ws_, ss) = match ws.get(1) {
+        Some(w) => {
+            let p1 = w.parts.first()?;
+            (p1.base.checked_sub(p0.base)?, p1.sbase.checked_sub(p0.sbase)?)
+        }
+        None => (0, 0),
+    };
+    let ok = ws.iter().enumerate().all(|(e, w)| {
+        w.parts.len() == 1
+            && Arc::ptr_eq(&w.parts[0].buf, &p0.buf)
+            && w.dtype == first.dtype
+            && w.parts[0].base == p0.base + e as u32 * ws_
+            && w.parts[0].sbase == p0.sbase + e as u32 * ss
+    });
+    ok.then_some((ws_, ss))
+}
+
+/// One expert-grouped product: rows of `x` (token rows through `slot_row` when
+/// `gather_x`, else slot rows) times each expert's `W`, into slot rows of `y`.
+#[allow(clippy::too_many_arguments)]
+fn grouped(be: &WgpuBackend, x: &WgpuBuf, ws: &[&WgpuWeight], gather_x: bool, tiles: &WgpuBuf, slot_row: &WgpuBuf, y: &WgpuBuf, max_tiles: u32) -> Result<()> {
+    let w0 = ws[0];
+    // Useful work only: the slots times one expert's matrix.
+    let flops = 2 * (y.rows * w0.rows * w0.cols) as u64;
+    be.ctx.stats.matmul_flops.fetch_add(flops, std::sync::atomic::Ordering::Relaxed);
+    let d = weight_define(w0.dtype).ok_or_else(|| err(format!("moe: experts of type {}", w0.dtype)))?;
+    let pipe = be.ctx.pipe(&Variant::new("matmul.wgsl", &[d, "GROUPED"]), "main")?;
+    let run = |w: &WgpuWeight, part: &super::weight::Part, estride: (u32, u32), only: u32| -> Result<()> {
+        let p = MatmulParams {
+            m: y.rows as u32,
+            n: part.rows,
+            k: w.cols as u32,
+            y_stride: w.rows as u32,
+            y_col: part.row0,
+            w_base: part.base,
+            s_base: part.sbase,
+            w_estride: estride.0,
+            s_estride: estride.1,
+            gather_x: u32::from(gather_x),
+            only_expert: only,
+            _pad: 0,
+        };
+        let wb = Bind { buf: &part.buf, offset: 0, size: part.buf.size() };
+        let binds = [(1, (&x.g).into()), (2, wb), (3, (&y.g).into()), (4, (&tiles.g).into()), (5, (&slot_row.g).into())];
+        be.ctx.dispatch_xy(&pipe, bytemuck::bytes_of(&p), &binds, (part.rows as usize).div_ceil(MM_TILE) as u32, max_tiles)
+    };
+    match stacked(ws) {
+        Some(stride) => run(w0, &w0.parts[0], stride, u32::MAX)?,
+        // Experts in separate buffers (too large to share a binding): one launch per
+        // expert and part, each skipping the other experts' tiles.
+        None => {
+            for (e, w) in ws.iter().enumerate() {
+                for part in &w.parts {
+                    run(w, part, (0, 0), e as u32)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn moe(be: &WgpuBackend, x: &WgpuBuf, m: &Moe<WgpuWeight>, routes: Option<&mut Vec<u32>>) -> Result<WgpuBuf> {
+    let e = m.experts.len();
+    if m.router.rows != e || m.top_k == 0 || m.top_k > e || m.router.cols != x.cols {
+        return Err(err(format!("moe: router [{}, {}] for {e} experts, top_k {}, width {}", m.router.rows, m.router.cols, m.top_k, x.cols)));
+    }
+    let d = x.cols;
+    let hidden = m.experts[0].gate.rows;
+    for (i, f) in m.experts.iter().enumerate() {
+        if f.gate.cols != d || f.up.cols != d || f.gate.rows != hidden || f.up.rows != hidden || f.down.cols != hidden || f.down.rows != d {
+            return Err(err(format!("moe: expert {i} weight shapes do not chain")));
+        }
+    }
+    let out = be.new_buf(x.rows, d)?;
+    if x.rows == 0 {
+        return Ok(out);
+    }
+    let (rows, k) = (x.rows, m.top_k);
+    let slots = rows * k;
+    let logits = matmul(be, x, &m.router)?;
+    let route = be.new_buf(slots, 1)?;
+    let probs = be.new_buf(slots, 1)?;
+    let max_tiles = slots.div_ceil(MM_TILE) + e;
+    let tiles = be.new_buf(4 * (1 + max_tiles), 1)?;
+    let slot_row = be.new_buf(slots, 1)?;
+    let slot_of = be.new_buf(slots, 1)?;
+    let params = [rows as u32, e as u32, k as u32, d as u32];
+    let pb = bytemuck::bytes_of(&params);
+    let v = Variant::new("moe.wgsl", &[]);
+    let ctx = &be.ctx;
+    ctx.dispatch(&*ctx.pipe(&v, "route")?, pb, &[(1, (&logits.g).into()), (2, (&route.g).into()), (3, (&probs.g).into())], (rows as u32).div_ceil(64))?;
+    let gbinds = [(2, (&route.g).into()), (4, (&tiles.g).into()), (5, (&slot_row.g).into()), (6, (&slot_of.g).into())];
+    ctx.dispatch(&*ctx.pipe(&v, "group")?, pb, &gbinds, 1)?;
+
+    let gates: Vec<&WgpuWeight> = m.experts.iter().map(|f| &f.gate).collect();
+    let ups: Vec<&WgpuWeight> = m.experts.iter().map(|f| &f.up).collect();
+    let downs: Vec<&WgpuWeight> = m.experts.iter().map(|f| &f.down).collect();
+    let mut h = be.new_buf(slots, hidden)?;
+    let u = be.new_buf(slots, hidden)?;
+    let mt = max_tiles as u32;
+    grouped(be, x, &gates, true, &tiles, &slot_row, &h, mt)?;
+    grouped(be, x, &ups, true, &tiles, &slot_row, &u, mt)?;
+    binary(be, "swiglu", &mut h, &u)?;
+    let eo = be.new_buf(slots, d)?;
+    grouped(be, &h, &downs, false, &tiles, &slot_row, &eo, mt)?;
+    let cbinds = [(3, (&probs.g).into()), (6, (&slot_of.g).into()), (7, (&eo.g).into()), (8, (&out.g).into())];
+    ctx.dispatch(&*ctx.pipe(&v, "combine")?, pb, &cbinds, ((rows * d) as u32).div_ceil(256))?;
+    if let Some(log) = routes {
+        let bytes = ctx.read(route.g.raw(), 0, (slots * 4) as u64)?;
+        log.extend(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes));
+    }
+    Ok(out)
+}

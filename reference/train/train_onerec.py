@@ -1,0 +1,169 @@
+"""Training of the OneRec reference model (`onerec_ref.OneRec`, spec tensor names) on
+chronological per-user sequences: at every position t of a user's training part, the
+history is the items before t (the newest `max_history` kept) and the target the next
+`session_len` items (fewer at the end of the training part: the missing ones are masked
+out of the loss). Loss: NLL of every target code, plus a small Switch-style load-balance
+term on each MoE router so that experts do not collapse.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+
+from onerec_ref import OneRec, OneRecConfig
+
+from .data import Split
+
+
+def make_examples(seqs: list[list[int]], n_hist: int, m: int, min_t: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """seqs of catalog rows -> (hist [S, n_hist] left-padded with -1, tgt [S, m] -1 padded)
+    with one example per position t >= min_t of every sequence."""
+    hist, tgt = [], []
+    for s in seqs:
+        for t in range(min_t, len(s)):
+            h = s[max(0, t - n_hist) : t]
+            hist.append([-1] * (n_hist - len(h)) + h)
+            g = s[t : t + m]
+            tgt.append(g + [-1] * (m - len(g)))
+    return np.array(hist, dtype=np.int64), np.array(tgt, dtype=np.int64)
+
+
+def init_params(model: OneRec, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    depth = model.cfg.n_enc_layers + model.cfg.n_dec_layers
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and name != "dec.bos":
+                p.fill_(1.0)  # RMSNorm weights
+            elif name in ("enc.embed", "dec.embed", "enc.pos", "dec.pos", "dec.bos", "head"):
+                p.normal_(0.0, 0.02 if name.endswith("pos") or name == "dec.bos" else 0.1,
+                          generator=g)
+            else:
+                std = 1.0 / math.sqrt(p.shape[-1])
+                if name.endswith((".o", ".down")):
+                    std /= math.sqrt(2 * depth)  # residual branches start small
+                p.normal_(0.0, std, generator=g)
+
+
+class LoadBalance:
+    """Collects E * sum_e f_e * P_e / top_k per MoE layer on every forward (Switch
+    Transformer): f_e = share of routed tokens sent to e, P_e = mean router prob."""
+
+    def __init__(self, model: OneRec) -> None:
+        self.terms: list[torch.Tensor] = []
+        for mod in model.modules():
+            if type(mod).__name__ == "MoE":
+                mod.register_forward_pre_hook(self._hook)
+
+    def _hook(self, mod, args) -> None:
+        x = args[0].reshape(-1, args[0].shape[-1])
+        p = torch.softmax(x @ mod.router.T, dim=-1)
+        top = torch.topk(p.detach(), mod.top_k, dim=-1).indices
+        f = torch.zeros(p.shape[-1]).index_add_(0, top.flatten(), torch.ones(top.numel()))
+        f = f / top.numel()
+        self.terms.append(p.shape[-1] * (f * p.mean(0)).sum())
+
+    def pop(self) -> torch.Tensor:
+        out = torch.stack(self.terms).mean() if self.terms else torch.zeros(())
+        self.terms = []
+        return out
+
+
+def batch_tensors(hist: np.ndarray, tgt: np.ndarray, sids: torch.Tensor,
+                  drop: float = 0.0, g: torch.Generator | None = None):
+    h = torch.from_numpy(hist)
+    t = torch.from_numpy(tgt)
+    mask = h >= 0
+    keep = int(mask.sum(1).max())
+    h, mask = h[:, -keep:], mask[:, -keep:]
+    if drop > 0:
+        dropped = torch.rand(mask.shape, generator=g) < drop
+        dropped[:, -1] = False  # the newest item always stays
+        mask = mask & ~dropped
+    tmask = t >= 0
+    return sids[h.clamp(min=0)], mask, sids[t.clamp(min=0)], tmask
+
+
+def nll(model: OneRec, hs, hm, ts, tm) -> tuple[torch.Tensor, int]:
+    logp = model.forward_train(hs, hm, ts)  # [B, m, L, K]
+    tok = -logp.gather(-1, ts.long().unsqueeze(-1)).squeeze(-1).sum(-1)  # [B, m]
+    return (tok * tm).sum(), int(tm.sum())
+
+
+@torch.no_grad()
+def evaluate_nll(model: OneRec, hist, tgt, sids, bs: int = 512) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for k in range(0, len(hist), bs):
+        s, c = nll(model, *batch_tensors(hist[k : k + bs], tgt[k : k + bs], sids))
+        total, count = total + float(s), count + c
+    return total / max(count, 1)
+
+
+def train(cfg: OneRecConfig, tcfg: dict, split: Split, row_of: dict[int, int],
+          sids: np.ndarray, seed: int) -> tuple[OneRec, dict]:
+    """-> (model at the epoch with the best validation NLL, training log)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    n, m = cfg.max_history, cfg.session_len
+    train_seqs = [[row_of[i] for i in split.train_part(u)] for u in split.users]
+    hist, tgt = make_examples(train_seqs, n, m)
+    v_hist, v_tgt = [], []
+    for u in split.users:
+        h, t = split.point(u, "valid")
+        h = [row_of[i] for i in h][-n:]
+        v_hist.append([-1] * (n - len(h)) + h)
+        v_tgt.append([row_of[i] for i in t])
+    v_hist, v_tgt = np.array(v_hist), np.array(v_tgt)
+    sids_t = torch.from_numpy(sids.astype(np.int64))
+
+    model = OneRec(cfg)
+    init_params(model, seed)
+    balance = LoadBalance(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    bs, total_steps, every = tcfg["batch"], tcfg["steps"], tcfg["eval_every"]
+    warm = tcfg["warmup_steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
+        1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    log = {"examples": int(len(hist)), "batch": bs, "steps": total_steps, "evals": []}
+    best, best_state = math.inf, None
+    perm, pos = torch.randperm(len(hist), generator=g).numpy(), 0
+    tot, cnt, aux_tot, t0 = 0.0, 0, 0.0, time.time()
+    for step in range(1, total_steps + 1):
+        model.train()
+        if pos + bs > len(perm):  # next pass over the examples, reshuffled
+            perm, pos = torch.randperm(len(hist), generator=g).numpy(), 0
+        idx = np.sort(perm[pos : pos + bs])
+        pos += bs
+        hs, hm, ts, tm = batch_tensors(hist[idx], tgt[idx], sids_t, tcfg["history_dropout"], g)
+        s, c = nll(model, hs, hm, ts, tm)
+        aux = balance.pop()
+        loss = s / c + tcfg["aux_loss"] * aux
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        tot, cnt, aux_tot = tot + s.item(), cnt + c, aux_tot + aux.item()
+        if step % every == 0 or step == total_steps:
+            v = evaluate_nll(model, v_hist, v_tgt, sids_t)
+            balance.terms = []
+            entry = {"step": step, "epoch": round(step * bs / len(hist), 2),
+                     "train_nll": round(tot / cnt, 4), "valid_nll": round(v, 4),
+                     "load_balance": round(aux_tot / every, 4),
+                     "seconds": round(time.time() - t0, 1)}
+            log["evals"].append(entry)
+            print(f"  onerec {entry}", file=sys.stderr)
+            tot, cnt, aux_tot = 0.0, 0, 0.0
+            if v < best:
+                best, best_state = v, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    log["best_valid_nll"] = round(best, 4)
+    return model.eval(), log

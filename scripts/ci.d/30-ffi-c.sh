@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The C API from C: builds the library in release and installs it (ffi/install.sh), compiles
+# the C test and the C example with the system compiler through pkg-config, runs the test on
+# every fixture's goldens and again under valgrind, and checks that the example prints what
+# the onerec CLI prints for the same request.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=target/c-api
+bash examples/c/build.sh "$out"
+
+fixtures=(tests/fixtures/dense_l3 tests/fixtures/moe_dec_l2 tests/fixtures/moe_enc_dec_l4 tests/fixtures/pointwise_top1 tests/fixtures/heads_odd)
+echo "-- C test (golden results, error paths, threads)"
+"$out/test_onerec" "${fixtures[@]}"
+
+echo "-- C test under valgrind"
+# The suppression file covers only the rayon pool threads that outlive main (see it).
+valgrind --quiet --suppressions=examples/c/valgrind.supp --leak-check=full \
+    --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+    --error-exitcode=1 "$out/test_onerec" tests/fixtures/heads_odd
+
+echo "-- C example against the onerec CLI"
+cargo build --release -q -p onerec --bin onerec
+fixture=tests/fixtures/moe_enc_dec_l4
+# The history of the fixture's fourth golden request ("history": [...] lines after the
+# teacher-forced one).
+history=$(grep -o '"history": \[[0-9, ]*\]' "$fixture/golden.json" | sed -n 5p | sed 's/.*\[\(.*\)\]/\1/; s/ //g')
+[ -n "$history" ] || { echo "no history found in $fixture/golden.json" >&2; exit 1; }
+args=(--beam 16 --results 5 --exclude-history)
+"$out/recommend" "$fixture" "$history" "${args[@]}" --backend cpu >"$out/example.txt"
+target/release/onerec recommend --model "$fixture" --history "$history" "${args[@]}" --backend cpu >"$out/cli.txt"
+cat "$out/example.txt"
+diff -u "$out/cli.txt" "$out/example.txt"
+[ "$(wc -l <"$out/example.txt")" -eq 6 ] || { echo "expected a header and 5 sessions" >&2; exit 1; }
+# Bad input is an error with a message, not a crash.
+if "$out/recommend" "$fixture" 1,2,3 --backend cpu 2>"$out/err.txt"; then
+    echo "unknown items should fail" >&2; exit 1
+fi
+grep -q ONEREC_STATUS_UNKNOWN_ITEM "$out/err.txt"
+echo "C API: ok"

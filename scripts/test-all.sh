@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh clone: installs what is missing, then runs the
+# Rust tests (CPU and the Vulkan GPU backend on lavapipe) and each scripts/ci.d/*.sh step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+scripts/setup.sh
+
+echo "== cargo test (workspace)"
+cargo test --workspace --release 2>&1
+
+for step in scripts/ci.d/*.sh; do
+    [ -e "$step" ] || continue
+    echo "== $step"
+    bash "$step"
+done
+echo "== all tests passed"

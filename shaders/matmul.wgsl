@@ -1,0 +1,120 @@
+// y = x · Wᵀ with W stored [n, k] in its file type (weights.wgsl), register-tiled:
+// each invocation computes a 4×4 block of y, a workgroup of 8×8 a 32×32 tile.
+//
+// Defines: one weight type (see weights.wgsl); GROUPED for MoE expert-grouped products:
+// workgroup row `t` takes tile `t` of a tile table (expert, first slot, row count) built
+// by moe.wgsl `group`, so each expert's weights are read once for all of its tokens.
+// Grouped input rows are token rows looked up through `slot_row` when `p.gather_x` is
+// set (the gate/up products), else slot rows (the down product); output rows are slots.
+
+#include "weights.wgsl"
+
+struct Params {
+    m: u32,          // rows of x (ungrouped) or slots (grouped)
+    n: u32,          // rows of this weight part = columns written
+    k: u32,
+    y_stride: u32,   // row stride of y
+    y_col: u32,      // first column of y written by this part
+    w_base: u32,
+    s_base: u32,
+    w_estride: u32,  // expert stride of w_base (grouped)
+    s_estride: u32,  // expert stride of s_base (grouped)
+    gather_x: u32,
+    only_expert: u32, // grouped: tiles of other experts skip (0xffffffff: none skip)
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#if GROUPED
+// tiles[0].x = tile count; tile t is tiles[1 + t] = (expert, first slot, rows, 0).
+@group(0) @binding(4) var<storage, read> tiles: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> slot_row: array<u32>;
+#endif
+
+const TM: u32 = 4u;
+const TN: u32 = 4u;
+
+// Only used when k % 4 == 0.
+fn x4(row: u32, col: u32) -> vec4<f32> {
+    return x[(row * p.k + col) >> 2u];
+}
+
+fn x1(i: u32) -> f32 {
+    return x[i >> 2u][i & 3u];
+}
+
+@compute @workgroup_size(8, 8, 1)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let col0 = (wg.x * 8u + lid.x) * TN;
+    if (col0 >= p.n) {
+        return;
+    }
+    var base = p.w_base;
+    var sbase = p.s_base;
+    var xr: array<u32, 4>;
+    var yr: array<u32, 4>;
+    var ok: array<bool, 4>;
+#if GROUPED
+    let t = wg.y;
+    if (t >= tiles[0].x) {
+        return;
+    }
+    let tile = tiles[1u + t];
+    if (p.only_expert != 0xffffffffu && tile.x != p.only_expert) {
+        return;
+    }
+    base += tile.x * p.w_estride;
+    sbase += tile.x * p.s_estride;
+    for (var i = 0u; i < TM; i++) {
+        let r = lid.y * TM + i;
+        ok[i] = r < tile.z;
+        let slot = tile.y + min(r, tile.z - 1u);
+        yr[i] = slot;
+        xr[i] = select(slot, slot_row[slot], p.gather_x != 0u);
+    }
+#else
+    for (var i = 0u; i < TM; i++) {
+        let r = (wg.y * 8u + lid.y) * TM + i;
+        ok[i] = r < p.m;
+        yr[i] = min(r, p.m - 1u);
+        xr[i] = yr[i];
+    }
+#endif
+    // Columns past the end read the last column and are not stored.
+    let c0 = col0;
+    let c1 = min(col0 + 1u, p.n - 1u);
+    let c2 = min(col0 + 2u, p.n - 1u);
+    let c3 = min(col0 + 3u, p.n - 1u);
+    var acc: array<vec4<f32>, 4>;
+    let k4 = select(0u, p.k / 4u, (p.k & 3u) == 0u);
+    for (var kk = 0u; kk < k4; kk++) {
+        let c = kk * 4u;
+        let wa = w4(base, sbase, p.k, c0, c);
+        let wb = w4(base, sbase, p.k, c1, c);
+        let wc = w4(base, sbase, p.k, c2, c);
+        let wd = w4(base, sbase, p.k, c3, c);
+        for (var i = 0u; i < TM; i++) {
+            let xv = x4(xr[i], c);
+            acc[i] += vec4<f32>(dot(xv, wa), dot(xv, wb), dot(xv, wc), dot(xv, wd));
+        }
+    }
+    for (var c = k4 * 4u; c < p.k; c++) {
+        let wv = vec4<f32>(w1(base, sbase, p.k, c0, c), w1(base, sbase, p.k, c1, c), w1(base, sbase, p.k, c2, c), w1(base, sbase, p.k, c3, c));
+        for (var i = 0u; i < TM; i++) {
+            acc[i] += x1(xr[i] * p.k + c) * wv;
+        }
+    }
+    let ncols = min(TN, p.n - col0);
+    for (var i = 0u; i < TM; i++) {
+        if (!ok[i]) {
+            continue;
+        }
+        let o = yr[i] * p.y_stride + p.y_col + col0;
+        for (var j = 0u; j < ncols; j++) {
+            y[o + j] = acc[i][j];
+        }
+    }
+}

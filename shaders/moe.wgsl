@@ -1,0 +1,125 @@
+// Sparse MoE routing around the expert-grouped products of matmul.wgsl (GROUPED):
+// `route`   p = softmax(router logits), top-k experts per row (ties to the lower index;
+//           weights not renormalised), written as routes[r*k + j] and probs[r*k + j];
+// `group`   one workgroup: slots ordered by expert, then by row, so each expert's rows
+//           are contiguous; a tile table of at most 32 slots per tile, never straddling
+//           experts (read by matmul.wgsl GROUPED);
+// `combine` out[r] = Σ_j probs[r*k + j] · expert_out[slot of (r, j)].
+
+#include "grid.wgsl"
+
+struct Params {
+    rows: u32,
+    n_experts: u32,
+    top_k: u32,
+    d: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> routes: array<u32>;
+@group(0) @binding(3) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> tiles: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read_write> slot_row: array<u32>;
+@group(0) @binding(6) var<storage, read_write> slot_of: array<u32>;
+@group(0) @binding(7) var<storage, read_write> expert_out: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+
+const TILE: u32 = 32u;
+
+@compute @workgroup_size(64, 1, 1)
+fn route(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = linear_group(wg, nwg) * 64u + lid;
+    if (r >= p.rows) {
+        return;
+    }
+    let e = p.n_experts;
+    let o = r * e;
+    var mx = -3.4028235e38;
+    for (var i = 0u; i < e; i++) {
+        mx = max(mx, logits[o + i]);
+    }
+    var sum = 0.0;
+    for (var i = 0u; i < e; i++) {
+        sum += exp(logits[o + i] - mx);
+    }
+    for (var j = 0u; j < p.top_k; j++) {
+        var best = 0xffffffffu;
+        var bp = 0.0;
+        for (var i = 0u; i < e; i++) {
+            var taken = false;
+            for (var t = 0u; t < j; t++) {
+                taken = taken || routes[r * p.top_k + t] == i;
+            }
+            let pi = exp(logits[o + i] - mx) / sum;
+            if (!taken && (best == 0xffffffffu || pi > bp)) {
+                best = i;
+                bp = pi;
+            }
+        }
+        routes[r * p.top_k + j] = best;
+        probs[r * p.top_k + j] = bp;
+    }
+}
+
+var<workgroup> first_slot: array<u32, 256>;
+
+@compute @workgroup_size(64, 1, 1)
+fn group(@builtin(local_invocation_index) lid: u32) {
+    let n = p.rows * p.top_k;
+    // Experts are handled 256 at a time so the prefix fits in workgroup memory.
+    var slot0 = 0u;
+    var n_tiles = 0u;
+    for (var e0 = 0u; e0 < p.n_experts; e0 += 256u) {
+        for (var e = e0 + lid; e < min(e0 + 256u, p.n_experts); e += 64u) {
+            var c = 0u;
+            for (var s = 0u; s < n; s++) {
+                c += u32(routes[s] == e);
+            }
+            first_slot[e - e0] = c;
+        }
+        workgroupBarrier();
+        if (lid == 0u) {
+            for (var e = e0; e < min(e0 + 256u, p.n_experts); e++) {
+                let c = first_slot[e - e0];
+                first_slot[e - e0] = slot0;
+                for (var t = 0u; t < c; t += TILE) {
+                    tiles[1u + n_tiles] = vec4<u32>(e, slot0 + t, min(TILE, c - t), 0u);
+                    n_tiles += 1u;
+                }
+                slot0 += c;
+            }
+        }
+        workgroupBarrier();
+        for (var e = e0 + lid; e < min(e0 + 256u, p.n_experts); e += 64u) {
+            var slot = first_slot[e - e0];
+            for (var s = 0u; s < n; s++) {
+                if (routes[s] == e) {
+                    slot_row[slot] = s / p.top_k;
+                    slot_of[s] = slot;
+                    slot += 1u;
+                }
+            }
+        }
+        // Only invocation 0 carries slot0 and n_tiles; the others read first_slot.
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        tiles[0] = vec4<u32>(n_tiles, slot0, 0u, 0u);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = linear_group(wg, nwg) * 256u + lid;
+    if (i >= p.rows * p.d) {
+        return;
+    }
+    let r = i / p.d;
+    let c = i % p.d;
+    var acc = 0.0;
+    for (var j = 0u; j < p.top_k; j++) {
+        acc += probs[r * p.top_k + j] * expert_out[slot_of[r * p.top_k + j] * p.d + c];
+    }
+    out[i] = acc;
+}

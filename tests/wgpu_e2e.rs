@@ -1,0 +1,120 @@
+//! The wgpu backend end to end: the goldens of every fixture, and the same sessions as
+//! the CPU backend for every weight type (fixtures re-encoded in f16, q8_0 and q4_0).
+
+use crate::common::{fixture, FIXTURES};
+use crate::golden::{check_all_requests, ids, load_golden, rel_err, requests};
+use crate::wgpu_ops::gpu;
+use onerec_engine::backend::wgpu::WgpuBackend;
+use onerec_engine::format::quant::encode;
+use onerec_engine::generate::recommend;
+use onerec_engine::model::RouteLog;
+use onerec_engine::model_file::TensorEntry;
+use onerec_engine::tensor::{to_f32, Blob, DType};
+use onerec_engine::trie::Trie;
+use onerec_engine::{Backend, BackendKind, CpuBackend, Engine, Model, ModelFile, Request, Response};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[test]
+fn wgpu_matches_the_goldens() {
+    if gpu().is_none() {
+        return;
+    }
+    check_all_requests(BackendKind::Wgpu);
+}
+
+#[test]
+fn wgpu_encoder_and_teacher_forced_logprobs_match_the_goldens() {
+    let Some(g) = gpu() else { return };
+    for name in FIXTURES {
+        let gold = load_golden(name);
+        let m = Model::new(g.clone(), Arc::new(ModelFile::open(&fixture(name)).unwrap())).unwrap();
+        let tf = &gold.json["teacher_forced"];
+        let hist = m.file.catalog.resolve(&ids(&tf["history"])).unwrap();
+        let targets = m.file.catalog.resolve(&ids(&tf["target_items"])).unwrap();
+        let enc = m.backend.download(&m.encode(&hist, None).unwrap()).unwrap();
+        let e = rel_err(&enc, &gold.tensors["enc_out"].1);
+        assert!(e < 1e-4, "{name}: enc_out relative error {e}");
+        let mut routes = RouteLog::new();
+        let lp = m.teacher_forced(&hist, &targets, Some(&mut routes)).unwrap();
+        let e = rel_err(&lp, &gold.tensors["tf_logprobs"].1);
+        assert!(e < 1e-4, "{name}: teacher-forced log-prob relative error {e}");
+        for (key, (_, want)) in gold.tensors.iter().filter(|(k, _)| k.starts_with("router.")) {
+            let got: Vec<f32> = routes[key.trim_start_matches("router.")].iter().map(|&e| e as f32).collect();
+            assert_eq!(&got, want, "{name}: router choices of {key}");
+        }
+    }
+}
+
+#[test]
+fn auto_takes_the_gpu_when_there_is_one() {
+    if gpu().is_none() {
+        return;
+    }
+    let e = Engine::load(&fixture("dense_l3"), BackendKind::Auto).unwrap();
+    assert!(e.describe_backend().starts_with("wgpu"), "auto chose {}", e.describe_backend());
+}
+
+/// The fixture with its weights re-encoded in `dtype` (quantised types only where the
+/// rows are whole blocks; vectors keep their type).
+fn reencode(name: &str, dtype: DType) -> Arc<ModelFile> {
+    let f = ModelFile::open(&fixture(name)).unwrap();
+    let mut blob = Vec::new();
+    let mut tensors = HashMap::new();
+    for n in &f.names {
+        let t = f.tensor(n).unwrap();
+        let cols = t.shape.last().copied().unwrap_or(1);
+        let target = match dtype {
+            _ if !t.dtype.is_float() || t.shape.len() < 2 => t.dtype,
+            DType::Q8_0 | DType::Q4_0 if cols % 32 != 0 => t.dtype,
+            d => d,
+        };
+        let bytes = if target == t.dtype { t.bytes.to_vec() } else { encode(n, target, t.shape, &to_f32(n, t.dtype, t.bytes).unwrap()).unwrap() };
+        blob.resize(blob.len().next_multiple_of(256), 0);
+        let start = blob.len();
+        blob.extend_from_slice(&bytes);
+        tensors.insert(n.clone(), TensorEntry { dtype: target, shape: t.shape.to_vec(), start, end: blob.len() });
+    }
+    let file = ModelFile::from_parts(f.config.clone(), Arc::new(Blob::Owned(blob)), f.names.clone(), tensors, format!("{name} as {dtype}")).unwrap();
+    Arc::new(file)
+}
+
+/// Same sessions where the score gaps exceed 1e-3, scores within 1e-3.
+fn same(what: &str, got: &Response, want: &Response) {
+    assert_eq!(got.final_scores.len(), want.final_scores.len(), "{what}: surviving beams");
+    assert_eq!(got.sessions.len(), want.sessions.len(), "{what}: sessions");
+    let fs = &want.final_scores;
+    for (i, (g, w)) in got.final_scores.iter().zip(fs).enumerate() {
+        assert!((g - w).abs() <= 1e-3, "{what}: beam {i} score {g} vs {w}");
+    }
+    for (i, (g, w)) in got.sessions.iter().zip(&want.sessions).enumerate() {
+        let close = (i > 0 && fs[i - 1] - fs[i] <= 1e-3) || (i + 1 < fs.len() && fs[i] - fs[i + 1] <= 1e-3);
+        if !close {
+            assert_eq!(g.items, w.items, "{what}: session {i}");
+        }
+    }
+}
+
+fn run<B: Backend>(m: &Model<B>, reqs: &[Request]) -> Vec<Response> {
+    recommend(m, &Trie::new(&m.file.catalog), reqs).unwrap()
+}
+
+#[test]
+fn wgpu_matches_cpu_for_every_weight_type() {
+    let Some(g): Option<WgpuBackend> = gpu() else { return };
+    for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0] {
+        for name in FIXTURES {
+            let file = reencode(name, dtype);
+            let reqs: Vec<Request> = requests(&load_golden(name)).into_iter().map(|(r, _)| r).collect();
+            let cpu = Model::new(CpuBackend::new(), file.clone()).unwrap();
+            let gm = Model::new(g.clone(), file).unwrap();
+            let want = run(&cpu, &reqs);
+            // All requests of the fixture in one batch (each alone: the golden test).
+            let batch = run(&gm, &reqs);
+            for (i, w) in want.iter().enumerate() {
+                same(&format!("{name} {dtype} request {i} (batch)"), &batch[i], w);
+            }
+        }
+    }
+}
