@@ -16,22 +16,43 @@ fn best(v: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let reps: usize = args.iter().position(|a| a == "--reps").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let reps: usize = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let be = CpuBackend::new();
     println!("{}; best of {reps}", be.describe());
-    println!("{:>5} {:>5} {:>5} | {:>9} {:>9} {:>9} {:>9} | GFLOP/s (ratio to f32)", "m", "n", "k", "f32", "f16", "q8_0", "q4_0");
+    println!(
+        "{:>5} {:>5} {:>5} | {:>9} {:>9} {:>9} {:>9} | GFLOP/s (ratio to f32)",
+        "m", "n", "k", "f32", "f16", "q8_0", "q4_0"
+    );
     // (n, k): attention / expert gate-up / expert down / one level of head.
     for &(n, k) in &[(512, 512), (1024, 512), (512, 1024), (8192, 512)] {
         for &m in &[1, 16, 128, 256] {
-            let vals: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.05).collect();
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 104_729 % 997) as f32 / 498.0) - 1.0).collect();
+            let vals: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.05)
+                .collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 104_729 % 997) as f32 / 498.0) - 1.0)
+                .collect();
             let xb = be.upload(&x, m, k).expect("upload");
             let mut cells = Vec::new();
             let mut base = 0.0;
             for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0] {
-                let blob = Arc::new(Blob::Owned(encode("w", dtype, &[n, k], &vals).expect("encode")));
+                let blob = Arc::new(Blob::Owned(
+                    encode("w", dtype, &[n, k], &vals).expect("encode"),
+                ));
                 // Owned bytes are 1-aligned in general: f32 needs a 4-aligned copy to be zero-copy.
-                let view = WeightView { name: "w", dtype, rows: n, cols: k, bytes: blob.bytes(), blob: &blob };
+                let view = WeightView {
+                    name: "w",
+                    dtype,
+                    rows: n,
+                    cols: k,
+                    bytes: blob.bytes(),
+                    blob: &blob,
+                };
                 let w = be.weight(&view).expect("weight");
                 let _ = be.matmul(&xb, &w).expect("warm-up");
                 let inner = (2e8 / (2.0 * (m * n * k) as f64)).ceil().max(1.0) as usize;

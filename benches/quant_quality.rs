@@ -9,9 +9,16 @@ use onerec_quantize::{quality, Args, Target};
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let opt = |name: &str, default: usize| -> usize {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let (cases, beam) = (opt("--cases", 64), opt("--beam", 16));
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -27,17 +34,39 @@ fn main() -> anyhow::Result<()> {
     }
     if dirs.is_empty() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        dirs = ["dense_l3", "moe_dec_l2", "moe_enc_dec_l4", "pointwise_top1", "heads_odd"].iter().map(|f| root.join(f)).collect();
+        dirs = [
+            "dense_l3",
+            "moe_dec_l2",
+            "moe_enc_dec_l4",
+            "pointwise_top1",
+            "heads_odd",
+        ]
+        .iter()
+        .map(|f| root.join(f))
+        .collect();
     }
     let tmp = tempfile::tempdir()?;
     println!("{cases} cases per model, beam {beam}; errors relative to the f32 file");
-    println!("{:<24} {:<4} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9}", "model", "type", "bytes", "of f32", "weights", "logits", "code top1", "sess top1");
+    println!(
+        "{:<24} {:<4} {:>12} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "model", "type", "bytes", "of f32", "weights", "logits", "code top1", "sess top1"
+    );
     for dir in &dirs {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut reference = None;
         for target in [Target::F32, Target::F16, Target::Q8, Target::Q4] {
             let out = tmp.path().join(format!("{name}.{}", target.name()));
-            let a = Args { input: dir.clone(), output: Some(out.clone()), dtype: target, keep_f16: vec![], dry_run: false, quiet: true };
+            let a = Args {
+                input: dir.clone(),
+                output: Some(out.clone()),
+                dtype: target,
+                keep_f16: vec![],
+                dry_run: false,
+                quiet: true,
+            };
             let report = onerec_quantize::quantize(&a)?;
             let file = onerec_engine::ModelFile::open(&out)?;
             let set = quality::eval_set(&file, cases, 99);

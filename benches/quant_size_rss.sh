@@ -13,8 +13,9 @@ dir="${1:-target/medium}"
 mkdir -p "$dir"
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time: apt-get install time" >&2; exit 1; }
 cargo build --release -p onerec -p onerec-quantize
-[ -f "$dir/ckpt/model.safetensors" ] || python3 benches/make_medium_checkpoint.py --out "$dir/ckpt"
-history="$(cat "$dir/ckpt/history.txt")"
+[ -f "$dir/ckpt/model.safetensors" ] || python3 benches/synthetic.py --preset medium --out "$dir/ckpt"
+# The same deterministic 256-item history as the other side-by-side benches.
+history="$(cd benches && python3 -c 'from bench_history import history; print(",".join(map(str, history(100000, 256))))')"
 printf "%-5s %14s %8s %10s %14s %12s\n" dtype file_bytes of_f32 w_rel_err peak_rss_kB recommend_s
 f32_bytes=""
 for d in f32 f16 q8 q4; do

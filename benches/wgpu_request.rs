@@ -18,7 +18,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn diff(a: StatsSnapshot, b: StatsSnapshot) -> StatsSnapshot {
@@ -33,10 +37,20 @@ fn diff(a: StatsSnapshot, b: StatsSnapshot) -> StatsSnapshot {
 
 /// GFLOP/s of `x [m, k] · W [n, k]ᵀ` with W in `dtype` (median of `reps` timed runs).
 fn matmul_gflops(g: &WgpuBackend, dtype: DType, m: usize, n: usize, k: usize, reps: usize) -> f64 {
-    let vals: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
-    let blob = Arc::new(Blob::Owned(encode("w", dtype, &[n, k], &vals).expect("encode")));
+    let vals: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let blob = Arc::new(Blob::Owned(
+        encode("w", dtype, &[n, k], &vals).expect("encode"),
+    ));
     let shape = [n, k];
-    let view = TensorView { name: "w", dtype, shape: &shape, bytes: blob.bytes(), blob: &blob };
+    let view = TensorView {
+        name: "w",
+        dtype,
+        shape: &shape,
+        bytes: blob.bytes(),
+        blob: &blob,
+    };
     let w = g.weight(&view.as_matrix()).expect("weight");
     let x = g.upload(&vec![0.5f32; m * k], m, k).expect("upload");
     let _ = g.matmul(&x, &w).expect("warm-up");
@@ -57,7 +71,12 @@ fn matmul_gflops(g: &WgpuBackend, dtype: DType, m: usize, n: usize, k: usize, re
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes --bench; the model is the first argument that is a directory.
-    let Some(model) = args.iter().skip(1).find(|a| std::path::Path::new(a).is_dir()).cloned() else {
+    let Some(model) = args
+        .iter()
+        .skip(1)
+        .find(|a| std::path::Path::new(a).is_dir())
+        .cloned()
+    else {
         eprintln!("usage: cargo bench --bench wgpu_request -- MODEL_DIR [--repeat N] [--beam N]");
         std::process::exit(2);
     };
@@ -76,17 +95,40 @@ fn main() {
 
     let file = Arc::new(ModelFile::open(std::path::Path::new(&model)).expect("model"));
     let cfg = file.config.clone();
-    println!("model: {model}: d {} heads {} layers {}+{} experts {} top-{} K {} items {}", cfg.d_model, cfg.n_heads, cfg.n_enc_layers, cfg.n_dec_layers, cfg.n_experts, cfg.top_k, cfg.codebook_size, file.catalog.len());
+    println!(
+        "model: {model}: d {} heads {} layers {}+{} experts {} top-{} K {} items {}",
+        cfg.d_model,
+        cfg.n_heads,
+        cfg.n_enc_layers,
+        cfg.n_dec_layers,
+        cfg.n_experts,
+        cfg.top_k,
+        cfg.codebook_size,
+        file.catalog.len()
+    );
     let d = cfg.d_model;
-    let hidden = if cfg.d_expert > 0 { cfg.d_expert } else { cfg.d_ff };
+    let hidden = if cfg.d_expert > 0 {
+        cfg.d_expert
+    } else {
+        cfg.d_ff
+    };
     for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0] {
-        let shapes = [("attn [B,d]x[d,d]", beam, d, d), ("expert up [B,d]x[h,d]", beam, hidden, d), ("head [B,d]x[K,d]", beam, cfg.codebook_size, d)];
-        let line: Vec<String> = shapes.iter().map(|&(n, m, r, c)| format!("{n} {:.2}", matmul_gflops(&g, dtype, m, r, c, 3))).collect();
+        let shapes = [
+            ("attn [B,d]x[d,d]", beam, d, d),
+            ("expert up [B,d]x[h,d]", beam, hidden, d),
+            ("head [B,d]x[K,d]", beam, cfg.codebook_size, d),
+        ];
+        let line: Vec<String> = shapes
+            .iter()
+            .map(|&(n, m, r, c)| format!("{n} {:.2}", matmul_gflops(&g, dtype, m, r, c, 3)))
+            .collect();
         println!("kernel GFLOP/s {dtype}: {}", line.join(" | "));
     }
 
     let n = file.catalog.len() as u64;
-    let history: Vec<u64> = (0..cfg.max_history as u64).map(|i| file.catalog.item_id(((1 + (i * 7919) % n) - 1) as usize)).collect();
+    let history: Vec<u64> = (0..cfg.max_history as u64)
+        .map(|i| file.catalog.item_id(((1 + (i * 7919) % n) - 1) as usize))
+        .collect();
     let req = Request::new(history.clone(), beam, beam.min(10));
     let trie = Trie::new(&file.catalog);
     let gm = Model::new(g.clone(), file.clone()).expect("wgpu model");
@@ -142,5 +184,9 @@ fn main() {
     let t = Instant::now();
     std::hint::black_box(recommend(&cm, &trie, std::slice::from_ref(&req)).expect("request"));
     let cpu_s = t.elapsed().as_secs_f64();
-    println!("cpu request: {cpu_s:.3} s ({} threads); wgpu/cpu time ratio {:.2}", rayon::current_num_threads(), wgpu_s / cpu_s);
+    println!(
+        "cpu request: {cpu_s:.3} s ({} threads); wgpu/cpu time ratio {:.2}",
+        rayon::current_num_threads(),
+        wgpu_s / cpu_s
+    );
 }

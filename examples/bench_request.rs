@@ -8,12 +8,20 @@ use onerec_engine::{BackendKind, Engine, Request};
 use std::time::Instant;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let model = args.get(1).ok_or_else(|| anyhow::anyhow!("usage: bench_request MODEL [--backend B] [--beam N] [--history N] [--repeat N]"))?;
+    let model = args.get(1).ok_or_else(|| {
+        anyhow::anyhow!(
+            "usage: bench_request MODEL [--backend B] [--beam N] [--history N] [--repeat N]"
+        )
+    })?;
     let backend: BackendKind = arg(&args, "--backend", "cpu").parse()?;
     let beam: usize = arg(&args, "--beam", "128").parse()?;
     let hist_len: usize = arg(&args, "--history", "256").parse()?;

@@ -32,11 +32,23 @@ fn main() -> Result<()> {
     // 2. A user: the items they watched, oldest first (MovieLens item ids). The encoder
     //    keeps the newest `max_history` of them.
     let history: Vec<u64> = match std::env::args().nth(1) {
-        Some(arg) => arg.split(',').map(|t| t.trim().parse().with_context(|| format!("`{t}` is not an item id"))).collect::<Result<_>>()?,
+        Some(arg) => arg
+            .split(',')
+            .map(|t| {
+                t.trim()
+                    .parse()
+                    .with_context(|| format!("`{t}` is not an item id"))
+            })
+            .collect::<Result<_>>()?,
         None => vec![50, 172, 181],
     };
     let titles = default_model::titles();
-    let name = |id: u64| titles.as_ref().and_then(|t| t.get(&id).cloned()).unwrap_or_else(|| format!("item {id}"));
+    let name = |id: u64| {
+        titles
+            .as_ref()
+            .and_then(|t| t.get(&id).cloned())
+            .unwrap_or_else(|| format!("item {id}"))
+    };
     println!("history:");
     for &id in &history {
         println!("  {}", name(id));
@@ -45,7 +57,13 @@ fn main() -> Result<()> {
     // 3. The request: the decoder writes a whole session, code by code, keeping the best
     //    `beam` partial sessions; codes that lead to no catalog item are never chosen, and
     //    `exclude_history` keeps what the user has seen out of the answer.
-    let request = Request { history, beam: 32, results: 3, exclude: vec![], exclude_history: true };
+    let request = Request {
+        history,
+        beam: 32,
+        results: 3,
+        exclude: vec![],
+        exclude_history: true,
+    };
     let response = engine.recommend(std::slice::from_ref(&request))?.remove(0);
 
     // 4. The answer: the best sessions, each `session_len` distinct items in the order the
@@ -60,7 +78,9 @@ fn main() -> Result<()> {
         }
     }
     if titles.is_none() {
-        println!("\n(ids only: `python3 reference/train/data.py` fetches MovieLens-100K for titles)");
+        println!(
+            "\n(ids only: `python3 reference/train/data.py` fetches MovieLens-100K for titles)"
+        );
     }
     Ok(())
 }

@@ -3,11 +3,16 @@
 //! (on Android always); with it, the program asks for `libonerec.so` on its library path.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    match std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default().as_str() {
+    match std::env::var("CARGO_CFG_TARGET_OS")
+        .unwrap_or_default()
+        .as_str()
+    {
         "linux" | "android" | "freebsd" | "netbsd" | "openbsd" => {
             println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libonerec.so")
         }
-        "macos" | "ios" => println!("cargo:rustc-cdylib-link-arg=-Wl,-install_name,@rpath/libonerec.dylib"),
+        "macos" | "ios" => {
+            println!("cargo:rustc-cdylib-link-arg=-Wl,-install_name,@rpath/libonerec.dylib")
+        }
         _ => {}
     }
 }

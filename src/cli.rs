@@ -6,7 +6,11 @@ use onerec_engine::{BackendKind, Engine, Request};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "onerec", version, about = "OneRec generative recommendation engine")]
+#[command(
+    name = "onerec",
+    version,
+    about = "OneRec generative recommendation engine"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,10 @@ fn parse_ids(what: &str, s: &str) -> Result<Vec<u64>> {
     s.split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<u64>().with_context(|| format!("{what}: `{t}` is not an item id (an unsigned integer)")))
+        .map(|t| {
+            t.parse::<u64>()
+                .with_context(|| format!("{what}: `{t}` is not an item id (an unsigned integer)"))
+        })
         .collect()
 }
 
@@ -73,23 +80,39 @@ fn recommend(a: RecommendArgs) -> Result<()> {
     let history = parse_ids("--history", &a.history)?;
     let exclude = parse_ids("--exclude", &a.exclude)?;
     let engine = match &a.model {
-        Some(model) => Engine::load(model, backend).with_context(|| format!("loading {}", model.display()))?,
+        Some(model) => {
+            Engine::load(model, backend).with_context(|| format!("loading {}", model.display()))?
+        }
         // No --model: the built-in MovieLens-100K model (src/default_model.rs).
         None => {
             let file = crate::default_model::open().context("opening the built-in model")?;
-            Engine::from_file(std::sync::Arc::new(file), backend).context("loading the built-in model")?
+            Engine::from_file(std::sync::Arc::new(file), backend)
+                .context("loading the built-in model")?
         }
     };
     if a.verbose {
         eprintln!("backend: {}", engine.describe_backend());
     }
-    let request = Request { history, beam: a.beam, results: a.results, exclude, exclude_history: a.exclude_history };
+    let request = Request {
+        history,
+        beam: a.beam,
+        results: a.results,
+        exclude,
+        exclude_history: a.exclude_history,
+    };
     let response = engine.recommend(std::slice::from_ref(&request))?.remove(0);
-    let titles = if a.json || a.model.is_some() { None } else { crate::default_model::titles() };
+    let titles = if a.json || a.model.is_some() {
+        None
+    } else {
+        crate::default_model::titles()
+    };
     if a.json {
         println!("{}", crate::output::json(&response));
     } else if let Some(titles) = &titles {
-        print!("{}", crate::output::titled(&request.history, &response, titles));
+        print!(
+            "{}",
+            crate::output::titled(&request.history, &response, titles)
+        );
     } else {
         print!("{}", crate::output::table(&response));
         if a.model.is_none() {

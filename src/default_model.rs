@@ -33,7 +33,11 @@ pub fn open() -> onerec_engine::Result<ModelFile> {
 /// `$ONEREC_CACHE_DIR/ml-100k`, else `${XDG_CACHE_HOME:-$HOME/.cache}/onerec/ml-100k`: where
 /// `reference/train/data.py` puts the dataset.
 pub fn dataset_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(root) = env("ONEREC_CACHE_DIR") {
         return Some(root.join("ml-100k"));
     }
@@ -49,11 +53,18 @@ pub fn titles_in(dir: &Path) -> Option<HashMap<u64, String>> {
     // Tab-separated: item_id, movie_title, release_year, genres; first line is a header.
     for line in text.lines().skip(1) {
         let mut f = line.split('\t');
-        let (Some(id), Some(title)) = (f.next(), f.next()) else { continue };
-        let Ok(id) = id.trim().parse::<u64>() else { continue };
+        let (Some(id), Some(title)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let Ok(id) = id.trim().parse::<u64>() else {
+            continue;
+        };
         let year = f.next().map(str::trim).filter(|y| !y.is_empty());
         let title = title.trim();
-        out.insert(id, year.map_or_else(|| title.to_string(), |y| format!("{title} ({y})")));
+        out.insert(
+            id,
+            year.map_or_else(|| title.to_string(), |y| format!("{title} ({y})")),
+        );
     }
     (!out.is_empty()).then_some(out)
 }

@@ -18,16 +18,22 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let file = ModelFile::open(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let file =
+        ModelFile::open(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     print!("{}", describe(&file));
     if a.verify {
-        let r = file.verify().with_context(|| format!("verifying {}", a.model.display()))?;
+        let r = file
+            .verify()
+            .with_context(|| format!("verifying {}", a.model.display()))?;
         let sums = if r.checksummed > 0 {
             format!("{} checksums match", r.checksummed)
         } else {
             "no checksums (a checkpoint directory has none)".into()
         };
-        println!("verify: OK: {} tensors, {} bytes read, {sums}, every value finite", r.tensors, r.bytes);
+        println!(
+            "verify: OK: {} tensors, {} bytes read, {sums}, every value finite",
+            r.tensors, r.bytes
+        );
     }
     Ok(())
 }
@@ -38,26 +44,62 @@ fn describe(f: &ModelFile) -> String {
         Some(i) => format!("OneRec model file, format version {}", i.version),
         None => "checkpoint directory".into(),
     };
-    let _ = writeln!(out, "model: {} ({kind}, {} bytes)", f.source, f.file_bytes());
+    let _ = writeln!(
+        out,
+        "model: {} ({kind}, {} bytes)",
+        f.source,
+        f.file_bytes()
+    );
     if let Some(i) = f.integrity().filter(|i| !i.metadata.is_empty()) {
-        let _ = writeln!(out, "metadata: {}", serde_json::Value::Object(i.metadata.clone()));
+        let _ = writeln!(
+            out,
+            "metadata: {}",
+            serde_json::Value::Object(i.metadata.clone())
+        );
     }
-    let _ = writeln!(out, "config: {}", serde_json::to_string(&f.config).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "config: {}",
+        serde_json::to_string(&f.config).unwrap_or_default()
+    );
     let c = &f.catalog;
-    let _ = writeln!(out, "catalog: {} items, {} levels x {} codes", c.len(), c.levels(), f.config.codebook_size);
+    let _ = writeln!(
+        out,
+        "catalog: {} items, {} levels x {} codes",
+        c.len(),
+        c.levels(),
+        f.config.codebook_size
+    );
     let w = f.names.iter().map(|n| n.len()).max().unwrap_or(6).max(6);
-    let _ = writeln!(out, "{:<w$}  {:<5}  {:<18}  {:>12}  {:>12}  {:>8}", "tensor", "type", "shape", "bytes", "offset", "crc32");
+    let _ = writeln!(
+        out,
+        "{:<w$}  {:<5}  {:<18}  {:>12}  {:>12}  {:>8}",
+        "tensor", "type", "shape", "bytes", "offset", "crc32"
+    );
     let mut by_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for name in &f.names {
         let Some(e) = f.entry(name) else { continue };
-        let crc = f.integrity().and_then(|i| i.crc32.get(name)).map(|c| format!("{c:08x}")).unwrap_or_else(|| "-".into());
+        let crc = f
+            .integrity()
+            .and_then(|i| i.crc32.get(name))
+            .map(|c| format!("{c:08x}"))
+            .unwrap_or_else(|| "-".into());
         let shape = format!("{:?}", e.shape);
-        let _ = writeln!(out, "{name:<w$}  {:<5}  {shape:<18}  {:>12}  {:>12}  {crc:>8}", e.dtype.name(), e.end - e.start, e.start);
+        let _ = writeln!(
+            out,
+            "{name:<w$}  {:<5}  {shape:<18}  {:>12}  {:>12}  {crc:>8}",
+            e.dtype.name(),
+            e.end - e.start,
+            e.start
+        );
         let t = by_type.entry(e.dtype.name()).or_default();
         t.0 += 1;
         t.1 += e.end - e.start;
     }
-    let types: Vec<String> = by_type.iter().map(|(k, (n, b))| format!("{k}: {n} tensors, {b} bytes")).collect();
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|(k, (n, b))| format!("{k}: {n} tensors, {b} bytes"))
+        .collect();
     let _ = writeln!(out, "{} tensors; {}", f.names.len(), types.join("; "));
     out
 }

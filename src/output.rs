@@ -22,7 +22,15 @@ pub fn table(r: &Response) -> String {
             .items
             .iter()
             .zip(&s.sids)
-            .map(|(id, sid)| format!("{id} ({})", sid.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("-")))
+            .map(|(id, sid)| {
+                format!(
+                    "{id} ({})",
+                    sid.iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join("-")
+                )
+            })
             .collect();
         out += &format!("{:>4}  {:>10.4}  {}\n", i + 1, s.score, items.join(", "));
     }
@@ -31,8 +39,17 @@ pub fn table(r: &Response) -> String {
 
 /// The table for a catalog whose titles are known (the built-in MovieLens model): one
 /// line per item, the history first so the answer can be read against it.
-pub fn titled(history: &[u64], r: &Response, titles: &std::collections::HashMap<u64, String>) -> String {
-    let name = |id: &u64| titles.get(id).map_or("(no title)", String::as_str).to_string();
+pub fn titled(
+    history: &[u64],
+    r: &Response,
+    titles: &std::collections::HashMap<u64, String>,
+) -> String {
+    let name = |id: &u64| {
+        titles
+            .get(id)
+            .map_or("(no title)", String::as_str)
+            .to_string()
+    };
     let mut out = String::from("history:\n");
     for id in history {
         out += &format!("        {id:>5}  {}\n", name(id));
@@ -43,7 +60,11 @@ pub fn titled(history: &[u64], r: &Response, titles: &std::collections::HashMap<
     for (i, s) in r.sessions.iter().enumerate() {
         out += &format!("session {}  (score {:.4})\n", i + 1, s.score);
         for (id, sid) in s.items.iter().zip(&s.sids) {
-            let sid = sid.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("-");
+            let sid = sid
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join("-");
             out += &format!("        {id:>5}  {:<50}  sid {sid}\n", name(id));
         }
     }

@@ -11,4 +11,10 @@ pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(name)
 }
 
-pub const FIXTURES: &[&str] = &["dense_l3", "moe_dec_l2", "moe_enc_dec_l4", "pointwise_top1", "heads_odd"];
+pub const FIXTURES: &[&str] = &[
+    "dense_l3",
+    "moe_dec_l2",
+    "moe_enc_dec_l4",
+    "pointwise_top1",
+    "heads_odd",
+];

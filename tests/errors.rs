@@ -15,21 +15,41 @@ struct Ckpt {
 impl Ckpt {
     fn from_fixture(name: &str) -> Self {
         let src = fixture(name);
-        let config = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+        let config =
+            serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap())
+                .unwrap();
         let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = st.tensors().into_iter().map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec()))).collect();
-        Ckpt { dir: tempfile::tempdir().unwrap(), config, tensors }
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec())))
+            .collect();
+        Ckpt {
+            dir: tempfile::tempdir().unwrap(),
+            config,
+            tensors,
+        }
     }
 
     fn write(&self) -> &Path {
-        std::fs::write(self.dir.path().join("config.json"), serde_json::to_string_pretty(&self.config).unwrap()).unwrap();
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_string_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
             .tensors
             .iter()
-            .map(|(n, (d, s, b))| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+            .map(|(n, (d, s, b))| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
             .collect();
-        safetensors::serialize_to_file(views, None, &self.dir.path().join("model.safetensors")).unwrap();
+        safetensors::serialize_to_file(views, None, &self.dir.path().join("model.safetensors"))
+            .unwrap();
         self.dir.path()
     }
 
@@ -50,14 +70,19 @@ fn some_item(e: &Engine, i: usize) -> u64 {
 }
 
 fn request_err(req: Request) -> String {
-    engine().recommend(&[req]).expect_err("bad request accepted").to_string()
+    engine()
+        .recommend(&[req])
+        .expect_err("bad request accepted")
+        .to_string()
 }
 
 #[test]
 fn unknown_history_items_are_named() {
     let e = engine();
     let known = some_item(&e, 0);
-    let err = e.recommend(&[Request::new(vec![known, 7, 99], 4, 2)]).unwrap_err();
+    let err = e
+        .recommend(&[Request::new(vec![known, 7, 99], 4, 2)])
+        .unwrap_err();
     assert!(matches!(err, Error::UnknownItems(_)), "{err}");
     let msg = err.to_string();
     assert!(msg.contains('7') && msg.contains("99"), "{msg}");
@@ -95,7 +120,10 @@ fn beam_and_results_are_checked() {
 fn a_bad_request_in_a_batch_is_named() {
     let e = engine();
     let good = Request::new(vec![some_item(&e, 0)], 4, 2);
-    let err = e.recommend(&[good, Request::new(vec![], 4, 2)]).unwrap_err().to_string();
+    let err = e
+        .recommend(&[good, Request::new(vec![], 4, 2)])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("request 1"), "{err}");
 }
 
@@ -130,7 +158,10 @@ fn missing_tensor_is_named() {
     let mut c = Ckpt::from_fixture("moe_dec_l2");
     c.tensors.remove("dec.layers.1.moe.up");
     let msg = c.load_err().to_string();
-    assert!(msg.contains("missing tensor `dec.layers.1.moe.up`"), "{msg}");
+    assert!(
+        msg.contains("missing tensor `dec.layers.1.moe.up`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -139,13 +170,19 @@ fn wrong_shape_is_named() {
     let t = c.tensors.get_mut("enc.layers.0.ffn.gate").unwrap();
     t.1.reverse(); // [d_ff, d] -> [d, d_ff]: same bytes, wrong shape
     let msg = c.load_err().to_string();
-    assert!(msg.contains("enc.layers.0.ffn.gate") && msg.contains("expected [64, 32]"), "{msg}");
+    assert!(
+        msg.contains("enc.layers.0.ffn.gate") && msg.contains("expected [64, 32]"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn unexpected_tensor_and_dtype_are_named() {
     let mut c = Ckpt::from_fixture("dense_l3");
-    c.tensors.insert("enc.extra".into(), (safetensors::Dtype::F32, vec![1], vec![0; 4]));
+    c.tensors.insert(
+        "enc.extra".into(),
+        (safetensors::Dtype::F32, vec![1], vec![0; 4]),
+    );
     let msg = c.load_err().to_string();
     assert!(msg.contains("enc.extra"), "{msg}");
 
@@ -159,7 +196,10 @@ fn unexpected_tensor_and_dtype_are_named() {
     let t = c.tensors.get_mut("enc.norm").unwrap();
     *t = (safetensors::Dtype::U8, vec![t.2.len()], t.2.clone());
     let msg = c.load_err().to_string();
-    assert!(msg.contains("enc.norm") && msg.contains("unsupported dtype"), "{msg}");
+    assert!(
+        msg.contains("enc.norm") && msg.contains("unsupported dtype"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -173,7 +213,12 @@ fn duplicate_sids_name_the_items() {
     let id0 = i64::from_le_bytes(ids[0..8].try_into().unwrap()) as u64;
     let id1 = i64::from_le_bytes(ids[8..16].try_into().unwrap()) as u64;
     let msg = c.load_err().to_string();
-    assert!(msg.contains("duplicate semantic IDs") && msg.contains(&id0.to_string()) && msg.contains(&id1.to_string()), "{msg}");
+    assert!(
+        msg.contains("duplicate semantic IDs")
+            && msg.contains(&id0.to_string())
+            && msg.contains(&id1.to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -194,13 +239,19 @@ fn bad_catalog_codes_and_ids_are_named() {
 
 #[test]
 fn unreadable_and_truncated_files_are_errors() {
-    let missing = Engine::load(Path::new("/nonexistent/onerec-model"), BackendKind::Cpu).err().unwrap().to_string();
+    let missing = Engine::load(Path::new("/nonexistent/onerec-model"), BackendKind::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(missing.contains("/nonexistent/onerec-model"), "{missing}");
 
     let c = Ckpt::from_fixture("dense_l3");
     let dir = c.write();
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
-    let msg = Engine::load(dir, BackendKind::Cpu).err().unwrap().to_string();
+    let msg = Engine::load(dir, BackendKind::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("model.safetensors"), "{msg}");
 
     let c = Ckpt::from_fixture("dense_l3");
@@ -209,10 +260,16 @@ fn unreadable_and_truncated_files_are_errors() {
     let bytes = std::fs::read(&p).unwrap();
     for cut in [0, 5, 100, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&p, &bytes[..cut]).unwrap();
-        let msg = Engine::load(dir, BackendKind::Cpu).err().unwrap().to_string();
+        let msg = Engine::load(dir, BackendKind::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(msg.contains("model.safetensors"), "cut at {cut}: {msg}");
     }
     std::fs::write(dir.join("config.json"), "{ not json").unwrap();
-    let msg = Engine::load(dir, BackendKind::Cpu).err().unwrap().to_string();
+    let msg = Engine::load(dir, BackendKind::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("config.json"), "{msg}");
 }

@@ -33,8 +33,15 @@ fn header_is_up_to_date() {
         std::fs::rename(&tmp, &path).unwrap();
         return;
     }
-    let (old, new) = (String::from_utf8_lossy(&committed), String::from_utf8_lossy(&fresh));
-    let first = old.lines().zip(new.lines()).position(|(a, b)| a != b).unwrap_or(old.lines().count().min(new.lines().count()));
+    let (old, new) = (
+        String::from_utf8_lossy(&committed),
+        String::from_utf8_lossy(&fresh),
+    );
+    let first = old
+        .lines()
+        .zip(new.lines())
+        .position(|(a, b)| a != b)
+        .unwrap_or(old.lines().count().min(new.lines().count()));
     panic!(
         "ffi/include/onerec.h is stale (first difference at line {}: committed {:?}, generated {:?}); \
          regenerate it with ONEREC_UPDATE_HEADER=1 cargo test --release --test tests ffi::header",
@@ -45,7 +52,10 @@ fn header_is_up_to_date() {
 }
 
 fn last_error() -> String {
-    unsafe { CStr::from_ptr(onerec_last_error()) }.to_str().unwrap().to_string()
+    unsafe { CStr::from_ptr(onerec_last_error()) }
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 #[track_caller]
@@ -102,7 +112,11 @@ impl Golden {
         onerec_request {
             history: self.history.as_ptr(),
             n_history: self.history.len(),
-            exclude: if self.exclude.is_empty() { ptr::null() } else { self.exclude.as_ptr() },
+            exclude: if self.exclude.is_empty() {
+                ptr::null()
+            } else {
+                self.exclude.as_ptr()
+            },
             n_exclude: self.exclude.len(),
             beam: self.beam,
             results: self.results,
@@ -114,7 +128,13 @@ impl Golden {
 fn goldens(name: &str) -> Vec<Golden> {
     let text = std::fs::read_to_string(fixture(name).join("golden.json")).unwrap();
     let json: Value = serde_json::from_str(&text).unwrap();
-    let ids = |v: &Value| -> Vec<u64> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect() };
+    let ids = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
     json["requests"]
         .as_array()
         .unwrap()
@@ -130,11 +150,22 @@ fn goldens(name: &str) -> Vec<Golden> {
                 .unwrap()
                 .iter()
                 .map(|s| {
-                    let sids = s["sids"].as_array().unwrap().iter().flat_map(&ids).map(|c| c as u32).collect();
+                    let sids = s["sids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .flat_map(&ids)
+                        .map(|c| c as u32)
+                        .collect();
                     (s["score"].as_f64().unwrap(), ids(&s["items"]), sids)
                 })
                 .collect(),
-            final_scores: r["final_scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect(),
+            final_scores: r["final_scores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect(),
         })
         .collect()
 }
@@ -156,12 +187,20 @@ fn check_results(ctx: *const onerec_context, index: usize, g: &Golden, what: &st
         let s = unsafe { s.assume_init() };
         let got_items = unsafe { std::slice::from_raw_parts(s.items, s.n_items) };
         let got_sids = unsafe { std::slice::from_raw_parts(s.sids, s.n_items * s.n_levels) };
-        assert_eq!((got_items.len(), got_sids.len()), (items.len(), sids.len()), "{what}: session {j} shape");
+        assert_eq!(
+            (got_items.len(), got_sids.len()),
+            (items.len(), sids.len()),
+            "{what}: session {j} shape"
+        );
         if g.clear_winner(j) {
             assert_eq!(got_items, &items[..], "{what}: session {j} items");
             assert_eq!(got_sids, &sids[..], "{what}: session {j} sids");
         }
-        assert!((s.score as f64 - score).abs() <= SCORE_TOL, "{what}: session {j} score {} vs golden {score}", s.score);
+        assert!(
+            (s.score as f64 - score).abs() <= SCORE_TOL,
+            "{what}: session {j} score {} vs golden {score}",
+            s.score
+        );
     }
     // The caller-buffer path gives the same, with room to spare.
     let per = g.sessions.first().map_or(1, |s| s.1.len());
@@ -169,14 +208,29 @@ fn check_results(ctx: *const onerec_context, index: usize, g: &Golden, what: &st
     let mut scores = vec![0f32; g.results + 1];
     let mut copied = usize::MAX;
     ok(unsafe {
-        onerec_results_copy(ctx, index, items.as_mut_ptr(), items.len(), scores.as_mut_ptr(), scores.len(), &mut copied)
+        onerec_results_copy(
+            ctx,
+            index,
+            items.as_mut_ptr(),
+            items.len(),
+            scores.as_mut_ptr(),
+            scores.len(),
+            &mut copied,
+        )
     });
     assert_eq!(copied, g.sessions.len(), "{what}: sessions copied");
     for (j, (score, golden_items, _)) in g.sessions.iter().enumerate() {
         if g.clear_winner(j) {
-            assert_eq!(&items[j * per..(j + 1) * per], &golden_items[..], "{what}: copied session {j}");
+            assert_eq!(
+                &items[j * per..(j + 1) * per],
+                &golden_items[..],
+                "{what}: copied session {j}"
+            );
         }
-        assert!((scores[j] as f64 - score).abs() <= SCORE_TOL, "{what}: copied score {j}");
+        assert!(
+            (scores[j] as f64 - score).abs() <= SCORE_TOL,
+            "{what}: copied score {j}"
+        );
     }
 }
 
@@ -214,8 +268,18 @@ fn golden_requests_on_the_gpu_backend() {
     for name in ["dense_l3", "moe_enc_dec_l4"] {
         let path = CString::new(fixture(name).to_str().unwrap()).unwrap();
         let mut model = ptr::null_mut();
-        ok(unsafe { onerec_model_load(path.as_ptr(), onerec_model_params { backend: ONEREC_BACKEND_WGPU }, &mut model) });
-        let backend = unsafe { CStr::from_ptr(onerec_model_backend_name(model)) }.to_str().unwrap();
+        ok(unsafe {
+            onerec_model_load(
+                path.as_ptr(),
+                onerec_model_params {
+                    backend: ONEREC_BACKEND_WGPU,
+                },
+                &mut model,
+            )
+        });
+        let backend = unsafe { CStr::from_ptr(onerec_model_backend_name(model)) }
+            .to_str()
+            .unwrap();
         assert!(backend.starts_with("wgpu"), "{backend}");
         check_goldens(name, model);
         unsafe { onerec_model_free(model) };
@@ -228,19 +292,35 @@ fn model_info_and_versions() {
     let mut info = std::mem::MaybeUninit::<onerec_model_info>::uninit();
     ok(unsafe { onerec_model_get_info(model, info.as_mut_ptr()) });
     let info = unsafe { info.assume_init() };
-    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(fixture("dense_l3").join("config.json")).unwrap()).unwrap();
-    assert_eq!(info.session_len as u64, cfg["session_len"].as_u64().unwrap());
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("dense_l3").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        info.session_len as u64,
+        cfg["session_len"].as_u64().unwrap()
+    );
     assert_eq!(info.n_levels as u64, cfg["n_levels"].as_u64().unwrap());
-    assert_eq!(info.codebook_size as u64, cfg["codebook_size"].as_u64().unwrap());
-    assert_eq!(info.max_history as u64, cfg["max_history"].as_u64().unwrap());
+    assert_eq!(
+        info.codebook_size as u64,
+        cfg["codebook_size"].as_u64().unwrap()
+    );
+    assert_eq!(
+        info.max_history as u64,
+        cfg["max_history"].as_u64().unwrap()
+    );
     assert!(info.n_items > 0 && info.max_beam >= 128);
-    let backend = unsafe { CStr::from_ptr(onerec_model_backend_name(model)) }.to_str().unwrap();
+    let backend = unsafe { CStr::from_ptr(onerec_model_backend_name(model)) }
+        .to_str()
+        .unwrap();
     assert!(backend.to_lowercase().contains("cpu"), "{backend}");
     assert!(unsafe { onerec_model_backend_name(ptr::null()) }.is_null());
     unsafe { onerec_model_free(model) };
 
     assert_eq!(onerec_abi_version(), ONEREC_ABI_VERSION);
-    let version = unsafe { CStr::from_ptr(onerec_version()) }.to_str().unwrap();
+    let version = unsafe { CStr::from_ptr(onerec_version()) }
+        .to_str()
+        .unwrap();
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
     let name = unsafe { CStr::from_ptr(onerec_status_name(onerec_status::UnknownItem as u32)) };
     assert_eq!(name.to_str().unwrap(), "ONEREC_STATUS_UNKNOWN_ITEM");
@@ -250,28 +330,68 @@ fn model_info_and_versions() {
 #[track_caller]
 fn fails(status: onerec_status, expected: onerec_status, needle: &str) {
     assert_eq!(status, expected, "message: {}", last_error());
-    assert!(last_error().contains(needle), "message {:?} should mention {needle:?}", last_error());
+    assert!(
+        last_error().contains(needle),
+        "message {:?} should mention {needle:?}",
+        last_error()
+    );
 }
 
 #[test]
 fn load_errors() {
     let sentinel = 0x5a5a as *mut onerec_model;
     let mut model = sentinel;
-    let missing = CString::new(repo_root().join("tests/fixtures/no_such_model").to_str().unwrap()).unwrap();
-    fails(unsafe { onerec_model_load(missing.as_ptr(), cpu(), &mut model) }, onerec_status::Io, "no_such_model");
-    let not_a_model = CString::new(repo_root().join("tests/fixtures/README.md").to_str().unwrap()).unwrap();
-    fails(unsafe { onerec_model_load(not_a_model.as_ptr(), cpu(), &mut model) }, onerec_status::InvalidModel, "README.md");
+    let missing = CString::new(
+        repo_root()
+            .join("tests/fixtures/no_such_model")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    fails(
+        unsafe { onerec_model_load(missing.as_ptr(), cpu(), &mut model) },
+        onerec_status::Io,
+        "no_such_model",
+    );
+    let not_a_model = CString::new(
+        repo_root()
+            .join("tests/fixtures/README.md")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    fails(
+        unsafe { onerec_model_load(not_a_model.as_ptr(), cpu(), &mut model) },
+        onerec_status::InvalidModel,
+        "README.md",
+    );
     let good = CString::new(fixture("dense_l3").to_str().unwrap()).unwrap();
-    fails(unsafe { onerec_model_load(ptr::null(), cpu(), &mut model) }, onerec_status::NullPointer, "path");
-    fails(unsafe { onerec_model_load(good.as_ptr(), cpu(), ptr::null_mut()) }, onerec_status::NullPointer, "out_model");
+    fails(
+        unsafe { onerec_model_load(ptr::null(), cpu(), &mut model) },
+        onerec_status::NullPointer,
+        "path",
+    );
+    fails(
+        unsafe { onerec_model_load(good.as_ptr(), cpu(), ptr::null_mut()) },
+        onerec_status::NullPointer,
+        "out_model",
+    );
     let bad_backend = onerec_model_params { backend: 77 };
-    fails(unsafe { onerec_model_load(good.as_ptr(), bad_backend, &mut model) }, onerec_status::InvalidArgument, "77");
-    assert_eq!(model, sentinel, "a failed load must not write its out-parameter");
+    fails(
+        unsafe { onerec_model_load(good.as_ptr(), bad_backend, &mut model) },
+        onerec_status::InvalidArgument,
+        "77",
+    );
+    assert_eq!(
+        model, sentinel,
+        "a failed load must not write its out-parameter"
+    );
 
     // GPU backends either load (when built in and usable) or say they are unavailable.
     for backend in [ONEREC_BACKEND_WGPU, ONEREC_BACKEND_CUDA] {
         let mut m = ptr::null_mut();
-        let st = unsafe { onerec_model_load(good.as_ptr(), onerec_model_params { backend }, &mut m) };
+        let st =
+            unsafe { onerec_model_load(good.as_ptr(), onerec_model_params { backend }, &mut m) };
         assert!(
             matches!(st, onerec_status::Ok | onerec_status::BackendUnavailable),
             "backend {backend}: {st:?} {}",
@@ -288,48 +408,153 @@ fn request_and_result_errors() {
     let model = load(&fixture("dense_l3"));
     let g = &goldens("dense_l3")[1];
     let mut ctx = ptr::null_mut();
-    fails(unsafe { onerec_context_new(ptr::null(), &mut ctx) }, onerec_status::NullPointer, "model");
-    fails(unsafe { onerec_context_new(model, ptr::null_mut()) }, onerec_status::NullPointer, "out_ctx");
+    fails(
+        unsafe { onerec_context_new(ptr::null(), &mut ctx) },
+        onerec_status::NullPointer,
+        "model",
+    );
+    fails(
+        unsafe { onerec_context_new(model, ptr::null_mut()) },
+        onerec_status::NullPointer,
+        "out_ctx",
+    );
     assert!(ctx.is_null());
     let ctx = new_context(model);
     let req = g.request();
 
-    fails(unsafe { onerec_recommend(ptr::null_mut(), &req, 1) }, onerec_status::NullPointer, "ctx");
-    fails(unsafe { onerec_recommend(ctx, ptr::null(), 1) }, onerec_status::NullPointer, "requests");
+    fails(
+        unsafe { onerec_recommend(ptr::null_mut(), &req, 1) },
+        onerec_status::NullPointer,
+        "ctx",
+    );
+    fails(
+        unsafe { onerec_recommend(ctx, ptr::null(), 1) },
+        onerec_status::NullPointer,
+        "requests",
+    );
     let cases: Vec<(onerec_request, onerec_status, &str)> = vec![
-        (onerec_request { history: ptr::null(), ..req }, onerec_status::NullPointer, "requests[0].history"),
-        (onerec_request { exclude: ptr::null(), n_exclude: 2, ..req }, onerec_status::NullPointer, "requests[0].exclude"),
-        (onerec_request { n_history: 0, ..req }, onerec_status::InvalidArgument, "history is empty"),
-        (onerec_request { beam: 0, ..req }, onerec_status::InvalidArgument, "beam"),
-        (onerec_request { beam: usize::MAX, results: 1, ..req }, onerec_status::InvalidArgument, "beam"),
-        (onerec_request { results: 0, ..req }, onerec_status::InvalidArgument, "results"),
-        (onerec_request { results: req.beam + 1, ..req }, onerec_status::InvalidArgument, "results"),
+        (
+            onerec_request {
+                history: ptr::null(),
+                ..req
+            },
+            onerec_status::NullPointer,
+            "requests[0].history",
+        ),
+        (
+            onerec_request {
+                exclude: ptr::null(),
+                n_exclude: 2,
+                ..req
+            },
+            onerec_status::NullPointer,
+            "requests[0].exclude",
+        ),
+        (
+            onerec_request {
+                n_history: 0,
+                ..req
+            },
+            onerec_status::InvalidArgument,
+            "history is empty",
+        ),
+        (
+            onerec_request { beam: 0, ..req },
+            onerec_status::InvalidArgument,
+            "beam",
+        ),
+        (
+            onerec_request {
+                beam: usize::MAX,
+                results: 1,
+                ..req
+            },
+            onerec_status::InvalidArgument,
+            "beam",
+        ),
+        (
+            onerec_request { results: 0, ..req },
+            onerec_status::InvalidArgument,
+            "results",
+        ),
+        (
+            onerec_request {
+                results: req.beam + 1,
+                ..req
+            },
+            onerec_status::InvalidArgument,
+            "results",
+        ),
     ];
     for (r, status, needle) in cases {
         fails(unsafe { onerec_recommend(ctx, &r, 1) }, status, needle);
     }
     let unknown = [g.history[0], 12345];
-    let r = onerec_request { history: unknown.as_ptr(), n_history: 2, ..req };
-    fails(unsafe { onerec_recommend(ctx, &r, 1) }, onerec_status::UnknownItem, "12345");
+    let r = onerec_request {
+        history: unknown.as_ptr(),
+        n_history: 2,
+        ..req
+    };
+    fails(
+        unsafe { onerec_recommend(ctx, &r, 1) },
+        onerec_status::UnknownItem,
+        "12345",
+    );
     // In a batch the message names the request that is wrong.
     let batch = [req, onerec_request { beam: 0, ..req }];
-    fails(unsafe { onerec_recommend(ctx, batch.as_ptr(), 2) }, onerec_status::InvalidArgument, "request 1");
+    fails(
+        unsafe { onerec_recommend(ctx, batch.as_ptr(), 2) },
+        onerec_status::InvalidArgument,
+        "request 1",
+    );
 
     // After a failure the context holds no results.
     let mut n = 99usize;
-    fails(unsafe { onerec_results_n_sessions(ctx, 0, &mut n) }, onerec_status::OutOfRange, "request 0");
+    fails(
+        unsafe { onerec_results_n_sessions(ctx, 0, &mut n) },
+        onerec_status::OutOfRange,
+        "request 0",
+    );
     assert_eq!(n, 99);
 
     ok(unsafe { onerec_recommend(ctx, &req, 1) });
     check_results(ctx, 0, g, "after errors");
-    fails(unsafe { onerec_results_n_sessions(ctx, 1, &mut n) }, onerec_status::OutOfRange, "request 1");
-    fails(unsafe { onerec_results_n_sessions(ptr::null(), 0, &mut n) }, onerec_status::NullPointer, "ctx");
-    fails(unsafe { onerec_results_n_sessions(ctx, 0, ptr::null_mut()) }, onerec_status::NullPointer, "out_n");
+    fails(
+        unsafe { onerec_results_n_sessions(ctx, 1, &mut n) },
+        onerec_status::OutOfRange,
+        "request 1",
+    );
+    fails(
+        unsafe { onerec_results_n_sessions(ptr::null(), 0, &mut n) },
+        onerec_status::NullPointer,
+        "ctx",
+    );
+    fails(
+        unsafe { onerec_results_n_sessions(ctx, 0, ptr::null_mut()) },
+        onerec_status::NullPointer,
+        "out_n",
+    );
     let mut s = std::mem::MaybeUninit::<onerec_session>::uninit();
-    fails(unsafe { onerec_results_session(ctx, 0, g.results, s.as_mut_ptr()) }, onerec_status::OutOfRange, "session");
-    fails(unsafe { onerec_results_session(ctx, 3, 0, s.as_mut_ptr()) }, onerec_status::OutOfRange, "request 3");
-    fails(unsafe { onerec_results_session(ctx, 0, 0, ptr::null_mut()) }, onerec_status::NullPointer, "out_session");
-    fails(unsafe { onerec_results_session(ptr::null(), 0, 0, s.as_mut_ptr()) }, onerec_status::NullPointer, "ctx");
+    fails(
+        unsafe { onerec_results_session(ctx, 0, g.results, s.as_mut_ptr()) },
+        onerec_status::OutOfRange,
+        "session",
+    );
+    fails(
+        unsafe { onerec_results_session(ctx, 3, 0, s.as_mut_ptr()) },
+        onerec_status::OutOfRange,
+        "request 3",
+    );
+    fails(
+        unsafe { onerec_results_session(ctx, 0, 0, ptr::null_mut()) },
+        onerec_status::NullPointer,
+        "out_session",
+    );
+    fails(
+        unsafe { onerec_results_session(ptr::null(), 0, 0, s.as_mut_ptr()) },
+        onerec_status::NullPointer,
+        "ctx",
+    );
 
     let per = g.sessions[0].1.len();
     let mut items = vec![7u64; g.sessions.len() * per];
@@ -337,35 +562,90 @@ fn request_and_result_errors() {
     let mut copied = 99usize;
     let small = items.len() - 1;
     fails(
-        unsafe { onerec_results_copy(ctx, 0, items.as_mut_ptr(), small, scores.as_mut_ptr(), scores.len(), &mut copied) },
+        unsafe {
+            onerec_results_copy(
+                ctx,
+                0,
+                items.as_mut_ptr(),
+                small,
+                scores.as_mut_ptr(),
+                scores.len(),
+                &mut copied,
+            )
+        },
         onerec_status::BufferTooSmall,
         "buffers",
     );
     fails(
-        unsafe { onerec_results_copy(ctx, 0, items.as_mut_ptr(), items.len(), scores.as_mut_ptr(), 0, &mut copied) },
+        unsafe {
+            onerec_results_copy(
+                ctx,
+                0,
+                items.as_mut_ptr(),
+                items.len(),
+                scores.as_mut_ptr(),
+                0,
+                &mut copied,
+            )
+        },
         onerec_status::BufferTooSmall,
         "scores",
     );
-    assert!(items.iter().all(|&x| x == 7) && copied == 99, "nothing is written on failure");
+    assert!(
+        items.iter().all(|&x| x == 7) && copied == 99,
+        "nothing is written on failure"
+    );
     fails(
-        unsafe { onerec_results_copy(ctx, 0, ptr::null_mut(), 5, scores.as_mut_ptr(), scores.len(), &mut copied) },
+        unsafe {
+            onerec_results_copy(
+                ctx,
+                0,
+                ptr::null_mut(),
+                5,
+                scores.as_mut_ptr(),
+                scores.len(),
+                &mut copied,
+            )
+        },
         onerec_status::NullPointer,
         "items",
     );
     fails(
         unsafe {
-            onerec_results_copy(ctx, 0, items.as_mut_ptr(), items.len(), scores.as_mut_ptr(), scores.len(), ptr::null_mut())
+            onerec_results_copy(
+                ctx,
+                0,
+                items.as_mut_ptr(),
+                items.len(),
+                scores.as_mut_ptr(),
+                scores.len(),
+                ptr::null_mut(),
+            )
         },
         onerec_status::NullPointer,
         "out_n_sessions",
     );
-    ok(unsafe { onerec_results_copy(ctx, 0, items.as_mut_ptr(), items.len(), scores.as_mut_ptr(), scores.len(), &mut copied) });
+    ok(unsafe {
+        onerec_results_copy(
+            ctx,
+            0,
+            items.as_mut_ptr(),
+            items.len(),
+            scores.as_mut_ptr(),
+            scores.len(),
+            &mut copied,
+        )
+    });
     assert_eq!(copied, g.sessions.len());
     assert_eq!(last_error(), "", "a success clears the last error");
 
     // An empty batch is valid and yields no results.
     ok(unsafe { onerec_recommend(ctx, ptr::null(), 0) });
-    fails(unsafe { onerec_results_n_sessions(ctx, 0, &mut n) }, onerec_status::OutOfRange, "request 0");
+    fails(
+        unsafe { onerec_results_n_sessions(ctx, 0, &mut n) },
+        onerec_status::OutOfRange,
+        "request 0",
+    );
 
     unsafe { onerec_context_free(ctx) };
     unsafe { onerec_model_free(model) };
@@ -404,12 +684,23 @@ fn threads_share_one_model() {
                     for k in 0..goldens.len() {
                         let i = (k + 3 * t) % goldens.len();
                         ok(unsafe { onerec_recommend(ctx, &goldens[i].request(), 1) });
-                        check_results(ctx, 0, &goldens[i], &format!("thread {t} round {round} request {i}"));
+                        check_results(
+                            ctx,
+                            0,
+                            &goldens[i],
+                            &format!("thread {t} round {round} request {i}"),
+                        );
                     }
                 }
                 // A failure on this thread leaves the other threads' messages alone.
-                let bad = onerec_request { beam: 0, ..goldens[0].request() };
-                assert_eq!(unsafe { onerec_recommend(ctx, &bad, 1) }, onerec_status::InvalidArgument);
+                let bad = onerec_request {
+                    beam: 0,
+                    ..goldens[0].request()
+                };
+                assert_eq!(
+                    unsafe { onerec_recommend(ctx, &bad, 1) },
+                    onerec_status::InvalidArgument
+                );
                 assert!(last_error().contains("beam"));
                 unsafe { onerec_context_free(ctx) };
             });

@@ -15,7 +15,8 @@ pub struct Golden {
 
 pub fn load_golden(name: &str) -> Golden {
     let dir = fixture(name);
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let bytes = std::fs::read(dir.join("golden.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let tensors = st
@@ -23,8 +24,16 @@ pub fn load_golden(name: &str) -> Golden {
         .into_iter()
         .map(|(n, t)| {
             let v: Vec<f32> = match t.dtype() {
-                safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-                safetensors::Dtype::I32 => t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                safetensors::Dtype::F32 => t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+                safetensors::Dtype::I32 => t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32)
+                    .collect(),
                 d => panic!("unexpected golden dtype {d:?}"),
             };
             (n, (t.shape().to_vec(), v))
@@ -34,7 +43,11 @@ pub fn load_golden(name: &str) -> Golden {
 }
 
 pub fn ids(v: &Value) -> Vec<u64> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().expect("item id as u64")).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().expect("item id as u64"))
+        .collect()
 }
 
 pub fn requests(g: &Golden) -> Vec<(Request, &Value)> {
@@ -67,27 +80,54 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 /// `gap`, scores within `score_tol` (absolute) everywhere.
 pub fn check_response(what: &str, got: &Response, want: &Value, gap: f32, score_tol: f32) {
     let want_sessions = want["sessions"].as_array().unwrap();
-    let final_scores: Vec<f32> = want["final_scores"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap() as f32).collect();
-    assert_eq!(got.sessions.len(), want_sessions.len(), "{what}: number of sessions");
-    assert_eq!(got.final_scores.len(), final_scores.len(), "{what}: number of surviving beams");
+    let final_scores: Vec<f32> = want["final_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(
+        got.sessions.len(),
+        want_sessions.len(),
+        "{what}: number of sessions"
+    );
+    assert_eq!(
+        got.final_scores.len(),
+        final_scores.len(),
+        "{what}: number of surviving beams"
+    );
     for (i, (g, w)) in got.sessions.iter().zip(want_sessions).enumerate() {
         let ws = w["score"].as_f64().unwrap() as f32;
-        assert!((g.score - ws).abs() <= score_tol, "{what}: session {i} score {} vs golden {ws}", g.score);
+        assert!(
+            (g.score - ws).abs() <= score_tol,
+            "{what}: session {i} score {} vs golden {ws}",
+            g.score
+        );
         let close_prev = i > 0 && (final_scores[i - 1] - final_scores[i]).abs() <= gap;
-        let close_next = i + 1 < final_scores.len() && (final_scores[i] - final_scores[i + 1]).abs() <= gap;
+        let close_next =
+            i + 1 < final_scores.len() && (final_scores[i] - final_scores[i + 1]).abs() <= gap;
         if !close_prev && !close_next {
             assert_eq!(g.items, ids(&w["items"]), "{what}: session {i} items");
             let sids: Vec<Vec<u32>> = w["sids"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|s| s.as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as u32).collect())
+                .map(|s| {
+                    s.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| c.as_u64().unwrap() as u32)
+                        .collect()
+                })
                 .collect();
             assert_eq!(g.sids, sids, "{what}: session {i} sids");
         }
     }
     for (i, (g, w)) in got.final_scores.iter().zip(&final_scores).enumerate() {
-        assert!((g - w).abs() <= score_tol, "{what}: final beam {i} score {g} vs golden {w}");
+        assert!(
+            (g - w).abs() <= score_tol,
+            "{what}: final beam {i} score {g} vs golden {w}"
+        );
     }
 }
 
@@ -97,7 +137,10 @@ pub fn check_all_requests(backend: BackendKind) {
         let engine = Engine::load(&fixture(name), backend).unwrap();
         let g = load_golden(name);
         for (i, (req, want)) in requests(&g).iter().enumerate() {
-            let got = engine.recommend(std::slice::from_ref(req)).unwrap().remove(0);
+            let got = engine
+                .recommend(std::slice::from_ref(req))
+                .unwrap()
+                .remove(0);
             check_response(&format!("{name} request {i}"), &got, want, 1e-3, 1e-3);
         }
     }
@@ -120,7 +163,11 @@ fn encoder_output_matches_reference() {
         let hist = rows(&m, &ids(&g.json["teacher_forced"]["history"]));
         let enc = m.encode(&hist, None).unwrap();
         let (shape, want) = &g.tensors["enc_out"];
-        assert_eq!((enc.rows, enc.cols), (shape[0], shape[1]), "{name}: enc_out shape");
+        assert_eq!(
+            (enc.rows, enc.cols),
+            (shape[0], shape[1]),
+            "{name}: enc_out shape"
+        );
         let e = rel_err(&enc.data, want);
         assert!(e < 1e-4, "{name}: enc_out relative error {e}");
     }
@@ -135,14 +182,27 @@ fn teacher_forced_logprobs_and_routes_match_reference() {
         let hist = rows(&m, &ids(&tf["history"]));
         let targets = rows(&m, &ids(&tf["target_items"]));
         let mut routes = RouteLog::new();
-        let lp = m.teacher_forced(&hist, &targets, Some(&mut routes)).unwrap();
+        let lp = m
+            .teacher_forced(&hist, &targets, Some(&mut routes))
+            .unwrap();
         let (_, want) = &g.tensors["tf_logprobs"];
         let e = rel_err(&lp, want);
-        assert!(e < 1e-4, "{name}: teacher-forced log-prob relative error {e}");
+        assert!(
+            e < 1e-4,
+            "{name}: teacher-forced log-prob relative error {e}"
+        );
 
-        let golden_routes: Vec<(&String, &Vec<f32>)> =
-            g.tensors.iter().filter(|(k, _)| k.starts_with("router.")).map(|(k, (_, v))| (k, v)).collect();
-        assert_eq!(golden_routes.len(), routes.len(), "{name}: number of MoE layers with routes");
+        let golden_routes: Vec<(&String, &Vec<f32>)> = g
+            .tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("router."))
+            .map(|(k, (_, v))| (k, v))
+            .collect();
+        assert_eq!(
+            golden_routes.len(),
+            routes.len(),
+            "{name}: number of MoE layers with routes"
+        );
         for (key, want) in golden_routes {
             let got = &routes[key.trim_start_matches("router.")];
             let got: Vec<f32> = got.iter().map(|&e| e as f32).collect();
@@ -165,7 +225,13 @@ fn batched_requests_equal_single_requests() {
         let batch = engine.recommend(&reqs).unwrap();
         for (i, (r, want)) in reqs.iter().zip(requests(&g)).enumerate() {
             // A batch changes the matrix shapes, so only the last float bits may move.
-            check_response(&format!("{name}: request {i} in a batch"), &batch[i], want.1, 1e-3, 1e-3);
+            check_response(
+                &format!("{name}: request {i} in a batch"),
+                &batch[i],
+                want.1,
+                1e-3,
+                1e-3,
+            );
             let single = engine.recommend(std::slice::from_ref(r)).unwrap().remove(0);
             assert_eq!(batch[i].sessions.len(), single.sessions.len());
         }
@@ -179,16 +245,28 @@ fn sessions_respect_the_constraints() {
         let cat = &engine.file().catalog;
         let g = load_golden(name);
         for (req, _) in requests(&g) {
-            let resp = engine.recommend(std::slice::from_ref(&req)).unwrap().remove(0);
+            let resp = engine
+                .recommend(std::slice::from_ref(&req))
+                .unwrap()
+                .remove(0);
             assert!(resp.sessions.len() <= req.results);
             for s in &resp.sessions {
                 assert_eq!(s.items.len(), engine.config().session_len);
                 for (k, (&item, sid)) in s.items.iter().zip(&s.sids).enumerate() {
                     let row = cat.index_of(item).expect("item outside the catalog");
                     assert_eq!(cat.sid(row), sid.as_slice());
-                    assert!(!req.exclude.contains(&item), "{name}: excluded item {item} returned");
-                    assert!(!(req.exclude_history && req.history.contains(&item)), "{name}: history item {item} returned");
-                    assert!(!s.items[..k].contains(&item), "{name}: item {item} repeated in a session");
+                    assert!(
+                        !req.exclude.contains(&item),
+                        "{name}: excluded item {item} returned"
+                    );
+                    assert!(
+                        !(req.exclude_history && req.history.contains(&item)),
+                        "{name}: history item {item} returned"
+                    );
+                    assert!(
+                        !s.items[..k].contains(&item),
+                        "{name}: item {item} repeated in a session"
+                    );
                 }
             }
             for w in resp.sessions.windows(2) {

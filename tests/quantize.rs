@@ -14,11 +14,19 @@ use std::sync::Arc;
 const TARGETS: [Target; 4] = [Target::F32, Target::F16, Target::Q8, Target::Q4];
 
 fn args(input: &Path, output: &Path, dtype: Target) -> Args {
-    Args { input: input.into(), output: Some(output.into()), dtype, keep_f16: vec![], dry_run: false, quiet: true }
+    Args {
+        input: input.into(),
+        output: Some(output.into()),
+        dtype,
+        keep_f16: vec![],
+        dry_run: false,
+        quiet: true,
+    }
 }
 
 fn quantize(input: &Path, output: &Path, dtype: Target) -> onerec_quantize::Report {
-    onerec_quantize::quantize(&args(input, output, dtype)).unwrap_or_else(|e| panic!("quantize {} to {dtype:?}: {e:#}", input.display()))
+    onerec_quantize::quantize(&args(input, output, dtype))
+        .unwrap_or_else(|e| panic!("quantize {} to {dtype:?}: {e:#}", input.display()))
 }
 
 fn err_text<T: std::fmt::Debug>(r: Result<T, impl std::fmt::Display>) -> String {
@@ -37,7 +45,10 @@ fn anyhow_text<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
 
 /// Files in `dir` (to show that a failed write left nothing behind).
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -83,7 +94,15 @@ fn random_weights(cfg: &Config, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
-            let embedding = ["enc.embed", "enc.pos", "dec.bos", "dec.embed", "dec.pos", "head"].contains(&name.as_str());
+            let embedding = [
+                "enc.embed",
+                "enc.pos",
+                "dec.bos",
+                "dec.embed",
+                "dec.pos",
+                "head",
+            ]
+            .contains(&name.as_str());
             let v: Vec<f32> = if embedding {
                 (0..n).map(|_| rng.normal()).collect()
             } else if shape.len() == 1 {
@@ -118,21 +137,54 @@ fn bytes_of<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
 
 /// Writes `config.json` + `model.safetensors`; `override_dtype` stores one tensor as
 /// another safetensors type (for the unsupported-dtype test).
-fn write_checkpoint(dir: &Path, cfg: &Config, weights: &[(String, Vec<usize>, Vec<f32>)], items: usize, override_dtype: Option<(&str, safetensors::Dtype)>) {
+fn write_checkpoint(
+    dir: &Path,
+    cfg: &Config,
+    weights: &[(String, Vec<usize>, Vec<f32>)],
+    items: usize,
+    override_dtype: Option<(&str, safetensors::Dtype)>,
+) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
     let (ids, sids) = random_catalog(cfg, items);
     let mut data: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = weights
         .iter()
         .map(|(n, s, v)| match override_dtype {
-            Some((o, dt)) if o == n => (n.clone(), dt, s.clone(), bytes_of(v, |x| (x as f64).to_le_bytes().to_vec())),
-            _ => (n.clone(), safetensors::Dtype::F32, s.clone(), bytes_of(v, |x| x.to_le_bytes().to_vec())),
+            Some((o, dt)) if o == n => (
+                n.clone(),
+                dt,
+                s.clone(),
+                bytes_of(v, |x| (x as f64).to_le_bytes().to_vec()),
+            ),
+            _ => (
+                n.clone(),
+                safetensors::Dtype::F32,
+                s.clone(),
+                bytes_of(v, |x| x.to_le_bytes().to_vec()),
+            ),
         })
         .collect();
-    data.push((schema::CATALOG_ITEM_IDS.into(), safetensors::Dtype::I64, vec![items], bytes_of(&ids, |x| x.to_le_bytes().to_vec())));
-    data.push((schema::CATALOG_SIDS.into(), safetensors::Dtype::I32, vec![items, cfg.n_levels], bytes_of(&sids, |x| x.to_le_bytes().to_vec())));
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> =
-        data.iter().map(|(n, dt, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap())).collect();
+    data.push((
+        schema::CATALOG_ITEM_IDS.into(),
+        safetensors::Dtype::I64,
+        vec![items],
+        bytes_of(&ids, |x| x.to_le_bytes().to_vec()),
+    ));
+    data.push((
+        schema::CATALOG_SIDS.into(),
+        safetensors::Dtype::I32,
+        vec![items, cfg.n_levels],
+        bytes_of(&sids, |x| x.to_le_bytes().to_vec()),
+    ));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(n, dt, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
 
@@ -168,8 +220,16 @@ fn check_roundtrip(src: &ModelFile, out: &ModelFile, target: Target) {
     for (name, shape) in schema::weight_shapes(&src.config) {
         let (a, b) = (src.tensor(&name).unwrap(), out.tensor(&name).unwrap());
         assert_eq!(b.shape, shape.as_slice(), "{name}");
-        assert_eq!(b.dtype, policy::stored_dtype(&name, &shape, target, false), "{name}");
-        assert_eq!(out.entry(&name).unwrap().start % format::ALIGN, 0, "{name} is not aligned");
+        assert_eq!(
+            b.dtype,
+            policy::stored_dtype(&name, &shape, target, false),
+            "{name}"
+        );
+        assert_eq!(
+            out.entry(&name).unwrap().start % format::ALIGN,
+            0,
+            "{name} is not aligned"
+        );
         let x = quant::decode(&name, a.dtype, a.shape, a.bytes).unwrap();
         let y = quant::decode(&name, b.dtype, b.shape, b.bytes).unwrap();
         match b.dtype {
@@ -179,11 +239,16 @@ fn check_roundtrip(src: &ModelFile, out: &ModelFile, target: Target) {
                 assert_eq!(want, y, "{name}: f16 must be the nearest f16");
             }
             DType::Q8_0 | DType::Q4_0 => {
-                for (blk, (xs, ys)) in x.chunks(QUANT_BLOCK).zip(y.chunks(QUANT_BLOCK)).enumerate() {
+                for (blk, (xs, ys)) in x.chunks(QUANT_BLOCK).zip(y.chunks(QUANT_BLOCK)).enumerate()
+                {
                     let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
                     let bound = block_bound(b.dtype, amax);
                     for (i, (p, q)) in xs.iter().zip(ys).enumerate() {
-                        assert!((p - q).abs() <= bound, "{name} {}: block {blk} value {i}: {p} vs {q}, bound {bound}", b.dtype);
+                        assert!(
+                            (p - q).abs() <= bound,
+                            "{name} {}: block {blk} value {i}: {p} vs {q}, bound {bound}",
+                            b.dtype
+                        );
                     }
                 }
             }
@@ -204,7 +269,11 @@ fn every_dtype_round_trips_on_every_fixture() {
     for input in &inputs {
         let src = ModelFile::open(input).unwrap();
         for target in TARGETS {
-            let out = tmp.path().join(format!("{}.{}", input.file_name().unwrap().to_string_lossy(), target.name()));
+            let out = tmp.path().join(format!(
+                "{}.{}",
+                input.file_name().unwrap().to_string_lossy(),
+                target.name()
+            ));
             let report = quantize(input, &out, target);
             for t in &report.tensors {
                 // Per-tensor error of the stored type on these Gaussian weights. f16
@@ -219,9 +288,19 @@ fn every_dtype_round_trips_on_every_fixture() {
                     DType::Q4_0 => 0.13,
                     _ => 0.0,
                 };
-                assert!(t.rel_err() <= bound, "{} {}: rel err {:e} > {bound:e}", t.name, t.dtype, t.rel_err());
+                assert!(
+                    t.rel_err() <= bound,
+                    "{} {}: rel err {:e} > {bound:e}",
+                    t.name,
+                    t.dtype,
+                    t.rel_err()
+                );
             }
-            assert_eq!(report.file_bytes as u64, std::fs::metadata(&out).unwrap().len(), "planned size = written size");
+            assert_eq!(
+                report.file_bytes as u64,
+                std::fs::metadata(&out).unwrap().len(),
+                "planned size = written size"
+            );
             let file = ModelFile::open(&out).unwrap();
             check_roundtrip(&src, &file, target);
             // Re-quantising a model file reproduces it (the tool reads model files too).
@@ -269,7 +348,9 @@ fn quantizers_follow_ggml_rounding_and_the_planar_layout() {
     assert_eq!(back[31], 3.5, "+3.75 clamps to nibble 15 = +7 d");
     assert!(back[32..].iter().all(|&v| v == 0.0));
     // A row that is not whole blocks cannot be quantised.
-    assert!(err_text(quant::encode("m", DType::Q8_0, &[2, 24], &[0.0; 48])).contains("cannot hold"));
+    assert!(
+        err_text(quant::encode("m", DType::Q8_0, &[2, 24], &[0.0; 48])).contains("cannot hold")
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -284,7 +365,11 @@ fn stored_weight(dtype: DType, rows: usize, cols: usize, seed: u64) -> (Arc<Blob
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den.max(1e-300)).sqrt()
 }
@@ -294,13 +379,27 @@ fn cpu_kernels_on_stored_types_match_the_decoded_f32_product() {
     let be = CpuBackend::new();
     // Shapes cover: one or several panels, the dot path (m <= 4) and the gemm path,
     // single-threaded and parallel sizes.
-    for &(m, n, k) in &[(1, 40, 32), (3, 2048, 128), (5, 300, 256), (64, 96, 64), (130, 300, 256), (1, 8192, 64)] {
+    for &(m, n, k) in &[
+        (1, 40, 32),
+        (3, 2048, 128),
+        (5, 300, 256),
+        (64, 96, 64),
+        (130, 300, 256),
+        (1, 8192, 64),
+    ] {
         let mut rng = Rng(m as u64 * 31 + n as u64);
         let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
         let xb = be.upload(&x, m, k).unwrap();
         for dtype in [DType::F16, DType::Q8_0, DType::Q4_0] {
             let (blob, decoded) = stored_weight(dtype, n, k, n as u64 + k as u64);
-            let view = WeightView { name: "w", dtype, rows: n, cols: k, bytes: blob.bytes(), blob: &blob };
+            let view = WeightView {
+                name: "w",
+                dtype,
+                rows: n,
+                cols: k,
+                bytes: blob.bytes(),
+                blob: &blob,
+            };
             let w = be.weight(&view).unwrap();
             assert_eq!(w.owned_bytes(), 0, "{dtype} weights must stay zero-copy");
             assert_eq!(w.dtype(), dtype);
@@ -313,11 +412,17 @@ fn cpu_kernels_on_stored_types_match_the_decoded_f32_product() {
 
             // Embedding gathers decode the same rows.
             let idx: Vec<u32> = (0..7).map(|i| (i * 37 % n) as u32).collect();
-            let g = be.download(&be.gather_sum(&[(&w, &idx), (&w, &idx)], idx.len()).unwrap()).unwrap();
+            let g = be
+                .download(&be.gather_sum(&[(&w, &idx), (&w, &idx)], idx.len()).unwrap())
+                .unwrap();
             for (r, &i) in idx.iter().enumerate() {
                 let row = &decoded[i as usize * k..(i as usize + 1) * k];
                 let want: Vec<f32> = row.iter().map(|v| v + v).collect();
-                assert_eq!(&g[r * k..(r + 1) * k], want.as_slice(), "{dtype} gather row {i}");
+                assert_eq!(
+                    &g[r * k..(r + 1) * k],
+                    want.as_slice(),
+                    "{dtype} gather row {i}"
+                );
             }
         }
     }
@@ -353,7 +458,10 @@ fn quantised_models_stay_close_to_f32() {
     let gen = random_checkpoint(&tmp.path().join("random"));
     let mut inputs: Vec<PathBuf> = FIXTURES.iter().map(|f| fixture(f)).collect();
     inputs.push(gen);
-    let mut lines = vec![format!("{:<16} {:<4} {:>10} {:>9} {:>9} {:>10} {:>9}", "model", "type", "quantised", "weights", "logits", "code top1", "sess top1")];
+    let mut lines = vec![format!(
+        "{:<16} {:<4} {:>10} {:>9} {:>9} {:>10} {:>9}",
+        "model", "type", "quantised", "weights", "logits", "code top1", "sess top1"
+    )];
     let mut failures = Vec::new();
     for input in &inputs {
         let file = ModelFile::open(input).unwrap();
@@ -365,8 +473,18 @@ fn quantised_models_stay_close_to_f32() {
         for target in TARGETS {
             let path = tmp.path().join(format!("{name}.{}", target.name()));
             let report = quantize(input, &path, target);
-            let quantised: usize = report.tensors.iter().filter(|t| t.dtype.is_quantized()).map(|t| t.shape.iter().product::<usize>()).sum();
-            let total: usize = report.tensors.iter().filter(|t| t.is_weight()).map(|t| t.shape.iter().product::<usize>()).sum();
+            let quantised: usize = report
+                .tensors
+                .iter()
+                .filter(|t| t.dtype.is_quantized())
+                .map(|t| t.shape.iter().product::<usize>())
+                .sum();
+            let total: usize = report
+                .tensors
+                .iter()
+                .filter(|t| t.is_weight())
+                .map(|t| t.shape.iter().product::<usize>())
+                .sum();
             let q = quality::compare(&reference, &quality::outputs(&path, &set, 16).unwrap());
             lines.push(format!(
                 "{name:<16} {:<4} {:>9.1}% {:>9.2e} {:>9.2e} {:>10.3} {:>9.3}",
@@ -379,13 +497,24 @@ fn quantised_models_stay_close_to_f32() {
             ));
             let (min_code, min_session) = top1_bounds(target);
             let max_err = AMPLIFICATION * report.rel_err() + 1e-6;
-            if !(q.logits_rel_err <= max_err && q.code_top1 >= min_code && q.session_top1 >= min_session) {
-                failures.push(format!("{name} {}: outside ({max_err:e}, {min_code}, {min_session})", target.name()));
+            if !(q.logits_rel_err <= max_err
+                && q.code_top1 >= min_code
+                && q.session_top1 >= min_session)
+            {
+                failures.push(format!(
+                    "{name} {}: outside ({max_err:e}, {min_code}, {min_session})",
+                    target.name()
+                ));
             }
         }
     }
     eprintln!("quality against f32 (24 teacher-forced cases and requests per model, beam 16; weights and logits: relative error):\n{}", lines.join("\n"));
-    assert!(failures.is_empty(), "{}\n{}", failures.join("\n"), lines.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n"),
+        lines.join("\n")
+    );
 }
 
 #[test]
@@ -397,10 +526,17 @@ fn f32_file_computes_exactly_what_the_checkpoint_does() {
         quantize(&dir, &out, Target::F32);
         let file = ModelFile::open(&dir).unwrap();
         let set = quality::eval_set(&file, 6, 5);
-        let (a, b) = (quality::outputs(&dir, &set, 16).unwrap(), quality::outputs(&out, &set, 16).unwrap());
+        let (a, b) = (
+            quality::outputs(&dir, &set, 16).unwrap(),
+            quality::outputs(&out, &set, 16).unwrap(),
+        );
         // f16/bf16 checkpoints run through the f16 kernel or a widened copy, the f32
         // file through gemm: equal up to float32 summation order.
-        assert!(rel_err(&b.logprobs, &a.logprobs) < 1e-5, "{f}: {}", rel_err(&b.logprobs, &a.logprobs));
+        assert!(
+            rel_err(&b.logprobs, &a.logprobs) < 1e-5,
+            "{f}: {}",
+            rel_err(&b.logprobs, &a.logprobs)
+        );
         assert_eq!(a.top, b.top, "{f}: sessions");
     }
 }
@@ -422,15 +558,32 @@ fn medium_config_files_meet_the_size_targets() {
     let size = |t: Target| {
         let mut specs: Vec<TensorSpec> = schema::weight_shapes(&cfg)
             .into_iter()
-            .map(|(name, shape)| TensorSpec { dtype: policy::stored_dtype(&name, &shape, t, false), name, shape })
+            .map(|(name, shape)| TensorSpec {
+                dtype: policy::stored_dtype(&name, &shape, t, false),
+                name,
+                shape,
+            })
             .collect();
-        specs.push(TensorSpec { name: schema::CATALOG_ITEM_IDS.into(), dtype: DType::I64, shape: vec![items] });
-        specs.push(TensorSpec { name: schema::CATALOG_SIDS.into(), dtype: DType::I32, shape: vec![items, 3] });
+        specs.push(TensorSpec {
+            name: schema::CATALOG_ITEM_IDS.into(),
+            dtype: DType::I64,
+            shape: vec![items],
+        });
+        specs.push(TensorSpec {
+            name: schema::CATALOG_SIDS.into(),
+            dtype: DType::I32,
+            shape: vec![items, 3],
+        });
         FileWriter::planned_bytes(&cfg, &specs, &Default::default()).unwrap() as f64
     };
     let f32 = size(Target::F32);
     let (q8, q4) = (size(Target::Q8) / f32, size(Target::Q4) / f32);
-    eprintln!("medium config: f32 {f32} bytes, q8 {:.2}%, q4 {:.2}%, f16 {:.2}%", 100.0 * q8, 100.0 * q4, 100.0 * size(Target::F16) / f32);
+    eprintln!(
+        "medium config: f32 {f32} bytes, q8 {:.2}%, q4 {:.2}%, f16 {:.2}%",
+        100.0 * q8,
+        100.0 * q4,
+        100.0 * size(Target::F16) / f32
+    );
     assert!(q8 <= 0.28, "q8 file is {:.2}% of f32", 100.0 * q8);
     assert!(q4 <= 0.16, "q4 file is {:.2}% of f32", 100.0 * q4);
 }
@@ -501,12 +654,17 @@ fn damaged_files_are_refused_with_a_clear_error() {
     let mut offset = good.clone();
     offset[16] ^= 0x01; // data offset no longer adds up
     let e = open_err(&offset, dir);
-    assert!(e.contains("the preamble promises") || e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("the preamble promises") || e.contains("truncated"),
+        "{e}"
+    );
 
     let dtype = edit_header(&good, |j| j.replacen("\"q8_0\"", "\"q5_1\"", 1));
     assert!(open_err(&dtype, dir).contains("unsupported dtype `q5_1`"));
 
-    let shape = edit_header(&good, |j| j.replacen("\"shape\":[3,16,32]", "\"shape\":[3,32,16]", 1));
+    let shape = edit_header(&good, |j| {
+        j.replacen("\"shape\":[3,16,32]", "\"shape\":[3,32,16]", 1)
+    });
     let e = open_err(&shape, dir);
     assert!(e.contains("enc.embed") && e.contains("cannot hold"), "{e}");
 
@@ -515,24 +673,41 @@ fn damaged_files_are_refused_with_a_clear_error() {
 
     // A flipped bit in the weights: the file opens (mmap, nothing read), verify names
     // the tensor.
-    let head = ModelFile::open(&small_file(dir, Target::Q8)).unwrap().entry("head").unwrap().start;
+    let head = ModelFile::open(&small_file(dir, Target::Q8))
+        .unwrap()
+        .entry("head")
+        .unwrap()
+        .start;
     let mut data = good.clone();
     data[head + 5] ^= 0x01;
     let p = dir.join("flipped.onerec");
     std::fs::write(&p, &data).unwrap();
     let e = err_text(ModelFile::open(&p).unwrap().verify());
-    assert!(e.contains("`head`") && e.contains("checksum mismatch"), "{e}");
+    assert!(
+        e.contains("`head`") && e.contains("checksum mismatch"),
+        "{e}"
+    );
 }
 
 /// Writes a model file through the writer with `edit` applied to the tensor list.
-fn write_custom(path: &Path, edit: impl Fn(&mut Vec<(TensorSpec, Vec<u8>)>)) -> Result<u64, format::WriteError> {
+fn write_custom(
+    path: &Path,
+    edit: impl Fn(&mut Vec<(TensorSpec, Vec<u8>)>),
+) -> Result<u64, format::WriteError> {
     let src = ModelFile::open(&fixture("dense_l3")).unwrap();
     let mut tensors: Vec<(TensorSpec, Vec<u8>)> = src
         .names
         .iter()
         .map(|n| {
             let t = src.tensor(n).unwrap();
-            (TensorSpec { name: n.clone(), dtype: t.dtype, shape: t.shape.to_vec() }, t.bytes.to_vec())
+            (
+                TensorSpec {
+                    name: n.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.to_vec(),
+                },
+                t.bytes.to_vec(),
+            )
         })
         .collect();
     edit(&mut tensors);
@@ -557,7 +732,10 @@ fn files_with_wrong_tensors_are_refused() {
     })
     .unwrap();
     let e = err_text(ModelFile::open(&p));
-    assert!(e.contains("enc.pos") && e.contains("expected [8, 32]"), "{e}");
+    assert!(
+        e.contains("enc.pos") && e.contains("expected [8, 32]"),
+        "{e}"
+    );
 
     write_custom(&p, |t| {
         let (_, b) = t.iter_mut().find(|(s, _)| s.name == "dec.norm").unwrap();
@@ -566,7 +744,10 @@ fn files_with_wrong_tensors_are_refused() {
     .unwrap();
     let file = ModelFile::open(&p).unwrap();
     let e = err_text(file.verify());
-    assert!(e.contains("`dec.norm`") && e.contains("non-finite value NaN at index 1"), "{e}");
+    assert!(
+        e.contains("`dec.norm`") && e.contains("non-finite value NaN at index 1"),
+        "{e}"
+    );
 
     // The writer refuses bytes that do not match the declared shape, and leaves nothing.
     let q = tmp.path().join("short.onerec");
@@ -575,7 +756,11 @@ fn files_with_wrong_tensors_are_refused() {
     }));
     assert!(e.contains("bytes given"), "{e}");
     assert!(!q.exists());
-    assert_eq!(listing(tmp.path()), vec!["m.onerec".to_string()], "no temporary file left behind");
+    assert_eq!(
+        listing(tmp.path()),
+        vec!["m.onerec".to_string()],
+        "no temporary file left behind"
+    );
 }
 
 #[test]
@@ -587,25 +772,58 @@ fn the_tool_refuses_bad_checkpoints_and_leaves_no_output() {
     let out = out_dir.join("m.q8");
 
     let mut w = random_weights(&cfg, 3);
-    let (_, _, v) = w.iter_mut().find(|(n, _, _)| n == "dec.layers.1.moe.up").unwrap();
+    let (_, _, v) = w
+        .iter_mut()
+        .find(|(n, _, _)| n == "dec.layers.1.moe.up")
+        .unwrap();
     v[1234] = f32::INFINITY;
     let bad = tmp.path().join("inf");
     write_checkpoint(&bad, &cfg, &w, 50, None);
     let e = anyhow_text(onerec_quantize::quantize(&args(&bad, &out, Target::Q8)));
-    assert!(e.contains("dec.layers.1.moe.up") && e.contains("non-finite value inf at index 1234"), "{e}");
-    assert!(listing(&out_dir).is_empty(), "no output and no temporary file: {:?}", listing(&out_dir));
+    assert!(
+        e.contains("dec.layers.1.moe.up") && e.contains("non-finite value inf at index 1234"),
+        "{e}"
+    );
+    assert!(
+        listing(&out_dir).is_empty(),
+        "no output and no temporary file: {:?}",
+        listing(&out_dir)
+    );
 
     let f64_ckpt = tmp.path().join("f64");
-    write_checkpoint(&f64_ckpt, &cfg, &random_weights(&cfg, 3), 50, Some(("enc.norm", safetensors::Dtype::F64)));
-    let e = anyhow_text(onerec_quantize::quantize(&args(&f64_ckpt, &out, Target::Q8)));
-    assert!(e.contains("enc.norm") && e.contains("unsupported dtype"), "{e}");
+    write_checkpoint(
+        &f64_ckpt,
+        &cfg,
+        &random_weights(&cfg, 3),
+        50,
+        Some(("enc.norm", safetensors::Dtype::F64)),
+    );
+    let e = anyhow_text(onerec_quantize::quantize(&args(
+        &f64_ckpt,
+        &out,
+        Target::Q8,
+    )));
+    assert!(
+        e.contains("enc.norm") && e.contains("unsupported dtype"),
+        "{e}"
+    );
 
     let missing = tmp.path().join("missing");
-    let w: Vec<_> = random_weights(&cfg, 3).into_iter().filter(|(n, _, _)| n != "dec.bos").collect();
+    let w: Vec<_> = random_weights(&cfg, 3)
+        .into_iter()
+        .filter(|(n, _, _)| n != "dec.bos")
+        .collect();
     write_checkpoint(&missing, &cfg, &w, 50, None);
-    assert!(anyhow_text(onerec_quantize::quantize(&args(&missing, &out, Target::Q4))).contains("missing tensor `dec.bos`"));
+    assert!(
+        anyhow_text(onerec_quantize::quantize(&args(&missing, &out, Target::Q4)))
+            .contains("missing tensor `dec.bos`")
+    );
 
-    let e = anyhow_text(onerec_quantize::quantize(&args(&tmp.path().join("nowhere"), &out, Target::Q4)));
+    let e = anyhow_text(onerec_quantize::quantize(&args(
+        &tmp.path().join("nowhere"),
+        &out,
+        Target::Q4,
+    )));
     assert!(e.contains("nowhere"), "{e}");
     assert!(listing(&out_dir).is_empty());
 
@@ -613,9 +831,20 @@ fn the_tool_refuses_bad_checkpoints_and_leaves_no_output() {
     let good = fixture("dense_l3");
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
-    let e = anyhow_text(onerec_quantize::quantize(&args(&good, &file.join("m.q8"), Target::Q8)));
-    assert!(e.contains("cannot write") && e.contains("temporary file"), "{e}");
-    let e = anyhow_text(onerec_quantize::quantize(&args(&good, &out_dir, Target::Q8)));
+    let e = anyhow_text(onerec_quantize::quantize(&args(
+        &good,
+        &file.join("m.q8"),
+        Target::Q8,
+    )));
+    assert!(
+        e.contains("cannot write") && e.contains("temporary file"),
+        "{e}"
+    );
+    let e = anyhow_text(onerec_quantize::quantize(&args(
+        &good,
+        &out_dir,
+        Target::Q8,
+    )));
     assert!(e.contains("is a directory"), "{e}");
     assert!(listing(&out_dir).is_empty());
 }
@@ -626,46 +855,114 @@ fn the_tool_command_line() {
     let input = fixture("dense_l3");
     let out = tmp.path().join("m.q8");
     let run = |extra: &[&str]| {
-        let mut a = vec!["onerec-quantize", "--input", input.to_str().unwrap(), "--quiet"];
+        let mut a = vec![
+            "onerec-quantize",
+            "--input",
+            input.to_str().unwrap(),
+            "--quiet",
+        ];
         a.extend_from_slice(extra);
         onerec_quantize::run_from(a)
     };
-    let r = run(&["--output", out.to_str().unwrap(), "--dtype", "q8", "--keep-f16", "head", "--keep-f16", "dec.layers.1"]).unwrap();
+    let r = run(&[
+        "--output",
+        out.to_str().unwrap(),
+        "--dtype",
+        "q8",
+        "--keep-f16",
+        "head",
+        "--keep-f16",
+        "dec.layers.1",
+    ])
+    .unwrap();
     let file = ModelFile::open(&out).unwrap();
     assert_eq!(file.tensor("head").unwrap().dtype, DType::F16);
-    assert_eq!(file.tensor("dec.layers.1.ffn.up").unwrap().dtype, DType::F16);
-    assert_eq!(file.tensor("dec.layers.0.ffn.up").unwrap().dtype, DType::Q8_0);
+    assert_eq!(
+        file.tensor("dec.layers.1.ffn.up").unwrap().dtype,
+        DType::F16
+    );
+    assert_eq!(
+        file.tensor("dec.layers.0.ffn.up").unwrap().dtype,
+        DType::Q8_0
+    );
     assert_eq!(file.integrity().unwrap().metadata["dtype"], "q8");
     let table = onerec_quantize::report::table(&r);
-    assert!(table.contains("head") && table.contains("f16") && table.contains("% of the f32 file"), "{table}");
+    assert!(
+        table.contains("head") && table.contains("f16") && table.contains("% of the f32 file"),
+        "{table}"
+    );
 
     // A dry run reports the same sizes and writes nothing.
-    let dry = run(&["--dtype", "q8", "--keep-f16", "head", "--keep-f16", "dec.layers.1", "--dry-run"]).unwrap();
+    let dry = run(&[
+        "--dtype",
+        "q8",
+        "--keep-f16",
+        "head",
+        "--keep-f16",
+        "dec.layers.1",
+        "--dry-run",
+    ])
+    .unwrap();
     assert_eq!(dry.file_bytes, r.file_bytes);
     assert!(dry.written.is_none());
     assert_eq!(listing(tmp.path()), vec!["m.q8".to_string()]);
 
     assert!(anyhow_text(run(&["--output", "x", "--dtype", "q5"])).contains("invalid value 'q5'"));
     assert!(anyhow_text(run(&["--dtype", "q8"])).contains("--output"));
-    assert!(anyhow_text(run(&["--dry-run", "--dtype", "q4", "--keep-f16", "heads"])).contains("`heads` matches no weight tensor"));
+    assert!(
+        anyhow_text(run(&["--dry-run", "--dtype", "q4", "--keep-f16", "heads"]))
+            .contains("`heads` matches no weight tensor")
+    );
 }
 
 #[test]
 fn onerec_inspect_and_recommend_read_model_files() {
     let tmp = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_onerec");
-    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("moe_dec_l2").join("golden.json")).unwrap()).unwrap();
-    let history: Vec<String> = golden["requests"][0]["history"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("moe_dec_l2").join("golden.json")).unwrap(),
+    )
+    .unwrap();
+    let history: Vec<String> = golden["requests"][0]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
     for target in TARGETS {
         let p = tmp.path().join(format!("m.{}", target.name()));
         quantize(&fixture("moe_dec_l2"), &p, target);
-        let o = std::process::Command::new(bin).args(["inspect", "--model", p.to_str().unwrap(), "--verify"]).output().unwrap();
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
-        assert!(text.contains("format version 1") && text.contains("catalog: 300 items") && text.contains("dec.layers.1.moe.down"), "{text}");
-        assert!(text.contains("verify: OK") && text.contains("checksums match"), "{text}");
         let o = std::process::Command::new(bin)
-            .args(["recommend", "--model", p.to_str().unwrap(), "--backend", "cpu", "--json", "--history", &history.join(",")])
+            .args(["inspect", "--model", p.to_str().unwrap(), "--verify"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            text.contains("format version 1")
+                && text.contains("catalog: 300 items")
+                && text.contains("dec.layers.1.moe.down"),
+            "{text}"
+        );
+        assert!(
+            text.contains("verify: OK") && text.contains("checksums match"),
+            "{text}"
+        );
+        let o = std::process::Command::new(bin)
+            .args([
+                "recommend",
+                "--model",
+                p.to_str().unwrap(),
+                "--backend",
+                "cpu",
+                "--json",
+                "--history",
+                &history.join(","),
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -675,11 +972,22 @@ fn onerec_inspect_and_recommend_read_model_files() {
     // A corrupted file: inspect --verify exits non-zero naming the tensor.
     let p = tmp.path().join("m.q4");
     let mut bytes = std::fs::read(&p).unwrap();
-    let at = ModelFile::open(&p).unwrap().entry("dec.embed").unwrap().start + 3;
+    let at = ModelFile::open(&p)
+        .unwrap()
+        .entry("dec.embed")
+        .unwrap()
+        .start
+        + 3;
     bytes[at] ^= 0x10;
     std::fs::write(&p, &bytes).unwrap();
-    let o = std::process::Command::new(bin).args(["inspect", "--model", p.to_str().unwrap(), "--verify"]).output().unwrap();
+    let o = std::process::Command::new(bin)
+        .args(["inspect", "--model", p.to_str().unwrap(), "--verify"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("`dec.embed`") && err.contains("checksum mismatch"), "{err}");
+    assert!(
+        err.contains("`dec.embed`") && err.contains("checksum mismatch"),
+        "{err}"
+    );
 }

@@ -7,8 +7,12 @@ use std::collections::BTreeSet;
 /// Capabilities: naga's defaults plus `unpack2x16float` (f16 weights and block scales),
 /// which wgpu grants on Vulkan, Metal and DX12 (downlevel flag SHADER_F16_IN_F32).
 fn validate(label: &str, src: &str) {
-    let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{label}: parse error:\n{}", e.emit_to_string(src)));
-    let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32);
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{label}: parse error:\n{}", e.emit_to_string(src)));
+    let mut v = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+    );
     if let Err(e) = v.validate(&module) {
         panic!("{label}: invalid:\n{}", e.emit_to_string(src));
     }
@@ -33,17 +37,29 @@ fn every_shader_file_is_embedded_and_covered() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     let embedded: BTreeSet<String> = FILES.iter().map(|(n, _)| n.to_string()).collect();
-    assert_eq!(on_disk, embedded, "shaders/*.wgsl and the embedded list differ");
+    assert_eq!(
+        on_disk, embedded,
+        "shaders/*.wgsl and the embedded list differ"
+    );
     for (name, src) in FILES {
-        assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), *src, "{name} is stale in the build");
+        assert_eq!(
+            std::fs::read_to_string(dir.join(name)).unwrap(),
+            *src,
+            "{name} is stale in the build"
+        );
     }
     let used: BTreeSet<&str> = variants().iter().map(|v| v.file).collect();
     for (name, _) in FILES {
         if INCLUDE_ONLY.contains(name) {
-            let includer = FILES.iter().any(|(_, s)| s.contains(&format!("#include \"{name}\"")));
+            let includer = FILES
+                .iter()
+                .any(|(_, s)| s.contains(&format!("#include \"{name}\"")));
             assert!(includer, "{name} is neither specialized nor included");
         } else {
-            assert!(used.contains(name), "{name} has no specialization in variants()");
+            assert!(
+                used.contains(name),
+                "{name} has no specialization in variants()"
+            );
         }
     }
 }
@@ -61,5 +77,7 @@ fn preprocessor_is_strict() {
     let f32_ = preprocess("matmul.wgsl", &["W_F32"]).unwrap();
     let tiles = "var<storage, read> tiles";
     assert!(!f32_.contains("fn scale_of") && !f32_.contains(tiles));
-    assert!(preprocess("matmul.wgsl", &["W_F32", "GROUPED"]).unwrap().contains(tiles));
+    assert!(preprocess("matmul.wgsl", &["W_F32", "GROUPED"])
+        .unwrap()
+        .contains(tiles));
 }

@@ -11,7 +11,9 @@ use onerec_engine::model::RouteLog;
 use onerec_engine::model_file::TensorEntry;
 use onerec_engine::tensor::{to_f32, Blob, DType};
 use onerec_engine::trie::Trie;
-use onerec_engine::{Backend, BackendKind, CpuBackend, Engine, Model, ModelFile, Request, Response};
+use onerec_engine::{
+    Backend, BackendKind, CpuBackend, Engine, Model, ModelFile, Request, Response,
+};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +31,11 @@ fn wgpu_encoder_and_teacher_forced_logprobs_match_the_goldens() {
     let Some(g) = gpu() else { return };
     for name in FIXTURES {
         let gold = load_golden(name);
-        let m = Model::new(g.clone(), Arc::new(ModelFile::open(&fixture(name)).unwrap())).unwrap();
+        let m = Model::new(
+            g.clone(),
+            Arc::new(ModelFile::open(&fixture(name)).unwrap()),
+        )
+        .unwrap();
         let tf = &gold.json["teacher_forced"];
         let hist = m.file.catalog.resolve(&ids(&tf["history"])).unwrap();
         let targets = m.file.catalog.resolve(&ids(&tf["target_items"])).unwrap();
@@ -37,11 +43,23 @@ fn wgpu_encoder_and_teacher_forced_logprobs_match_the_goldens() {
         let e = rel_err(&enc, &gold.tensors["enc_out"].1);
         assert!(e < 1e-4, "{name}: enc_out relative error {e}");
         let mut routes = RouteLog::new();
-        let lp = m.teacher_forced(&hist, &targets, Some(&mut routes)).unwrap();
+        let lp = m
+            .teacher_forced(&hist, &targets, Some(&mut routes))
+            .unwrap();
         let e = rel_err(&lp, &gold.tensors["tf_logprobs"].1);
-        assert!(e < 1e-4, "{name}: teacher-forced log-prob relative error {e}");
-        for (key, (_, want)) in gold.tensors.iter().filter(|(k, _)| k.starts_with("router.")) {
-            let got: Vec<f32> = routes[key.trim_start_matches("router.")].iter().map(|&e| e as f32).collect();
+        assert!(
+            e < 1e-4,
+            "{name}: teacher-forced log-prob relative error {e}"
+        );
+        for (key, (_, want)) in gold
+            .tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("router."))
+        {
+            let got: Vec<f32> = routes[key.trim_start_matches("router.")]
+                .iter()
+                .map(|&e| e as f32)
+                .collect();
             assert_eq!(&got, want, "{name}: router choices of {key}");
         }
     }
@@ -53,7 +71,11 @@ fn auto_takes_the_gpu_when_there_is_one() {
         return;
     }
     let e = Engine::load(&fixture("dense_l3"), BackendKind::Auto).unwrap();
-    assert!(e.describe_backend().starts_with("wgpu"), "auto chose {}", e.describe_backend());
+    assert!(
+        e.describe_backend().starts_with("wgpu"),
+        "auto chose {}",
+        e.describe_backend()
+    );
 }
 
 /// The fixture with its weights re-encoded in `dtype` (quantised types only where the
@@ -70,26 +92,50 @@ fn reencode(name: &str, dtype: DType) -> Arc<ModelFile> {
             DType::Q8_0 | DType::Q4_0 if cols % 32 != 0 => t.dtype,
             d => d,
         };
-        let bytes = if target == t.dtype { t.bytes.to_vec() } else { encode(n, target, t.shape, &to_f32(n, t.dtype, t.bytes).unwrap()).unwrap() };
+        let bytes = if target == t.dtype {
+            t.bytes.to_vec()
+        } else {
+            encode(n, target, t.shape, &to_f32(n, t.dtype, t.bytes).unwrap()).unwrap()
+        };
         blob.resize(blob.len().next_multiple_of(256), 0);
         let start = blob.len();
         blob.extend_from_slice(&bytes);
-        tensors.insert(n.clone(), TensorEntry { dtype: target, shape: t.shape.to_vec(), start, end: blob.len() });
+        tensors.insert(
+            n.clone(),
+            TensorEntry {
+                dtype: target,
+                shape: t.shape.to_vec(),
+                start,
+                end: blob.len(),
+            },
+        );
     }
-    let file = ModelFile::from_parts(f.config.clone(), Arc::new(Blob::Owned(blob)), f.names.clone(), tensors, format!("{name} as {dtype}")).unwrap();
+    let file = ModelFile::from_parts(
+        f.config.clone(),
+        Arc::new(Blob::Owned(blob)),
+        f.names.clone(),
+        tensors,
+        format!("{name} as {dtype}"),
+    )
+    .unwrap();
     Arc::new(file)
 }
 
 /// Same sessions where the score gaps exceed 1e-3, scores within 1e-3.
 fn same(what: &str, got: &Response, want: &Response) {
-    assert_eq!(got.final_scores.len(), want.final_scores.len(), "{what}: surviving beams");
+    assert_eq!(
+        got.final_scores.len(),
+        want.final_scores.len(),
+        "{what}: surviving beams"
+    );
     assert_eq!(got.sessions.len(), want.sessions.len(), "{what}: sessions");
     let fs = &want.final_scores;
     for (i, (g, w)) in got.final_scores.iter().zip(fs).enumerate() {
         assert!((g - w).abs() <= 1e-3, "{what}: beam {i} score {g} vs {w}");
     }
     for (i, (g, w)) in got.sessions.iter().zip(&want.sessions).enumerate() {
-        let close = (i > 0 && fs[i - 1] - fs[i] <= 1e-3) || (i + 1 < fs.len() && fs[i] - fs[i + 1] <= 1e-3);
+        let close =
+            (i > 0 && fs[i - 1] - fs[i] <= 1e-3) || (i + 1 < fs.len() && fs[i] - fs[i + 1] <= 1e-3);
         if !close {
             assert_eq!(g.items, w.items, "{what}: session {i}");
         }
@@ -102,11 +148,16 @@ fn run<B: Backend>(m: &Model<B>, reqs: &[Request]) -> Vec<Response> {
 
 #[test]
 fn wgpu_matches_cpu_for_every_weight_type() {
-    let Some(g): Option<WgpuBackend> = gpu() else { return };
+    let Some(g): Option<WgpuBackend> = gpu() else {
+        return;
+    };
     for dtype in [DType::F32, DType::F16, DType::Q8_0, DType::Q4_0] {
         for name in FIXTURES {
             let file = reencode(name, dtype);
-            let reqs: Vec<Request> = requests(&load_golden(name)).into_iter().map(|(r, _)| r).collect();
+            let reqs: Vec<Request> = requests(&load_golden(name))
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
             let cpu = Model::new(CpuBackend::new(), file.clone()).unwrap();
             let gm = Model::new(g.clone(), file).unwrap();
             let want = run(&cpu, &reqs);

@@ -16,7 +16,13 @@ use std::sync::{Arc, OnceLock};
 /// in f32, so only the order of the sums differs: 1e-5 relative covers it for every type.
 const TOL: f64 = 1e-5;
 
-const TYPES: [DType; 5] = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0];
+const TYPES: [DType; 5] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q4_0,
+];
 
 fn open(opts: WgpuOptions) -> Option<WgpuBackend> {
     match WgpuBackend::with_options(opts) {
@@ -34,20 +40,34 @@ fn open(opts: WgpuOptions) -> Option<WgpuBackend> {
 /// One shared device for the tests (poisoned outputs).
 pub fn gpu() -> Option<WgpuBackend> {
     static G: OnceLock<Option<WgpuBackend>> = OnceLock::new();
-    G.get_or_init(|| open(WgpuOptions { poison: true, ..Default::default() })).clone()
+    G.get_or_init(|| {
+        open(WgpuOptions {
+            poison: true,
+            ..Default::default()
+        })
+    })
+    .clone()
 }
 
 /// A device whose weights are split across bindings of at most 4 KiB.
 fn gpu_split() -> Option<WgpuBackend> {
     static G: OnceLock<Option<WgpuBackend>> = OnceLock::new();
-    G.get_or_init(|| open(WgpuOptions { poison: true, max_binding: Some(4096) })).clone()
+    G.get_or_init(|| {
+        open(WgpuOptions {
+            poison: true,
+            max_binding: Some(4096),
+        })
+    })
+    .clone()
 }
 
 pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+        Rng(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407))
     }
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -78,10 +98,20 @@ impl Tensor {
     fn new(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Self {
         let vals = rng.vec(shape.iter().product());
         let bytes = encode("test", dtype, shape, &vals).unwrap();
-        Tensor { blob: Arc::new(Blob::Owned(bytes)), dtype, shape: shape.to_vec() }
+        Tensor {
+            blob: Arc::new(Blob::Owned(bytes)),
+            dtype,
+            shape: shape.to_vec(),
+        }
     }
     fn view(&self) -> TensorView<'_> {
-        TensorView { name: "test", dtype: self.dtype, shape: &self.shape, bytes: self.blob.bytes(), blob: &self.blob }
+        TensorView {
+            name: "test",
+            dtype: self.dtype,
+            shape: &self.shape,
+            bytes: self.blob.bytes(),
+            blob: &self.blob,
+        }
     }
     fn matrix(&self) -> WeightView<'_> {
         self.view().as_matrix()
@@ -89,7 +119,11 @@ impl Tensor {
 }
 
 fn both<T>(f: impl Fn(&WgpuBackend) -> T) -> Vec<T> {
-    [gpu(), gpu_split()].into_iter().flatten().map(|g| f(&g)).collect()
+    [gpu(), gpu_split()]
+        .into_iter()
+        .flatten()
+        .map(|g| f(&g))
+        .collect()
 }
 
 fn cmp(what: &str, got: &[f32], want: &[f32], tol: f64) {
@@ -111,11 +145,23 @@ fn matmul_matches_cpu_for_every_type_and_shape() {
         for &(m, n, k) in shapes {
             let w = Tensor::new(&mut rng, dt, &[n, k]);
             let x = rng.vec(m * k);
-            let want = cpu.matmul(&cpu.upload(&x, m, k).unwrap(), &cpu.weight(&w.matrix()).unwrap()).unwrap();
+            let want = cpu
+                .matmul(
+                    &cpu.upload(&x, m, k).unwrap(),
+                    &cpu.weight(&w.matrix()).unwrap(),
+                )
+                .unwrap();
             for g in [gpu(), gpu_split()].into_iter().flatten() {
                 let gw = g.weight(&w.matrix()).unwrap();
-                let got = g.download(&g.matmul(&g.upload(&x, m, k).unwrap(), &gw).unwrap()).unwrap();
-                cmp(&format!("matmul {dt} [{m},{k}]x[{n},{k}] parts {}", gw.parts.len()), &got, &want.data, TOL);
+                let got = g
+                    .download(&g.matmul(&g.upload(&x, m, k).unwrap(), &gw).unwrap())
+                    .unwrap();
+                cmp(
+                    &format!("matmul {dt} [{m},{k}]x[{n},{k}] parts {}", gw.parts.len()),
+                    &got,
+                    &want.data,
+                    TOL,
+                );
             }
         }
     }
@@ -134,9 +180,24 @@ fn rms_norm_matches_cpu() {
         for &(m, d) in &[(1usize, 24usize), (17, 130), (3, 512)] {
             let w = Tensor::new(&mut rng, dt, &[d]);
             let x = rng.vec(m * d);
-            let want = cpu.rms_norm(&cpu.upload(&x, m, d).unwrap(), &cpu.weight(&w.matrix()).unwrap(), 1e-6).unwrap();
+            let want = cpu
+                .rms_norm(
+                    &cpu.upload(&x, m, d).unwrap(),
+                    &cpu.weight(&w.matrix()).unwrap(),
+                    1e-6,
+                )
+                .unwrap();
             both(|g| {
-                let got = g.download(&g.rms_norm(&g.upload(&x, m, d).unwrap(), &g.weight(&w.matrix()).unwrap(), 1e-6).unwrap()).unwrap();
+                let got = g
+                    .download(
+                        &g.rms_norm(
+                            &g.upload(&x, m, d).unwrap(),
+                            &g.weight(&w.matrix()).unwrap(),
+                            1e-6,
+                        )
+                        .unwrap(),
+                    )
+                    .unwrap();
                 cmp(&format!("rms_norm {dt} [{m},{d}]"), &got, &want.data, TOL);
             });
         }
@@ -154,15 +215,35 @@ fn gather_sum_matches_cpu() {
         for rows in [1usize, 7, 50] {
             let i1: Vec<u32> = (0..rows).map(|_| rng.below(100) as u32).collect();
             let i2: Vec<u32> = (0..rows).map(|_| rng.below(9) as u32).collect();
-            let (ct, cp) = (cpu.weight(&table.matrix()).unwrap(), cpu.weight(&pos.matrix()).unwrap());
+            let (ct, cp) = (
+                cpu.weight(&table.matrix()).unwrap(),
+                cpu.weight(&pos.matrix()).unwrap(),
+            );
             let want = cpu.gather_sum(&[(&ct, &i1), (&cp, &i2)], rows).unwrap();
             both(|g| {
-                let (gt, gp) = (g.weight(&table.matrix()).unwrap(), g.weight(&pos.matrix()).unwrap());
-                let got = g.download(&g.gather_sum(&[(&gt, &i1), (&gp, &i2)], rows).unwrap()).unwrap();
-                cmp(&format!("gather_sum {dt} rows {rows}"), &got, &want.data, TOL);
-                let one = g.download(&g.gather_sum(&[(&gt, &i1)], rows).unwrap()).unwrap();
+                let (gt, gp) = (
+                    g.weight(&table.matrix()).unwrap(),
+                    g.weight(&pos.matrix()).unwrap(),
+                );
+                let got = g
+                    .download(&g.gather_sum(&[(&gt, &i1), (&gp, &i2)], rows).unwrap())
+                    .unwrap();
+                cmp(
+                    &format!("gather_sum {dt} rows {rows}"),
+                    &got,
+                    &want.data,
+                    TOL,
+                );
+                let one = g
+                    .download(&g.gather_sum(&[(&gt, &i1)], rows).unwrap())
+                    .unwrap();
                 let want1 = cpu.gather_sum(&[(&ct, &i1)], rows).unwrap();
-                cmp(&format!("gather_sum {dt} one table"), &one, &want1.data, TOL);
+                cmp(
+                    &format!("gather_sum {dt} one table"),
+                    &one,
+                    &want1.data,
+                    TOL,
+                );
             });
         }
     }
@@ -181,17 +262,27 @@ fn small_ops_match_cpu() {
     assert_eq!(g.download(&ga).unwrap(), want, "add_assign");
     let mut z = g.zeros(40, d).unwrap();
     assert!(g.download(&z).unwrap().iter().all(|&v| v == 0.0), "zeros");
-    g.write_rows(&mut z, 5, &g.upload(&a, m, d).unwrap()).unwrap();
+    g.write_rows(&mut z, 5, &g.upload(&a, m, d).unwrap())
+        .unwrap();
     let got = g.download(&z).unwrap();
     assert_eq!(&got[5 * d..(5 + m) * d], &a[..]);
-    assert!(got[..5 * d].iter().chain(&got[(5 + m) * d..]).all(|&v| v == 0.0));
-    assert!(g.write_rows(&mut z, 30, &g.upload(&a, m, d).unwrap()).is_err(), "write past the end is an error");
+    assert!(got[..5 * d]
+        .iter()
+        .chain(&got[(5 + m) * d..])
+        .all(|&v| v == 0.0));
+    assert!(
+        g.write_rows(&mut z, 30, &g.upload(&a, m, d).unwrap())
+            .is_err(),
+        "write past the end is an error"
+    );
 
     let cpu = CpuBackend::new();
     for &(rows, k) in &[(1usize, 13usize), (7, 300), (3, 8192)] {
         let x: Vec<f32> = rng.vec(rows * k).iter().map(|v| v * 20.0).collect();
         let want = cpu.log_softmax(&cpu.upload(&x, rows, k).unwrap()).unwrap();
-        let got = g.download(&g.log_softmax(&g.upload(&x, rows, k).unwrap()).unwrap()).unwrap();
+        let got = g
+            .download(&g.log_softmax(&g.upload(&x, rows, k).unwrap()).unwrap())
+            .unwrap();
         cmp(&format!("log_softmax [{rows},{k}]"), &got, &want.data, TOL);
     }
 }
@@ -212,20 +303,53 @@ fn attention_matches_cpu() {
             })
             .collect();
         let per_row = 1 + rng.below(70);
-        let index: Vec<u32> = (0..rows * per_row).map(|_| rng.below(keys) as u32).collect();
-        for km in [KeyMap::Spans(&spans), KeyMap::Gather { per_row, index: &index }] {
+        let index: Vec<u32> = (0..rows * per_row)
+            .map(|_| rng.below(keys) as u32)
+            .collect();
+        for km in [
+            KeyMap::Spans(&spans),
+            KeyMap::Gather {
+                per_row,
+                index: &index,
+            },
+        ] {
             let c = |b: &CpuBackend, x: &[f32], r| b.upload(x, r, d).unwrap();
-            let want = cpu.attention(&c(&cpu, &q, rows), &c(&cpu, &k, keys), &c(&cpu, &v, keys), heads, km).unwrap();
+            let want = cpu
+                .attention(
+                    &c(&cpu, &q, rows),
+                    &c(&cpu, &k, keys),
+                    &c(&cpu, &v, keys),
+                    heads,
+                    km,
+                )
+                .unwrap();
             let u = |x: &[f32], r| g.upload(x, r, d).unwrap();
-            let got = g.download(&g.attention(&u(&q, rows), &u(&k, keys), &u(&v, keys), heads, km).unwrap()).unwrap();
-            cmp(&format!("attention {heads}x{hd} {km:?}").chars().take(60).collect::<String>(), &got, &want.data, TOL);
+            let got = g
+                .download(
+                    &g.attention(&u(&q, rows), &u(&k, keys), &u(&v, keys), heads, km)
+                        .unwrap(),
+                )
+                .unwrap();
+            cmp(
+                &format!("attention {heads}x{hd} {km:?}")
+                    .chars()
+                    .take(60)
+                    .collect::<String>(),
+                &got,
+                &want.data,
+                TOL,
+            );
         }
     }
 }
 
 fn ffn_of<B: Backend>(b: &B, t: &[Tensor; 3], i: usize) -> Ffn<B::Weight> {
     let w = |t: &Tensor| b.weight(&t.view().slice3(i).unwrap()).unwrap();
-    Ffn { gate: w(&t[0]), up: w(&t[1]), down: w(&t[2]) }
+    Ffn {
+        gate: w(&t[0]),
+        up: w(&t[1]),
+        down: w(&t[2]),
+    }
 }
 
 #[test]
@@ -233,13 +357,25 @@ fn ffn_and_moe_match_cpu() {
     let cpu = CpuBackend::new();
     let mut rng = Rng::new(6);
     for dt in TYPES {
-        for &(e, top_k, d, h, rows) in &[(1usize, 1usize, 32usize, 64usize, 3usize), (6, 2, 64, 32, 37), (8, 3, 32, 96, 130)] {
-            let t = [Tensor::new(&mut rng, dt, &[e, h, d]), Tensor::new(&mut rng, dt, &[e, h, d]), Tensor::new(&mut rng, dt, &[e, d, h])];
+        for &(e, top_k, d, h, rows) in &[
+            (1usize, 1usize, 32usize, 64usize, 3usize),
+            (6, 2, 64, 32, 37),
+            (8, 3, 32, 96, 130),
+        ] {
+            let t = [
+                Tensor::new(&mut rng, dt, &[e, h, d]),
+                Tensor::new(&mut rng, dt, &[e, h, d]),
+                Tensor::new(&mut rng, dt, &[e, d, h]),
+            ];
             let router = Tensor::new(&mut rng, DType::F32, &[e, d]);
             let x = rng.vec(rows * d);
             let cx = cpu.upload(&x, rows, d).unwrap();
             let want_ffn = cpu.ffn(&cx, &ffn_of(&cpu, &t, 0)).unwrap();
-            let cm = Moe { router: cpu.weight(&router.matrix()).unwrap(), experts: (0..e).map(|i| ffn_of(&cpu, &t, i)).collect(), top_k };
+            let cm = Moe {
+                router: cpu.weight(&router.matrix()).unwrap(),
+                experts: (0..e).map(|i| ffn_of(&cpu, &t, i)).collect(),
+                top_k,
+            };
             let mut want_routes = Vec::new();
             let want = cpu.moe(&cx, &cm, Some(&mut want_routes)).unwrap();
             both(|g| {
@@ -249,16 +385,44 @@ fn ffn_and_moe_match_cpu() {
                 // Stacked experts (one binding, one launch) where they fit, else per expert.
                 let stack = |i: usize| g.weight_stack(&t[i].view()).unwrap();
                 let (gs, us, ds) = (stack(0), stack(1), stack(2));
-                let experts = gs.into_iter().zip(us).zip(ds).map(|((gate, up), down)| Ffn { gate, up, down }).collect();
-                let gm = Moe { router: g.weight(&router.matrix()).unwrap(), experts, top_k };
+                let experts = gs
+                    .into_iter()
+                    .zip(us)
+                    .zip(ds)
+                    .map(|((gate, up), down)| Ffn { gate, up, down })
+                    .collect();
+                let gm = Moe {
+                    router: g.weight(&router.matrix()).unwrap(),
+                    experts,
+                    top_k,
+                };
                 let mut routes = Vec::new();
-                let got = g.download(&g.moe(&gx, &gm, Some(&mut routes)).unwrap()).unwrap();
+                let got = g
+                    .download(&g.moe(&gx, &gm, Some(&mut routes)).unwrap())
+                    .unwrap();
                 assert_eq!(routes, want_routes, "moe {dt} routes");
-                cmp(&format!("moe {dt} e{e} k{top_k} rows {rows} split {}", g.max_binding()), &got, &want.data, TOL);
+                cmp(
+                    &format!(
+                        "moe {dt} e{e} k{top_k} rows {rows} split {}",
+                        g.max_binding()
+                    ),
+                    &got,
+                    &want.data,
+                    TOL,
+                );
                 // Experts made one by one (separate buffers) give the same answer.
-                let gm1 = Moe { router: g.weight(&router.matrix()).unwrap(), experts: (0..e).map(|i| ffn_of(g, &t, i)).collect(), top_k };
+                let gm1 = Moe {
+                    router: g.weight(&router.matrix()).unwrap(),
+                    experts: (0..e).map(|i| ffn_of(g, &t, i)).collect(),
+                    top_k,
+                };
                 let got1 = g.download(&g.moe(&gx, &gm1, None).unwrap()).unwrap();
-                cmp(&format!("moe {dt} separate experts"), &got1, &want.data, TOL);
+                cmp(
+                    &format!("moe {dt} separate experts"),
+                    &got1,
+                    &want.data,
+                    TOL,
+                );
             });
         }
     }
@@ -270,7 +434,9 @@ fn catalog(rng: &mut Rng, n: usize, levels: usize, k: usize) -> Catalog {
     let mut sids = Vec::new();
     while seen.len() < n {
         // Skewed codes so that some prefixes have many children and some few.
-        let sid: Vec<i64> = (0..levels).map(|l| (rng.below(k) % (k >> l.min(2)).max(1)) as i64).collect();
+        let sid: Vec<i64> = (0..levels)
+            .map(|l| (rng.below(k) % (k >> l.min(2)).max(1)) as i64)
+            .collect();
         if seen.insert(sid.clone()) {
             sids.extend(sid);
         }
@@ -283,7 +449,11 @@ fn constrained_selection_matches_cpu_exactly() {
     let cpu = CpuBackend::new();
     let mut rng = Rng::new(7);
     let Some(g) = gpu() else { return };
-    for &(n, levels, k, users) in &[(300usize, 3usize, 16usize, 1usize), (2000, 3, 64, 3), (500, 2, 40, 2)] {
+    for &(n, levels, k, users) in &[
+        (300usize, 3usize, 16usize, 1usize),
+        (2000, 3, 64, 3),
+        (500, 2, 40, 2),
+    ] {
         let cat = catalog(&mut rng, n, levels, k);
         let trie = Trie::new(&cat);
         let (ci, gi) = (cpu.index(&trie).unwrap(), g.index(&trie).unwrap());
@@ -297,41 +467,92 @@ fn constrained_selection_matches_cpu_exactly() {
         for level in 0..levels {
             for round in 0..4 {
                 // Beams at random nodes of this depth, sessions of random items.
-                let nodes: Vec<u32> = (0..n).map(|it| if level == 0 { 0 } else { trie.path_node(it, level - 1) }).collect();
-                let widths: Vec<usize> = (0..users).map(|_| [1, 5, 40, 300][rng.below(4)]).collect();
+                let nodes: Vec<u32> = (0..n)
+                    .map(|it| {
+                        if level == 0 {
+                            0
+                        } else {
+                            trie.path_node(it, level - 1)
+                        }
+                    })
+                    .collect();
+                let widths: Vec<usize> =
+                    (0..users).map(|_| [1, 5, 40, 300][rng.below(4)]).collect();
                 let sessions: Vec<Vec<Vec<u32>>> = widths
                     .iter()
-                    .map(|&w| (0..1 + rng.below(w.min(60))).map(|_| (0..rng.below(4)).map(|_| rng.below(n) as u32).collect()).collect())
+                    .map(|&w| {
+                        (0..1 + rng.below(w.min(60)))
+                            .map(|_| (0..rng.below(4)).map(|_| rng.below(n) as u32).collect())
+                            .collect()
+                    })
                     .collect();
                 let beams: Vec<Vec<BeamIn<'_>>> = sessions
                     .iter()
                     .map(|us| {
                         us.iter()
                             .map(|s| {
-                                let node = if round == 0 && !s.is_empty() { nodes[s[0] as usize] } else { nodes[rng.below(n)] };
+                                let node = if round == 0 && !s.is_empty() {
+                                    nodes[s[0] as usize]
+                                } else {
+                                    nodes[rng.below(n)]
+                                };
                                 // Round 1: equal scores everywhere, so only the tie rules decide.
-                                let score = if round == 1 { -1.5 } else { rng.f() * 4.0 - 8.0 };
-                                BeamIn { score, node, session: s }
+                                let score = if round == 1 {
+                                    -1.5
+                                } else {
+                                    rng.f() * 4.0 - 8.0
+                                };
+                                BeamIn {
+                                    score,
+                                    node,
+                                    session: s,
+                                }
                             })
                             .collect()
                     })
                     .collect();
                 let total: usize = beams.iter().map(Vec::len).sum();
-                let lp: Vec<f32> = (0..total * k).map(|_| if round == 1 { -0.25 } else { (rng.f() * 8.0).round() / 2.0 - 5.0 }).collect();
+                let lp: Vec<f32> = (0..total * k)
+                    .map(|_| {
+                        if round == 1 {
+                            -0.25
+                        } else {
+                            (rng.f() * 8.0).round() / 2.0 - 5.0
+                        }
+                    })
+                    .collect();
                 let mut row0 = 0;
                 let groups: Vec<SelectGroup<'_>> = beams
                     .iter()
                     .enumerate()
                     .map(|(u, b)| {
-                        let gr = SelectGroup { user: u, row0, width: widths[u], beams: b };
+                        let gr = SelectGroup {
+                            user: u,
+                            row0,
+                            width: widths[u],
+                            beams: b,
+                        };
                         row0 += b.len();
                         gr
                     })
                     .collect();
-                let want: Vec<Vec<Candidate>> = cpu.select(&cpu.upload(&lp, total, k).unwrap(), &ci, &cc, level, &groups).unwrap();
-                let got = g.select(&g.upload(&lp, total, k).unwrap(), &gi, &gc, level, &groups).unwrap();
+                let want: Vec<Vec<Candidate>> = cpu
+                    .select(
+                        &cpu.upload(&lp, total, k).unwrap(),
+                        &ci,
+                        &cc,
+                        level,
+                        &groups,
+                    )
+                    .unwrap();
+                let got = g
+                    .select(&g.upload(&lp, total, k).unwrap(), &gi, &gc, level, &groups)
+                    .unwrap();
                 assert_eq!(got, want, "select n {n} level {level} round {round}");
-                assert!(want.iter().any(|w| !w.is_empty()), "the test selects something");
+                assert!(
+                    want.iter().any(|w| !w.is_empty()),
+                    "the test selects something"
+                );
             }
         }
     }
@@ -341,7 +562,10 @@ fn constrained_selection_matches_cpu_exactly() {
 fn device_errors_are_errors_not_crashes() {
     let Some(g) = gpu() else { return };
     // Far beyond any buffer the device can make: an error value, and the device still works.
-    assert!(g.zeros(1 << 24, 1 << 16).is_err(), "a 4 TiB buffer is refused");
+    assert!(
+        g.zeros(1 << 24, 1 << 16).is_err(),
+        "a 4 TiB buffer is refused"
+    );
     let x = g.upload(&[1.0, 2.0], 1, 2).unwrap();
     assert_eq!(g.download(&x).unwrap(), vec![1.0, 2.0]);
 }

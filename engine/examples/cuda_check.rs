@@ -24,7 +24,10 @@ fn main() -> ExitCode {
 fn run() -> Result<bool, String> {
     let mut archs: Vec<u32> = Vec::new();
     for a in std::env::args().skip(1) {
-        let n = a.trim_start_matches("sm_").parse().map_err(|_| format!("`{a}` is not an architecture (e.g. 80 or sm_90)"))?;
+        let n = a
+            .trim_start_matches("sm_")
+            .parse()
+            .map_err(|_| format!("`{a}` is not an architecture (e.g. 80 or sm_90)"))?;
         archs.push(n);
     }
     if archs.is_empty() {
@@ -33,8 +36,14 @@ fn run() -> Result<bool, String> {
     let (major, minor) = compile::nvrtc_version().map_err(|e| e.to_string())?;
     let include = libs::include_dir().map_err(|e| e.to_string())?;
     let supported = compile::supported_archs().map_err(|e| e.to_string())?;
-    println!("NVRTC {major}.{minor} (emits archs {supported:?}), headers from {}", include.display());
-    println!("{:<16} {:<18} {:<6} {:>5} {:>7} {:>6} {:>6} {:>6} {:>5}", "file", "kernel", "arch", "regs", "smem", "stack", "spillS", "spillL", "lmem");
+    println!(
+        "NVRTC {major}.{minor} (emits archs {supported:?}), headers from {}",
+        include.display()
+    );
+    println!(
+        "{:<16} {:<18} {:<6} {:>5} {:>7} {:>6} {:>6} {:>6} {:>5}",
+        "file", "kernel", "arch", "regs", "smem", "stack", "spillS", "spillL", "lmem"
+    );
     let mut ok = true;
     let mut kernels_checked = 0;
     for file in kernels::FILES {
@@ -47,7 +56,11 @@ fn run() -> Result<bool, String> {
                     continue;
                 }
             };
-            let warnings: Vec<&str> = compiled.log.lines().filter(|l| l.contains("warning")).collect();
+            let warnings: Vec<&str> = compiled
+                .log
+                .lines()
+                .filter(|l| l.contains("warning"))
+                .collect();
             for w in &warnings {
                 eprintln!("FAIL {} sm_{arch}: {w}", file.file);
             }
@@ -55,7 +68,10 @@ fn run() -> Result<bool, String> {
             let report = parse_ptxas_log(&compiled.log);
             for entry in file.entries {
                 if !report.iter().any(|r| r.entry && r.function == *entry) {
-                    eprintln!("FAIL {} sm_{arch}: entry point `{entry}` missing from the ptxas report", file.file);
+                    eprintln!(
+                        "FAIL {} sm_{arch}: entry point `{entry}` missing from the ptxas report",
+                        file.file
+                    );
                     ok = false;
                 }
             }
@@ -71,7 +87,11 @@ fn run() -> Result<bool, String> {
                     r.spill_stores,
                     r.spill_loads,
                     r.local_bytes,
-                    if r.uses_local_memory() { "  <- spills / local memory" } else { "" }
+                    if r.uses_local_memory() {
+                        "  <- spills / local memory"
+                    } else {
+                        ""
+                    }
                 );
                 if r.uses_local_memory() {
                     ok = false;

@@ -20,7 +20,9 @@ impl Catalog {
             return Err(Error::Catalog("the catalog holds no items".into()));
         }
         if n > u32::MAX as usize / 2 {
-            return Err(Error::Catalog(format!("{n} items is more than this engine supports")));
+            return Err(Error::Catalog(format!(
+                "{n} items is more than this engine supports"
+            )));
         }
         if sids.len() != n * levels {
             return Err(Error::Catalog(format!(
@@ -42,10 +44,17 @@ impl Catalog {
         let mut index = HashMap::with_capacity(n);
         for (i, &id) in item_ids.iter().enumerate() {
             if let Some(prev) = index.insert(id, i as u32) {
-                return Err(Error::Catalog(format!("item id {id} appears twice (rows {prev} and {i})")));
+                return Err(Error::Catalog(format!(
+                    "item id {id} appears twice (rows {prev} and {i})"
+                )));
             }
         }
-        let cat = Catalog { levels, item_ids, sids: codes, index };
+        let cat = Catalog {
+            levels,
+            item_ids,
+            sids: codes,
+            index,
+        };
         cat.check_unique_sids()?;
         Ok(cat)
     }
@@ -67,9 +76,16 @@ impl Catalog {
         if clashes.is_empty() {
             return Ok(());
         }
-        let more = if clashes.len() > 5 { format!(" (and {} more)", clashes.len() - 5) } else { String::new() };
+        let more = if clashes.len() > 5 {
+            format!(" (and {} more)", clashes.len() - 5)
+        } else {
+            String::new()
+        };
         clashes.truncate(5);
-        Err(Error::Catalog(format!("duplicate semantic IDs: {}{more}", clashes.join("; "))))
+        Err(Error::Catalog(format!(
+            "duplicate semantic IDs: {}{more}",
+            clashes.join("; ")
+        )))
     }
 
     pub fn len(&self) -> usize {
@@ -114,8 +130,15 @@ impl Catalog {
         if unknown.is_empty() {
             return Ok(out);
         }
-        let more = if unknown.len() > 10 { format!(" (and {} more)", unknown.len() - 10) } else { String::new() };
+        let more = if unknown.len() > 10 {
+            format!(" (and {} more)", unknown.len() - 10)
+        } else {
+            String::new()
+        };
         unknown.truncate(10);
-        Err(Error::UnknownItems(format!("{}{more}: not in the model's catalog", unknown.join(", "))))
+        Err(Error::UnknownItems(format!(
+            "{}{more}: not in the model's catalog",
+            unknown.join(", ")
+        )))
     }
 }

@@ -75,12 +75,20 @@ impl Config {
                 return Err(Error::config(format!("`{name}` must be > 0")));
             }
             if v > MAX_DIM {
-                return Err(Error::config(format!("`{name}` = {v} is larger than {MAX_DIM}")));
+                return Err(Error::config(format!(
+                    "`{name}` = {v} is larger than {MAX_DIM}"
+                )));
             }
         }
-        for (name, v) in [("d_ff", self.d_ff), ("n_experts", self.n_experts), ("d_expert", self.d_expert)] {
+        for (name, v) in [
+            ("d_ff", self.d_ff),
+            ("n_experts", self.n_experts),
+            ("d_expert", self.d_expert),
+        ] {
             if v > MAX_DIM {
-                return Err(Error::config(format!("`{name}` = {v} is larger than {MAX_DIM}")));
+                return Err(Error::config(format!(
+                    "`{name}` = {v} is larger than {MAX_DIM}"
+                )));
             }
         }
         if self.d_model % self.n_heads != 0 {
@@ -93,7 +101,10 @@ impl Config {
             return Err(Error::config("`codebook_size` does not fit in i32"));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
-            return Err(Error::config(format!("`rms_eps` must be a positive finite number, got {}", self.rms_eps)));
+            return Err(Error::config(format!(
+                "`rms_eps` must be a positive finite number, got {}",
+                self.rms_eps
+            )));
         }
         for (name, layers, n) in [
             ("moe_enc_layers", &self.moe_enc_layers, self.n_enc_layers),
@@ -101,7 +112,9 @@ impl Config {
         ] {
             for (i, &l) in layers.iter().enumerate() {
                 if l >= n {
-                    return Err(Error::config(format!("`{name}` names layer {l}, but there are only {n} layers")));
+                    return Err(Error::config(format!(
+                        "`{name}` names layer {l}, but there are only {n} layers"
+                    )));
                 }
                 if layers[..i].contains(&l) {
                     return Err(Error::config(format!("`{name}` lists layer {l} twice")));
@@ -111,7 +124,9 @@ impl Config {
         let has_moe = !self.moe_enc_layers.is_empty() || !self.moe_dec_layers.is_empty();
         if has_moe {
             if self.n_experts == 0 || self.d_expert == 0 {
-                return Err(Error::config("MoE layers need `n_experts` > 0 and `d_expert` > 0"));
+                return Err(Error::config(
+                    "MoE layers need `n_experts` > 0 and `d_expert` > 0",
+                ));
             }
             if self.top_k == 0 || self.top_k > self.n_experts {
                 return Err(Error::config(format!(
@@ -120,7 +135,8 @@ impl Config {
                 )));
             }
         }
-        let has_dense = self.moe_enc_layers.len() < self.n_enc_layers || self.moe_dec_layers.len() < self.n_dec_layers;
+        let has_dense = self.moe_enc_layers.len() < self.n_enc_layers
+            || self.moe_dec_layers.len() < self.n_dec_layers;
         if has_dense && self.d_ff == 0 {
             return Err(Error::config("dense FFN layers need `d_ff` > 0"));
         }

@@ -32,7 +32,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn tensor(name: &str, msg: impl Into<String>) -> Self {
-        Error::Tensor { name: name.to_string(), msg: msg.into() }
+        Error::Tensor {
+            name: name.to_string(),
+            msg: msg.into(),
+        }
     }
     pub(crate) fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())

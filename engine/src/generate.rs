@@ -25,7 +25,13 @@ pub struct Request {
 
 impl Request {
     pub fn new(history: Vec<u64>, beam: usize, results: usize) -> Self {
-        Request { history, beam, results, exclude: Vec::new(), exclude_history: false }
+        Request {
+            history,
+            beam,
+            results,
+            exclude: Vec::new(),
+            exclude_history: false,
+        }
     }
 }
 
@@ -65,40 +71,84 @@ struct UserState {
 }
 
 /// Checks a request against the model and turns ids into catalog rows.
-fn prepare(model_catalog: &crate::catalog::Catalog, trie: &Trie, r: &Request) -> Result<(Vec<usize>, UserState)> {
+fn prepare(
+    model_catalog: &crate::catalog::Catalog,
+    trie: &Trie,
+    r: &Request,
+) -> Result<(Vec<usize>, UserState)> {
     if r.history.is_empty() {
-        return Err(Error::request("the history is empty: give at least one item"));
+        return Err(Error::request(
+            "the history is empty: give at least one item",
+        ));
     }
     if r.beam == 0 {
         return Err(Error::request("beam must be at least 1"));
     }
     if r.beam > MAX_BEAM {
-        return Err(Error::request(format!("beam {} is larger than the maximum {MAX_BEAM}", r.beam)));
+        return Err(Error::request(format!(
+            "beam {} is larger than the maximum {MAX_BEAM}",
+            r.beam
+        )));
     }
     if r.results == 0 || r.results > r.beam {
-        return Err(Error::request(format!("results must be in 1..=beam ({}), got {}", r.beam, r.results)));
+        return Err(Error::request(format!(
+            "results must be in 1..=beam ({}), got {}",
+            r.beam, r.results
+        )));
     }
     let history = model_catalog.resolve(&r.history)?;
     // Excluded ids outside the catalog can never be recommended anyway; an app's
     // block list may name items this model version does not know, so they are skipped.
-    let mut excluded: Vec<usize> = r.exclude.iter().filter_map(|&id| model_catalog.index_of(id)).collect();
+    let mut excluded: Vec<usize> = r
+        .exclude
+        .iter()
+        .filter_map(|&id| model_catalog.index_of(id))
+        .collect();
     if r.exclude_history {
         excluded.extend_from_slice(&history);
     }
     let counts = trie.eligible_counts(&excluded);
-    let start = Beam { score: 0.0, node: ROOT, session: Vec::new(), ancestry: Vec::new(), last_code: 0 };
-    let beams = if counts[ROOT as usize] > 0 { vec![start] } else { Vec::new() };
-    Ok((history, UserState { beam: r.beam, results: r.results, counts, beams }))
+    let start = Beam {
+        score: 0.0,
+        node: ROOT,
+        session: Vec::new(),
+        ancestry: Vec::new(),
+        last_code: 0,
+    };
+    let beams = if counts[ROOT as usize] > 0 {
+        vec![start]
+    } else {
+        Vec::new()
+    };
+    Ok((
+        history,
+        UserState {
+            beam: r.beam,
+            results: r.results,
+            counts,
+            beams,
+        },
+    ))
 }
 
-pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]) -> Result<Vec<Response>> {
+pub fn recommend<B: Backend>(
+    model: &Model<B>,
+    trie: &Trie,
+    requests: &[Request],
+) -> Result<Vec<Response>> {
     let cfg = model.config().clone();
     let cat = &model.file.catalog;
     let big_l = cfg.n_levels;
     let mut users = Vec::with_capacity(requests.len());
     let mut encs = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
-        let (history, user) = prepare(cat, trie, r).map_err(|e| if requests.len() > 1 { Error::request(format!("request {i}: {e}")) } else { e })?;
+        let (history, user) = prepare(cat, trie, r).map_err(|e| {
+            if requests.len() > 1 {
+                Error::request(format!("request {i}: {e}"))
+            } else {
+                e
+            }
+        })?;
         encs.push(model.encode(&history, None)?);
         users.push(user);
     }
@@ -106,7 +156,10 @@ pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]
     let enc_refs: Vec<&B::Buf> = encs.iter().collect();
     let mut st = model.start_decode(&enc_refs, cap)?;
     let index = model.index(trie)?;
-    let counts: Vec<Vec<u32>> = users.iter_mut().map(|u| std::mem::take(&mut u.counts)).collect();
+    let counts: Vec<Vec<u32>> = users
+        .iter_mut()
+        .map(|u| std::mem::take(&mut u.counts))
+        .collect();
     let counts = model.backend.counts(&counts)?;
     let last_t = cfg.dec_len() - 1; // the final item's last-code position is never scored
 
@@ -142,7 +195,16 @@ pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]
         let chosen = {
             let ins: Vec<Vec<BeamIn<'_>>> = users
                 .iter()
-                .map(|u| u.beams.iter().map(|b| BeamIn { score: b.score, node: b.node, session: &b.session }).collect())
+                .map(|u| {
+                    u.beams
+                        .iter()
+                        .map(|b| BeamIn {
+                            score: b.score,
+                            node: b.node,
+                            session: &b.session,
+                        })
+                        .collect()
+                })
                 .collect();
             let mut row0 = 0;
             let groups: Vec<SelectGroup<'_>> = ins
@@ -150,12 +212,19 @@ pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]
                 .zip(&users)
                 .enumerate()
                 .map(|(u, (beams, user))| {
-                    let g = SelectGroup { user: u, row0, width: user.beam, beams };
+                    let g = SelectGroup {
+                        user: u,
+                        row0,
+                        width: user.beam,
+                        beams,
+                    };
                     row0 += beams.len();
                     g
                 })
                 .collect();
-            model.backend.select(&logp, &index, &counts, slot, &groups)?
+            model
+                .backend
+                .select(&logp, &index, &counts, slot, &groups)?
         };
         let mut row0 = 0;
         for (user, cands) in users.iter_mut().zip(chosen) {
@@ -175,7 +244,11 @@ pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]
                 .map(|b| Session {
                     score: b.score,
                     items: b.session.iter().map(|&i| cat.item_id(i as usize)).collect(),
-                    sids: b.session.iter().map(|&i| cat.sid(i as usize).to_vec()).collect(),
+                    sids: b
+                        .session
+                        .iter()
+                        .map(|&i| cat.sid(i as usize).to_vec())
+                        .collect(),
                 })
                 .collect(),
         })
@@ -183,7 +256,15 @@ pub fn recommend<B: Backend>(model: &Model<B>, trie: &Trie, requests: &[Request]
 }
 
 /// Moves one user's beams (rows `row0..` of position `t`) to the chosen candidates.
-fn advance(user: &mut UserState, trie: &Trie, cands: &[Candidate], level: usize, t: usize, cap: usize, row0: usize) {
+fn advance(
+    user: &mut UserState,
+    trie: &Trie,
+    cands: &[Candidate],
+    level: usize,
+    t: usize,
+    cap: usize,
+    row0: usize,
+) {
     let last_level = level + 1 == trie.levels();
     user.beams = cands
         .iter()
@@ -201,7 +282,13 @@ fn advance(user: &mut UserState, trie: &Trie, cands: &[Candidate], level: usize,
             } else {
                 c.child
             };
-            Beam { score: c.score, node, session, ancestry, last_code: c.code }
+            Beam {
+                score: c.score,
+                node,
+                session,
+                ancestry,
+                last_code: c.code,
+            }
         })
         .collect();
 }

@@ -49,7 +49,9 @@ impl FromStr for BackendKind {
             "cpu" => Ok(BackendKind::Cpu),
             "wgpu" => Ok(BackendKind::Wgpu),
             "cuda" => Ok(BackendKind::Cuda),
-            other => Err(Error::request(format!("unknown backend `{other}` (expected auto, cpu, wgpu or cuda)"))),
+            other => Err(Error::request(format!(
+                "unknown backend `{other}` (expected auto, cpu, wgpu or cuda)"
+            ))),
         }
     }
 }
@@ -90,7 +92,9 @@ impl Engine {
             BackendKind::Wgpu => Box::new(Model::new(WgpuBackend::new()?, file.clone())?),
             // A GPU adapter if one exists; a device that then fails to open is reported
             // in the log and the CPU serves instead.
-            BackendKind::Auto => match backend::wgpu::find_adapter().map(|a| WgpuBackend::from_adapter(a, Default::default())) {
+            BackendKind::Auto => match backend::wgpu::find_adapter()
+                .map(|a| WgpuBackend::from_adapter(a, Default::default()))
+            {
                 Some(Ok(gpu)) => Box::new(Model::new(gpu, file.clone())?),
                 Some(Err(e)) => {
                     log::warn!("GPU adapter found but unusable ({e}); using the CPU");
@@ -123,7 +127,10 @@ impl Engine {
 
 #[cfg(feature = "cuda")]
 fn cuda_runner(file: Arc<ModelFile>) -> Result<Box<dyn Runner>> {
-    Ok(Box::new(Model::new(backend::cuda::CudaBackend::new()?, file)?))
+    Ok(Box::new(Model::new(
+        backend::cuda::CudaBackend::new()?,
+        file,
+    )?))
 }
 
 #[cfg(not(feature = "cuda"))]

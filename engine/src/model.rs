@@ -78,10 +78,17 @@ impl<B: Backend> Model<B> {
         let w = |name: &str| -> Result<B::Weight> { backend.weight(&f.tensor(name)?.as_matrix()) };
         let levels = |name: &str| -> Result<Vec<B::Weight>> {
             let t = f.tensor(name)?;
-            (0..cfg.n_levels).map(|l| backend.weight(&t.slice3(l)?)).collect()
+            (0..cfg.n_levels)
+                .map(|l| backend.weight(&t.slice3(l)?))
+                .collect()
         };
         let attn = |p: &str| -> Result<Attn<B::Weight>> {
-            Ok(Attn { q: w(&format!("{p}.q"))?, k: w(&format!("{p}.k"))?, v: w(&format!("{p}.v"))?, o: w(&format!("{p}.o"))? })
+            Ok(Attn {
+                q: w(&format!("{p}.q"))?,
+                k: w(&format!("{p}.k"))?,
+                v: w(&format!("{p}.v"))?,
+                o: w(&format!("{p}.o"))?,
+            })
         };
         let ffn = |p: &str, moe: bool| -> Result<FeedForward<B::Weight>> {
             if !moe {
@@ -95,13 +102,25 @@ impl<B: Backend> Model<B> {
                 let t = f.tensor(&format!("{p}.moe.{name}"))?;
                 let ws = backend.weight_stack(&t)?;
                 if ws.len() != cfg.n_experts {
-                    return Err(Error::tensor(t.name, format!("{} experts, expected {}", ws.len(), cfg.n_experts)));
+                    return Err(Error::tensor(
+                        t.name,
+                        format!("{} experts, expected {}", ws.len(), cfg.n_experts),
+                    ));
                 }
                 Ok(ws)
             };
             let (g, u, d) = (stack("gate")?, stack("up")?, stack("down")?);
-            let experts = g.into_iter().zip(u).zip(d).map(|((gate, up), down)| Ffn { gate, up, down }).collect();
-            Ok(FeedForward::Moe(Moe { router: w(&format!("{p}.moe.router"))?, experts, top_k: cfg.top_k }))
+            let experts = g
+                .into_iter()
+                .zip(u)
+                .zip(d)
+                .map(|((gate, up), down)| Ffn { gate, up, down })
+                .collect();
+            Ok(FeedForward::Moe(Moe {
+                router: w(&format!("{p}.moe.router"))?,
+                experts,
+                top_k: cfg.top_k,
+            }))
         };
         let enc_layers = (0..cfg.n_enc_layers)
             .map(|i| {
@@ -128,7 +147,11 @@ impl<B: Backend> Model<B> {
             })
             .collect::<Result<Vec<_>>>()?;
         let bos = f.tensor("dec.bos")?;
-        let bos = backend.weight(&WeightView { rows: 1, cols: cfg.d_model, ..bos.as_matrix() })?;
+        let bos = backend.weight(&WeightView {
+            rows: 1,
+            cols: cfg.d_model,
+            ..bos.as_matrix()
+        })?;
         Ok(Model {
             enc_embed: levels("enc.embed")?,
             enc_pos: w("enc.pos")?,
@@ -163,7 +186,13 @@ impl<B: Backend> Model<B> {
         Ok(i)
     }
 
-    fn feed_forward(&self, x: &B::Buf, f: &FeedForward<B::Weight>, key: String, routes: &mut Option<&mut RouteLog>) -> Result<B::Buf> {
+    fn feed_forward(
+        &self,
+        x: &B::Buf,
+        f: &FeedForward<B::Weight>,
+        key: String,
+        routes: &mut Option<&mut RouteLog>,
+    ) -> Result<B::Buf> {
         match f {
             FeedForward::Dense(ffn) => self.backend.ffn(x, ffn),
             FeedForward::Moe(moe) => {
@@ -184,15 +213,26 @@ impl<B: Backend> Model<B> {
             return Err(Error::request("the history is empty"));
         }
         let cat = &self.file.catalog;
-        let codes: Vec<Vec<u32>> = (0..self.cfg.n_levels).map(|l| hist.iter().map(|&it| cat.sid(it)[l]).collect()).collect();
+        let codes: Vec<Vec<u32>> = (0..self.cfg.n_levels)
+            .map(|l| hist.iter().map(|&it| cat.sid(it)[l]).collect())
+            .collect();
         let pos: Vec<u32> = (0..h).map(|j| (n - h + j) as u32).collect();
-        let mut parts: Vec<(&B::Weight, &[u32])> = self.enc_embed.iter().zip(&codes).map(|(w, c)| (w, c.as_slice())).collect();
+        let mut parts: Vec<(&B::Weight, &[u32])> = self
+            .enc_embed
+            .iter()
+            .zip(&codes)
+            .map(|(w, c)| (w, c.as_slice()))
+            .collect();
         parts.push((&self.enc_pos, &pos));
         let mut x = be.gather_sum(&parts, h)?;
         let spans = vec![(0u32, h as u32); h];
         for (i, layer) in self.enc_layers.iter().enumerate() {
             let a = be.rms_norm(&x, &layer.attn_norm, self.cfg.rms_eps)?;
-            let (q, k, v) = (be.matmul(&a, &layer.attn.q)?, be.matmul(&a, &layer.attn.k)?, be.matmul(&a, &layer.attn.v)?);
+            let (q, k, v) = (
+                be.matmul(&a, &layer.attn.q)?,
+                be.matmul(&a, &layer.attn.k)?,
+                be.matmul(&a, &layer.attn.v)?,
+            );
             let att = be.attention(&q, &k, &v, self.cfg.n_heads, KeyMap::Spans(&spans))?;
             be.add_assign(&mut x, &be.matmul(&att, &layer.attn.o)?)?;
             let a = be.rms_norm(&x, &layer.ffn_norm, self.cfg.rms_eps)?;
@@ -215,7 +255,14 @@ impl<B: Backend> Model<B> {
             total += rows;
         }
         let t = self.cfg.dec_len();
-        let mut st = DecodeState { cap, self_k: vec![], self_v: vec![], cross_k: vec![], cross_v: vec![], user_spans };
+        let mut st = DecodeState {
+            cap,
+            self_k: vec![],
+            self_v: vec![],
+            cross_k: vec![],
+            cross_v: vec![],
+            user_spans,
+        };
         for layer in &self.dec_layers {
             st.self_k.push(be.kv_cache(t * cap, d)?);
             st.self_v.push(be.kv_cache(t * cap, d)?);
@@ -250,34 +297,66 @@ impl<B: Backend> Model<B> {
         let rows = row_user.len();
         let big_l = self.cfg.n_levels;
         let slot = t % (big_l + 1);
-        if t >= self.cfg.dec_len() || rows > st.cap || codes.len() != rows || ancestry.len() != rows * t {
-            return Err(Error::request(format!("decode step {t}: inconsistent batch of {rows} rows")));
+        if t >= self.cfg.dec_len()
+            || rows > st.cap
+            || codes.len() != rows
+            || ancestry.len() != rows * t
+        {
+            return Err(Error::request(format!(
+                "decode step {t}: inconsistent batch of {rows} rows"
+            )));
         }
         let pos = vec![t as u32; rows];
         let mut x = if slot == 0 {
-            be.gather_sum(&[(&self.dec_bos, &vec![0u32; rows]), (&self.dec_pos, &pos)], rows)?
+            be.gather_sum(
+                &[(&self.dec_bos, &vec![0u32; rows]), (&self.dec_pos, &pos)],
+                rows,
+            )?
         } else {
-            be.gather_sum(&[(&self.dec_embed[slot - 1], codes), (&self.dec_pos, &pos)], rows)?
+            be.gather_sum(
+                &[(&self.dec_embed[slot - 1], codes), (&self.dec_pos, &pos)],
+                rows,
+            )?
         };
         let mut index = Vec::with_capacity(rows * (t + 1));
         for r in 0..rows {
             index.extend_from_slice(&ancestry[r * t..(r + 1) * t]);
             index.push((t * st.cap + r) as u32);
         }
-        let spans: Vec<(u32, u32)> = row_user.iter().map(|&u| st.user_spans[u as usize]).collect();
+        let spans: Vec<(u32, u32)> = row_user
+            .iter()
+            .map(|&u| st.user_spans[u as usize])
+            .collect();
         let eps = self.cfg.rms_eps;
         for (i, layer) in self.dec_layers.iter().enumerate() {
             let a = be.rms_norm(&x, &layer.self_norm, eps)?;
             let q = be.matmul(&a, &layer.self_attn.q)?;
-            be.write_rows(&mut st.self_k[i], t * st.cap, &be.matmul(&a, &layer.self_attn.k)?)?;
-            be.write_rows(&mut st.self_v[i], t * st.cap, &be.matmul(&a, &layer.self_attn.v)?)?;
-            let keys = KeyMap::Gather { per_row: t + 1, index: &index };
+            be.write_rows(
+                &mut st.self_k[i],
+                t * st.cap,
+                &be.matmul(&a, &layer.self_attn.k)?,
+            )?;
+            be.write_rows(
+                &mut st.self_v[i],
+                t * st.cap,
+                &be.matmul(&a, &layer.self_attn.v)?,
+            )?;
+            let keys = KeyMap::Gather {
+                per_row: t + 1,
+                index: &index,
+            };
             let att = be.attention(&q, &st.self_k[i], &st.self_v[i], self.cfg.n_heads, keys)?;
             be.add_assign(&mut x, &be.matmul(&att, &layer.self_attn.o)?)?;
 
             let a = be.rms_norm(&x, &layer.cross_norm, eps)?;
             let q = be.matmul(&a, &layer.cross_attn.q)?;
-            let att = be.attention(&q, &st.cross_k[i], &st.cross_v[i], self.cfg.n_heads, KeyMap::Spans(&spans))?;
+            let att = be.attention(
+                &q,
+                &st.cross_k[i],
+                &st.cross_v[i],
+                self.cfg.n_heads,
+                KeyMap::Spans(&spans),
+            )?;
             be.add_assign(&mut x, &be.matmul(&att, &layer.cross_attn.o)?)?;
 
             let a = be.rms_norm(&x, &layer.ffn_norm, eps)?;
@@ -294,11 +373,20 @@ impl<B: Backend> Model<B> {
 
     /// Teacher-forced log-probs `[m·L, K]` of the target items (catalog rows) given a
     /// history: the parity check against the reference.
-    pub fn teacher_forced(&self, history: &[usize], targets: &[usize], mut routes: Option<&mut RouteLog>) -> Result<Vec<f32>> {
+    pub fn teacher_forced(
+        &self,
+        history: &[usize],
+        targets: &[usize],
+        mut routes: Option<&mut RouteLog>,
+    ) -> Result<Vec<f32>> {
         let be = &self.backend;
         let big_l = self.cfg.n_levels;
         if targets.len() != self.cfg.session_len {
-            return Err(Error::request(format!("{} target items, expected session_len {}", targets.len(), self.cfg.session_len)));
+            return Err(Error::request(format!(
+                "{} target items, expected session_len {}",
+                targets.len(),
+                self.cfg.session_len
+            )));
         }
         let enc = self.encode(history, routes.as_deref_mut())?;
         let mut st = self.start_decode(&[&enc], 1)?;
@@ -306,8 +394,14 @@ impl<B: Backend> Model<B> {
         let mut ancestry = Vec::new();
         for t in 0..self.cfg.dec_len() {
             let (item, slot) = (t / (big_l + 1), t % (big_l + 1));
-            let code = if slot == 0 { 0 } else { self.file.catalog.sid(targets[item])[slot - 1] };
-            if let Some(lp) = self.decode_step(&mut st, t, &[code], &[0], &ancestry, routes.as_deref_mut())? {
+            let code = if slot == 0 {
+                0
+            } else {
+                self.file.catalog.sid(targets[item])[slot - 1]
+            };
+            if let Some(lp) =
+                self.decode_step(&mut st, t, &[code], &[0], &ancestry, routes.as_deref_mut())?
+            {
                 out.extend(be.download(&lp)?);
             }
             ancestry.push(t as u32);

@@ -59,7 +59,10 @@ impl ModelFile {
         } else if path.exists() {
             crate::format::open(path)
         } else {
-            Err(Error::Io { path: path.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::NotFound) })
+            Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
         }
     }
 
@@ -75,20 +78,42 @@ impl ModelFile {
         let len = blob.bytes().len();
         for (name, t) in &tensors {
             if t.start > t.end || t.end > len {
-                return Err(Error::tensor(name, format!("byte range {}..{} is outside the file ({len} bytes)", t.start, t.end)));
+                return Err(Error::tensor(
+                    name,
+                    format!(
+                        "byte range {}..{} is outside the file ({len} bytes)",
+                        t.start, t.end
+                    ),
+                ));
             }
             if t.dtype.tensor_bytes(&t.shape) != Some(t.end - t.start) {
-                return Err(Error::tensor(name, format!("shape {:?} of {} does not match its {} bytes", t.shape, t.dtype, t.end - t.start)));
+                return Err(Error::tensor(
+                    name,
+                    format!(
+                        "shape {:?} of {} does not match its {} bytes",
+                        t.shape,
+                        t.dtype,
+                        t.end - t.start
+                    ),
+                ));
             }
         }
         let expected = schema::weight_shapes(&config);
         for (name, shape) in &expected {
-            let t = tensors.get(name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| Error::MissingTensor(name.clone()))?;
             if &t.shape != shape {
-                return Err(Error::tensor(name, format!("shape {:?}, expected {:?} from config.json", t.shape, shape)));
+                return Err(Error::tensor(
+                    name,
+                    format!("shape {:?}, expected {:?} from config.json", t.shape, shape),
+                ));
             }
             if !(t.dtype.is_float() || t.dtype.is_quantized()) {
-                return Err(Error::tensor(name, format!("dtype {} is not a weight type", t.dtype)));
+                return Err(Error::tensor(
+                    name,
+                    format!("dtype {} is not a weight type", t.dtype),
+                ));
             }
         }
         let known: std::collections::HashSet<&str> = expected
@@ -97,10 +122,18 @@ impl ModelFile {
             .chain([schema::CATALOG_ITEM_IDS, schema::CATALOG_SIDS])
             .collect();
         if let Some(extra) = names.iter().find(|n| !known.contains(n.as_str())) {
-            return Err(Error::tensor(extra, "not part of MODEL_SPEC v1 for this config"));
+            return Err(Error::tensor(
+                extra,
+                "not part of MODEL_SPEC v1 for this config",
+            ));
         }
         let mut file = ModelFile {
-            catalog: Catalog::new(vec![1], vec![0; config.n_levels], config.n_levels, config.codebook_size)?,
+            catalog: Catalog::new(
+                vec![1],
+                vec![0; config.n_levels],
+                config.n_levels,
+                config.codebook_size,
+            )?,
             config,
             source,
             names,
@@ -117,12 +150,18 @@ impl ModelFile {
         let ids = self.tensor(schema::CATALOG_ITEM_IDS)?;
         let sids = self.tensor(schema::CATALOG_SIDS)?;
         if ids.dtype != DType::I64 || ids.shape.len() != 1 {
-            return Err(Error::tensor(ids.name, format!("expected I64 [N], got {} {:?}", ids.dtype, ids.shape)));
+            return Err(Error::tensor(
+                ids.name,
+                format!("expected I64 [N], got {} {:?}", ids.dtype, ids.shape),
+            ));
         }
         if !matches!(sids.dtype, DType::I32 | DType::I64) || sids.shape != [ids.shape[0], l] {
             return Err(Error::tensor(
                 sids.name,
-                format!("expected I32 [{}, {l}], got {} {:?}", ids.shape[0], sids.dtype, sids.shape),
+                format!(
+                    "expected I32 [{}, {l}], got {} {:?}",
+                    ids.shape[0], sids.dtype, sids.shape
+                ),
             ));
         }
         // Item ids are opaque u64 values stored bit-for-bit in an I64 tensor.
@@ -131,8 +170,17 @@ impl ModelFile {
     }
 
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>> {
-        let (key, t) = self.tensors.get_key_value(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
-        Ok(TensorView { name: key, dtype: t.dtype, shape: &t.shape, bytes: &self.blob.bytes()[t.start..t.end], blob: &self.blob })
+        let (key, t) = self
+            .tensors
+            .get_key_value(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+        Ok(TensorView {
+            name: key,
+            dtype: t.dtype,
+            shape: &t.shape,
+            bytes: &self.blob.bytes()[t.start..t.end],
+            blob: &self.blob,
+        })
     }
 
     pub fn entry(&self, name: &str) -> Option<&TensorEntry> {
@@ -188,8 +236,13 @@ fn check_finite(t: &TensorView<'_>) -> Result<()> {
         let per = t.bytes.len() / n.max(1);
         for m in 0..n {
             let bytes = &t.bytes[m * per..(m + 1) * per];
-            if let Some(i) = quant::block_scales(t.dtype, bytes, rows, cols).position(|s| !s.is_finite()) {
-                return Err(Error::tensor(t.name, format!("non-finite block scale (matrix {m}, block {i})")));
+            if let Some(i) =
+                quant::block_scales(t.dtype, bytes, rows, cols).position(|s| !s.is_finite())
+            {
+                return Err(Error::tensor(
+                    t.name,
+                    format!("non-finite block scale (matrix {m}, block {i})"),
+                ));
             }
         }
     } else if t.dtype.is_float() {
@@ -202,10 +255,20 @@ fn check_finite(t: &TensorView<'_>) -> Result<()> {
         while start < all {
             let len = CHUNK.min(all - start);
             let dst = &mut buf[..len];
-            quant::decode_range(t.dtype, &t.bytes[start * width..(start + len) * width], 1, len, 0, dst)
-                .map_err(|msg| Error::tensor(t.name, msg))?;
+            quant::decode_range(
+                t.dtype,
+                &t.bytes[start * width..(start + len) * width],
+                1,
+                len,
+                0,
+                dst,
+            )
+            .map_err(|msg| Error::tensor(t.name, msg))?;
             if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
-                return Err(Error::tensor(t.name, format!("non-finite value {} at index {}", dst[i], start + i)));
+                return Err(Error::tensor(
+                    t.name,
+                    format!("non-finite value {} at index {}", dst[i], start + i),
+                ));
             }
             start += len;
         }

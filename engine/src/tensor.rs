@@ -36,7 +36,17 @@ impl DType {
 
     /// The type named `name` (as written by `name()`).
     pub fn from_name(name: &str) -> Option<DType> {
-        [DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::Q8_0, DType::Q4_0].into_iter().find(|d| d.name() == name)
+        [
+            DType::F32,
+            DType::F16,
+            DType::BF16,
+            DType::I32,
+            DType::I64,
+            DType::Q8_0,
+            DType::Q4_0,
+        ]
+        .into_iter()
+        .find(|d| d.name() == name)
     }
 
     pub fn is_float(self) -> bool {
@@ -72,7 +82,9 @@ impl DType {
     /// Bytes of a tensor of `shape`: a stack of `[rows, last]` matrices.
     pub fn tensor_bytes(self, shape: &[usize]) -> Option<usize> {
         let cols = shape.last().copied().unwrap_or(1);
-        let rows = shape[..shape.len().saturating_sub(1)].iter().try_fold(1usize, |a, &b| a.checked_mul(b))?;
+        let rows = shape[..shape.len().saturating_sub(1)]
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))?;
         if !self.is_quantized() {
             return self.matrix_bytes(rows, cols);
         }
@@ -154,21 +166,33 @@ impl<'a> TensorView<'a> {
     pub fn as_matrix(&self) -> WeightView<'a> {
         let cols = self.shape.last().copied().unwrap_or(1);
         let rows = if cols == 0 { 0 } else { self.numel() / cols };
-        WeightView { name: self.name, dtype: self.dtype, rows, cols, bytes: self.bytes, blob: self.blob }
+        WeightView {
+            name: self.name,
+            dtype: self.dtype,
+            rows,
+            cols,
+            bytes: self.bytes,
+            blob: self.blob,
+        }
     }
 
     /// Slice `i` along the first dimension of a 3-D tensor, as a matrix.
     pub fn slice3(&self, i: usize) -> Result<WeightView<'a>> {
         let [n, r, c] = self.shape else {
-            return Err(Error::tensor(self.name, format!("expected 3 dimensions, got {:?}", self.shape)));
+            return Err(Error::tensor(
+                self.name,
+                format!("expected 3 dimensions, got {:?}", self.shape),
+            ));
         };
         if i >= *n {
-            return Err(Error::tensor(self.name, format!("slice {i} out of range {n}")));
+            return Err(Error::tensor(
+                self.name,
+                format!("slice {i} out of range {n}"),
+            ));
         }
-        let per = self
-            .dtype
-            .matrix_bytes(*r, *c)
-            .ok_or_else(|| Error::tensor(self.name, format!("{} cannot hold [{r}, {c}]", self.dtype)))?;
+        let per = self.dtype.matrix_bytes(*r, *c).ok_or_else(|| {
+            Error::tensor(self.name, format!("{} cannot hold [{r}, {c}]", self.dtype))
+        })?;
         Ok(WeightView {
             name: self.name,
             dtype: self.dtype,
@@ -181,9 +205,20 @@ impl<'a> TensorView<'a> {
 
     pub fn to_i64(&self) -> Result<Vec<i64>> {
         match self.dtype {
-            DType::I64 => Ok(self.bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect()),
-            DType::I32 => Ok(self.bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64).collect()),
-            d => Err(Error::tensor(self.name, format!("expected an integer tensor, got {d}"))),
+            DType::I64 => Ok(self
+                .bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect()),
+            DType::I32 => Ok(self
+                .bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as i64)
+                .collect()),
+            d => Err(Error::tensor(
+                self.name,
+                format!("expected an integer tensor, got {d}"),
+            )),
         }
     }
 }
@@ -192,7 +227,12 @@ impl<'a> WeightView<'a> {
     /// Row-major f32 copy of the weight (converting from f16/bf16, dequantising q8_0/q4_0).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         if self.dtype.is_quantized() {
-            return crate::format::quant::decode(self.name, self.dtype, &[self.rows, self.cols], self.bytes);
+            return crate::format::quant::decode(
+                self.name,
+                self.dtype,
+                &[self.rows, self.cols],
+                self.bytes,
+            );
         }
         to_f32(self.name, self.dtype, self.bytes)
     }
@@ -200,9 +240,23 @@ impl<'a> WeightView<'a> {
 
 pub fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>> {
     Ok(match dtype {
-        DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        DType::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        DType::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        d => return Err(Error::tensor(name, format!("expected a float tensor, got {d}"))),
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        d => {
+            return Err(Error::tensor(
+                name,
+                format!("expected a float tensor, got {d}"),
+            ))
+        }
     })
 }

@@ -49,7 +49,11 @@ impl Trie {
                     child_code.push(code);
                     let node = child_code.len() as u32;
                     item_count.push((j - i) as u32);
-                    leaf_item.push(if depth + 1 == levels { order[i] } else { u32::MAX });
+                    leaf_item.push(if depth + 1 == levels {
+                        order[i]
+                    } else {
+                        u32::MAX
+                    });
                     for &it in &order[i..j] {
                         item_path[it as usize * levels + depth] = node;
                     }
@@ -64,7 +68,14 @@ impl Trie {
         while child_start.len() < item_count.len() + 1 {
             child_start.push(child_code.len() as u32);
         }
-        Trie { levels, child_start, child_code, item_count, leaf_item, item_path }
+        Trie {
+            levels,
+            child_start,
+            child_code,
+            item_count,
+            leaf_item,
+            item_path,
+        }
     }
 
     pub fn levels(&self) -> usize {
@@ -77,13 +88,22 @@ impl Trie {
 
     /// `(code, child node)` pairs of `node`, sorted by code.
     pub fn children(&self, node: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let (s, e) = (self.child_start[node as usize] as usize, self.child_start[node as usize + 1] as usize);
+        let (s, e) = (
+            self.child_start[node as usize] as usize,
+            self.child_start[node as usize + 1] as usize,
+        );
         (s..e).map(move |j| (self.child_code[j], j as u32 + 1))
     }
 
     pub fn child(&self, node: u32, code: u32) -> Option<u32> {
-        let (s, e) = (self.child_start[node as usize] as usize, self.child_start[node as usize + 1] as usize);
-        self.child_code[s..e].binary_search(&code).ok().map(|j| (s + j) as u32 + 1)
+        let (s, e) = (
+            self.child_start[node as usize] as usize,
+            self.child_start[node as usize + 1] as usize,
+        );
+        self.child_code[s..e]
+            .binary_search(&code)
+            .ok()
+            .map(|j| (s + j) as u32 + 1)
     }
 
     /// Catalog row of a leaf node.

@@ -59,14 +59,21 @@ fn store(responses: Vec<Response>) -> Vec<Vec<Stored>> {
         .map(|r| {
             r.sessions
                 .into_iter()
-                .map(|s| Stored { score: s.score, items: s.items, sids: s.sids.into_iter().flatten().collect() })
+                .map(|s| Stored {
+                    score: s.score,
+                    items: s.items,
+                    sids: s.sids.into_iter().flatten().collect(),
+                })
                 .collect()
         })
         .collect()
 }
 
 fn out_of_range(what: &str, index: usize, len: usize) -> FfiError {
-    FfiError::new(onerec_status::OutOfRange, format!("{what} {index} is out of range: the context holds {len}"))
+    FfiError::new(
+        onerec_status::OutOfRange,
+        format!("{what} {index} is out of range: the context holds {len}"),
+    )
 }
 
 /// Creates a context for running requests on `model` and writes it to `*out_ctx`.
@@ -76,11 +83,17 @@ fn out_of_range(what: &str, index: usize, len: usize) -> FfiError {
 /// context keeps the model's weights alive, so it may outlive the model handle.
 /// Thread safety: thread-safe (any thread may create contexts from a shared model).
 #[no_mangle]
-pub unsafe extern "C" fn onerec_context_new(model: *const onerec_model, out_ctx: *mut *mut onerec_context) -> onerec_status {
+pub unsafe extern "C" fn onerec_context_new(
+    model: *const onerec_model,
+    out_ctx: *mut *mut onerec_context,
+) -> onerec_status {
     guard::status(|| {
         let out = guard::out(out_ctx, "out_ctx")?;
         let model = unsafe { guard::reference(model, "model") }?;
-        let ctx = Box::new(onerec_context { engine: model.engine.clone(), results: Mutex::new(Vec::new()) });
+        let ctx = Box::new(onerec_context {
+            engine: model.engine.clone(),
+            results: Mutex::new(Vec::new()),
+        });
         unsafe { out.write(Box::into_raw(ctx)) };
         Ok(())
     })
@@ -127,13 +140,23 @@ pub unsafe extern "C" fn onerec_recommend(
             Ok(r) => r,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => {
-                return Err(FfiError::new(onerec_status::Busy, "another thread is running onerec_recommend() on this context"))
+                return Err(FfiError::new(
+                    onerec_status::Busy,
+                    "another thread is running onerec_recommend() on this context",
+                ))
             }
         };
         results.clear();
         let requests = unsafe { guard::array(requests, n_requests, "requests") }?;
-        let requests = requests.iter().enumerate().map(|(i, r)| unsafe { r.to_engine(i) }).collect::<Result<Vec<_>, _>>()?;
-        let responses = ctx.engine.recommend(&requests).map_err(|e| FfiError::engine(e, Phase::Run))?;
+        let requests = requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| unsafe { r.to_engine(i) })
+            .collect::<Result<Vec<_>, _>>()?;
+        let responses = ctx
+            .engine
+            .recommend(&requests)
+            .map_err(|e| FfiError::engine(e, Phase::Run))?;
         *results = store(responses);
         Ok(())
     })
@@ -156,7 +179,9 @@ pub unsafe extern "C" fn onerec_results_n_sessions(
         let out = guard::out(out_n, "out_n")?;
         let ctx = unsafe { guard::reference(ctx, "ctx") }?;
         let results = ctx.lock();
-        let sessions = results.get(request).ok_or_else(|| out_of_range("request", request, results.len()))?;
+        let sessions = results
+            .get(request)
+            .ok_or_else(|| out_of_range("request", request, results.len()))?;
         unsafe { out.write(sessions.len()) };
         Ok(())
     })
@@ -179,8 +204,12 @@ pub unsafe extern "C" fn onerec_results_session(
         let out = guard::out(out_session, "out_session")?;
         let ctx = unsafe { guard::reference(ctx, "ctx") }?;
         let results = ctx.lock();
-        let sessions = results.get(request).ok_or_else(|| out_of_range("request", request, results.len()))?;
-        let s = sessions.get(session).ok_or_else(|| out_of_range("session", session, sessions.len()))?;
+        let sessions = results
+            .get(request)
+            .ok_or_else(|| out_of_range("request", request, results.len()))?;
+        let s = sessions
+            .get(session)
+            .ok_or_else(|| out_of_range("session", session, sessions.len()))?;
         let view = onerec_session {
             score: s.score,
             n_items: s.items.len(),
@@ -221,7 +250,9 @@ pub unsafe extern "C" fn onerec_results_copy(
         let items = unsafe { guard::array_mut(items, items_len, "items") }?;
         let scores = unsafe { guard::array_mut(scores, scores_len, "scores") }?;
         let results = ctx.lock();
-        let sessions = results.get(request).ok_or_else(|| out_of_range("request", request, results.len()))?;
+        let sessions = results
+            .get(request)
+            .ok_or_else(|| out_of_range("request", request, results.len()))?;
         let n_items: usize = sessions.iter().map(|s| s.items.len()).sum();
         if items.len() < n_items || scores.len() < sessions.len() {
             return Err(FfiError::new(
@@ -248,7 +279,9 @@ pub unsafe extern "C" fn onerec_results_copy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{onerec_model_default_params, onerec_model_free, onerec_model_load, ONEREC_BACKEND_CPU};
+    use crate::model::{
+        onerec_model_default_params, onerec_model_free, onerec_model_load, ONEREC_BACKEND_CPU,
+    };
     use crate::request::onerec_request_default_params;
     use std::ffi::CString;
 
@@ -262,7 +295,10 @@ mod tests {
         let mut model = std::ptr::null_mut();
         let mut ctx = std::ptr::null_mut();
         unsafe {
-            assert_eq!(onerec_model_load(path.as_ptr(), params, &mut model), onerec_status::Ok);
+            assert_eq!(
+                onerec_model_load(path.as_ptr(), params, &mut model),
+                onerec_status::Ok
+            );
             assert_eq!(onerec_context_new(model, &mut ctx), onerec_status::Ok);
         }
         let first_item = unsafe { &*model }.engine.file().catalog.item_id(0);
@@ -273,7 +309,10 @@ mod tests {
         {
             // Stands in for another thread in the middle of onerec_recommend().
             let _held = unsafe { &*ctx }.results.lock().unwrap();
-            assert_eq!(unsafe { onerec_recommend(ctx, &req, 1) }, onerec_status::Busy);
+            assert_eq!(
+                unsafe { onerec_recommend(ctx, &req, 1) },
+                onerec_status::Busy
+            );
         }
         assert_eq!(unsafe { onerec_recommend(ctx, &req, 1) }, onerec_status::Ok);
         unsafe {

@@ -46,7 +46,10 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// A handle or input struct given by pointer.
 pub(crate) unsafe fn reference<'a, T>(ptr: *const T, what: &str) -> Result<&'a T, FfiError> {
     if !ptr.is_aligned() {
-        return Err(FfiError::new(onerec_status::InvalidArgument, format!("`{what}` is not a valid pointer (misaligned)")));
+        return Err(FfiError::new(
+            onerec_status::InvalidArgument,
+            format!("`{what}` is not a valid pointer (misaligned)"),
+        ));
     }
     unsafe { ptr.as_ref() }.ok_or_else(|| null(what))
 }
@@ -57,7 +60,10 @@ pub(crate) fn out<T>(ptr: *mut T, what: &str) -> Result<OutPtr<T>, FfiError> {
         return Err(null(what));
     }
     if !ptr.is_aligned() {
-        return Err(FfiError::new(onerec_status::InvalidArgument, format!("`{what}` is not a valid pointer (misaligned)")));
+        return Err(FfiError::new(
+            onerec_status::InvalidArgument,
+            format!("`{what}` is not a valid pointer (misaligned)"),
+        ));
     }
     Ok(OutPtr(ptr))
 }
@@ -72,7 +78,11 @@ impl<T> OutPtr<T> {
 }
 
 /// A caller-owned array of `len` elements; NULL is allowed only when `len` is 0.
-pub(crate) unsafe fn array<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T], FfiError> {
+pub(crate) unsafe fn array<'a, T>(
+    ptr: *const T,
+    len: usize,
+    what: &str,
+) -> Result<&'a [T], FfiError> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -81,7 +91,11 @@ pub(crate) unsafe fn array<'a, T>(ptr: *const T, len: usize, what: &str) -> Resu
 }
 
 /// A caller-owned writable array of `len` elements; NULL is allowed only when `len` is 0.
-pub(crate) unsafe fn array_mut<'a, T>(ptr: *mut T, len: usize, what: &str) -> Result<&'a mut [T], FfiError> {
+pub(crate) unsafe fn array_mut<'a, T>(
+    ptr: *mut T,
+    len: usize,
+    what: &str,
+) -> Result<&'a mut [T], FfiError> {
     if len == 0 {
         return Ok(&mut []);
     }
@@ -91,13 +105,25 @@ pub(crate) unsafe fn array_mut<'a, T>(ptr: *mut T, len: usize, what: &str) -> Re
 
 fn check_array<T>(ptr: *const T, len: usize, what: &str) -> Result<(), FfiError> {
     if ptr.is_null() {
-        return Err(FfiError::new(onerec_status::NullPointer, format!("`{what}` is NULL but its length is {len}")));
+        return Err(FfiError::new(
+            onerec_status::NullPointer,
+            format!("`{what}` is NULL but its length is {len}"),
+        ));
     }
     if !ptr.is_aligned() {
-        return Err(FfiError::new(onerec_status::InvalidArgument, format!("`{what}` is not a valid pointer (misaligned)")));
+        return Err(FfiError::new(
+            onerec_status::InvalidArgument,
+            format!("`{what}` is not a valid pointer (misaligned)"),
+        ));
     }
-    if len.checked_mul(size_of::<T>()).is_none_or(|bytes| bytes > isize::MAX as usize) {
-        return Err(FfiError::new(onerec_status::InvalidArgument, format!("`{what}` has an impossible length {len}")));
+    if len
+        .checked_mul(size_of::<T>())
+        .is_none_or(|bytes| bytes > isize::MAX as usize)
+    {
+        return Err(FfiError::new(
+            onerec_status::InvalidArgument,
+            format!("`{what}` has an impossible length {len}"),
+        ));
     }
     Ok(())
 }
@@ -112,7 +138,10 @@ mod tests {
     use std::ffi::CStr;
 
     fn last_error() -> String {
-        unsafe { CStr::from_ptr(crate::onerec_last_error()) }.to_str().unwrap().to_string()
+        unsafe { CStr::from_ptr(crate::onerec_last_error()) }
+            .to_str()
+            .unwrap()
+            .to_string()
     }
 
     #[test]
@@ -126,7 +155,10 @@ mod tests {
 
     #[test]
     fn success_clears_the_last_error() {
-        assert_eq!(status(|| Err(FfiError::new(onerec_status::Busy, "busy"))), onerec_status::Busy);
+        assert_eq!(
+            status(|| Err(FfiError::new(onerec_status::Busy, "busy"))),
+            onerec_status::Busy
+        );
         assert_eq!(last_error(), "busy");
         assert_eq!(status(|| Ok(())), onerec_status::Ok);
         assert_eq!(last_error(), "");
@@ -141,7 +173,15 @@ mod tests {
         assert!(e.message.contains("`history` is NULL but its length is 3"));
         let buf = [0u64; 2];
         let misaligned = (buf.as_ptr() as *const u8).wrapping_add(1) as *const u64;
-        assert_eq!(unsafe { array(misaligned, 1, "h") }.unwrap_err().status, onerec_status::InvalidArgument);
-        assert_eq!(unsafe { array(buf.as_ptr(), usize::MAX / 4, "h") }.unwrap_err().status, onerec_status::InvalidArgument);
+        assert_eq!(
+            unsafe { array(misaligned, 1, "h") }.unwrap_err().status,
+            onerec_status::InvalidArgument
+        );
+        assert_eq!(
+            unsafe { array(buf.as_ptr(), usize::MAX / 4, "h") }
+                .unwrap_err()
+                .status,
+            onerec_status::InvalidArgument
+        );
     }
 }

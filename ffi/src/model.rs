@@ -61,7 +61,9 @@ pub struct onerec_model_info {
 /// Thread safety: may be called from any thread at any time.
 #[no_mangle]
 pub extern "C" fn onerec_model_default_params() -> onerec_model_params {
-    onerec_model_params { backend: ONEREC_BACKEND_AUTO }
+    onerec_model_params {
+        backend: ONEREC_BACKEND_AUTO,
+    }
 }
 
 fn backend_kind(b: onerec_backend) -> Result<BackendKind, FfiError> {
@@ -85,7 +87,9 @@ fn path_of(path: &CStr) -> Result<PathBuf, FfiError> {
     }
     #[cfg(not(unix))]
     {
-        path.to_str().map(PathBuf::from).map_err(|_| FfiError::new(onerec_status::InvalidArgument, "`path` is not valid UTF-8"))
+        path.to_str()
+            .map(PathBuf::from)
+            .map_err(|_| FfiError::new(onerec_status::InvalidArgument, "`path` is not valid UTF-8"))
     }
 }
 
@@ -114,8 +118,12 @@ pub unsafe extern "C" fn onerec_model_load(
         let path = path_of(unsafe { CStr::from_ptr(path) })?;
         let backend = backend_kind(params.backend)?;
         let engine = Engine::load(&path, backend).map_err(|e| FfiError::engine(e, Phase::Load))?;
-        let backend_name = CString::new(engine.describe_backend().replace('\0', " ")).unwrap_or_default();
-        let model = Box::new(onerec_model { engine: Arc::new(engine), backend_name });
+        let backend_name =
+            CString::new(engine.describe_backend().replace('\0', " ")).unwrap_or_default();
+        let model = Box::new(onerec_model {
+            engine: Arc::new(engine),
+            backend_name,
+        });
         unsafe { out.write(Box::into_raw(model)) };
         Ok(())
     })
@@ -143,7 +151,10 @@ pub unsafe extern "C" fn onerec_model_free(model: *mut onerec_model) {
 /// Ownership: `*out_info` is a plain struct the caller owns; nothing to free.
 /// Thread safety: thread-safe.
 #[no_mangle]
-pub unsafe extern "C" fn onerec_model_get_info(model: *const onerec_model, out_info: *mut onerec_model_info) -> onerec_status {
+pub unsafe extern "C" fn onerec_model_get_info(
+    model: *const onerec_model,
+    out_info: *mut onerec_model_info,
+) -> onerec_status {
     guard::status(|| {
         let out = guard::out(out_info, "out_info")?;
         let model = unsafe { guard::reference(model, "model") }?;
@@ -169,8 +180,10 @@ pub unsafe extern "C" fn onerec_model_get_info(model: *const onerec_model, out_i
 /// Thread safety: thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn onerec_model_backend_name(model: *const onerec_model) -> *const c_char {
-    guard::value(std::ptr::null(), || match unsafe { guard::reference(model, "model") } {
-        Ok(m) => m.backend_name.as_ptr(),
-        Err(_) => std::ptr::null(),
+    guard::value(std::ptr::null(), || {
+        match unsafe { guard::reference(model, "model") } {
+            Ok(m) => m.backend_name.as_ptr(),
+            Err(_) => std::ptr::null(),
+        }
     })
 }

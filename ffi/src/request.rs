@@ -50,8 +50,20 @@ pub extern "C" fn onerec_request_default_params() -> onerec_request {
 impl onerec_request {
     /// Copies the request out of C memory; `index` names it in messages.
     pub(crate) unsafe fn to_engine(self, index: usize) -> Result<Request, FfiError> {
-        let history = unsafe { guard::array(self.history, self.n_history, &format!("requests[{index}].history")) }?;
-        let exclude = unsafe { guard::array(self.exclude, self.n_exclude, &format!("requests[{index}].exclude")) }?;
+        let history = unsafe {
+            guard::array(
+                self.history,
+                self.n_history,
+                &format!("requests[{index}].history"),
+            )
+        }?;
+        let exclude = unsafe {
+            guard::array(
+                self.exclude,
+                self.n_exclude,
+                &format!("requests[{index}].exclude"),
+            )
+        }?;
         Ok(Request {
             exclude: exclude.to_vec(),
             exclude_history: self.exclude_history,

@@ -98,14 +98,21 @@ pub(crate) struct FfiError {
 
 impl FfiError {
     pub fn new(status: onerec_status, message: impl Into<String>) -> Self {
-        FfiError { status, message: message.into() }
+        FfiError {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn engine(e: Error, phase: Phase) -> Self {
         let status = match (&e, phase) {
             (Error::Io { .. }, _) => onerec_status::Io,
             (
-                Error::Config(_) | Error::Checkpoint { .. } | Error::Tensor { .. } | Error::MissingTensor(_) | Error::Catalog(_),
+                Error::Config(_)
+                | Error::Checkpoint { .. }
+                | Error::Tensor { .. }
+                | Error::MissingTensor(_)
+                | Error::Catalog(_),
                 _,
             ) => onerec_status::InvalidModel,
             (Error::Request(_), _) => onerec_status::InvalidArgument,
@@ -116,7 +123,10 @@ impl FfiError {
             #[allow(unreachable_patterns)]
             _ => onerec_status::Internal,
         };
-        FfiError { status, message: e.to_string() }
+        FfiError {
+            status,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -162,7 +172,10 @@ pub extern "C" fn onerec_status_name(status: u32) -> *const c_char {
     // Taken as an integer: a C caller may pass any value, and a Rust enum must not
     // hold one outside its variants.
     crate::guard::value(c"ONEREC_STATUS_?".as_ptr(), || {
-        onerec_status::ALL.iter().find(|s| **s as u32 == status).map_or(c"ONEREC_STATUS_?".as_ptr(), |s| s.name().as_ptr())
+        onerec_status::ALL
+            .iter()
+            .find(|s| **s as u32 == status)
+            .map_or(c"ONEREC_STATUS_?".as_ptr(), |s| s.name().as_ptr())
     })
 }
 
@@ -174,14 +187,19 @@ mod tests {
     fn every_status_has_its_own_name() {
         for (i, s) in onerec_status::ALL.iter().enumerate() {
             assert_eq!(*s as u32, i as u32, "codes are dense and in order");
-            let name = unsafe { CStr::from_ptr(onerec_status_name(i as u32)) }.to_str().unwrap();
-            let expected = format!("{s:?}").chars().fold(String::from("ONEREC_STATUS"), |mut acc, c| {
-                if c.is_uppercase() {
-                    acc.push('_');
-                }
-                acc.push(c.to_ascii_uppercase());
-                acc
-            });
+            let name = unsafe { CStr::from_ptr(onerec_status_name(i as u32)) }
+                .to_str()
+                .unwrap();
+            let expected =
+                format!("{s:?}")
+                    .chars()
+                    .fold(String::from("ONEREC_STATUS"), |mut acc, c| {
+                        if c.is_uppercase() {
+                            acc.push('_');
+                        }
+                        acc.push(c.to_ascii_uppercase());
+                        acc
+                    });
             assert_eq!(name, expected);
         }
         let unknown = unsafe { CStr::from_ptr(onerec_status_name(9999)) };

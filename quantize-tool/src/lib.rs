@@ -18,7 +18,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "onerec-quantize", version, about = "Write a OneRec checkpoint as one model file (f32, f16, q8_0 or q4_0)")]
+#[command(
+    name = "onerec-quantize",
+    version,
+    about = "Write a OneRec checkpoint as one model file (f32, f16, q8_0 or q4_0)"
+)]
 pub struct Args {
     /// Checkpoint directory (config.json + model.safetensors), or a model file.
     #[arg(long)]
@@ -87,7 +91,10 @@ pub struct Report {
 impl Report {
     /// Over all weights: sqrt(Σ‖W − Ŵ‖² / Σ‖W‖²).
     pub fn rel_err(&self) -> f64 {
-        rel(self.tensors.iter().map(|t| t.err_sq).sum(), self.tensors.iter().map(|t| t.sum_sq).sum())
+        rel(
+            self.tensors.iter().map(|t| t.err_sq).sum(),
+            self.tensors.iter().map(|t| t.sum_sq).sum(),
+        )
     }
     pub fn ratio_to_f32(&self) -> f64 {
         self.file_bytes as f64 / self.f32_file_bytes as f64
@@ -119,14 +126,24 @@ fn plan(file: &ModelFile, args: &Args, keep: &policy::KeepF16) -> Result<Vec<(Te
     }
     for name in [schema::CATALOG_ITEM_IDS, schema::CATALOG_SIDS] {
         let t = file.tensor(name)?;
-        out.push((TensorSpec { name: name.into(), dtype: t.dtype, shape: t.shape.to_vec() }, t.dtype));
+        out.push((
+            TensorSpec {
+                name: name.into(),
+                dtype: t.dtype,
+                shape: t.shape.to_vec(),
+            },
+            t.dtype,
+        ));
     }
     Ok(out)
 }
 
 fn metadata(args: &Args, keep: &policy::KeepF16) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
-    m.insert("producer".into(), format!("onerec-quantize {}", env!("CARGO_PKG_VERSION")).into());
+    m.insert(
+        "producer".into(),
+        format!("onerec-quantize {}", env!("CARGO_PKG_VERSION")).into(),
+    );
     m.insert("dtype".into(), args.dtype.name().into());
     m.insert("keep_f16".into(), keep.patterns().into());
     m
@@ -140,48 +157,94 @@ pub fn quantize(args: &Args) -> Result<Report> {
     let plan = plan(&file, args, &keep)?;
     let specs: Vec<TensorSpec> = plan.iter().map(|(s, _)| s.clone()).collect();
     let meta = metadata(args, &keep);
-    let f32_specs: Vec<TensorSpec> =
-        specs.iter().map(|s| TensorSpec { dtype: if s.dtype.is_float() || s.dtype.is_quantized() { DType::F32 } else { s.dtype }, ..s.clone() }).collect();
+    let f32_specs: Vec<TensorSpec> = specs
+        .iter()
+        .map(|s| TensorSpec {
+            dtype: if s.dtype.is_float() || s.dtype.is_quantized() {
+                DType::F32
+            } else {
+                s.dtype
+            },
+            ..s.clone()
+        })
+        .collect();
     let f32_file_bytes = FileWriter::planned_bytes(&file.config, &f32_specs, &meta)?;
     let mut writer = match (&args.output, args.dry_run) {
-        (Some(out), false) => Some(FileWriter::create(out, &file.config, &specs, meta.clone()).with_context(|| format!("writing {}", out.display()))?),
+        (Some(out), false) => Some(
+            FileWriter::create(out, &file.config, &specs, meta.clone())
+                .with_context(|| format!("writing {}", out.display()))?,
+        ),
         _ => None,
     };
     let file_bytes = FileWriter::planned_bytes(&file.config, &specs, &meta)?;
 
-    let total: u64 = plan.iter().map(|(s, _)| file.tensor(&s.name).map(|t| t.bytes.len() as u64).unwrap_or(0)).sum();
+    let total: u64 = plan
+        .iter()
+        .map(|(s, _)| {
+            file.tensor(&s.name)
+                .map(|t| t.bytes.len() as u64)
+                .unwrap_or(0)
+        })
+        .sum();
     let bar = report::progress(total, args.quiet);
     let mut tensors = Vec::with_capacity(plan.len());
     for (spec, source) in &plan {
         bar.set_message(spec.name.clone());
         let t = file.tensor(&spec.name)?;
-        let (bytes, sum_sq, err_sq) = if spec.dtype == t.dtype && !spec.dtype.is_float() && !spec.dtype.is_quantized() {
-            // Catalog tensors: copied as they are.
-            (t.bytes.to_vec(), 0.0, 0.0)
-        } else {
-            convert(&spec.name, *source, spec.dtype, &spec.shape, t.bytes)?
-        };
+        let (bytes, sum_sq, err_sq) =
+            if spec.dtype == t.dtype && !spec.dtype.is_float() && !spec.dtype.is_quantized() {
+                // Catalog tensors: copied as they are.
+                (t.bytes.to_vec(), 0.0, 0.0)
+            } else {
+                convert(&spec.name, *source, spec.dtype, &spec.shape, t.bytes)?
+            };
         if let Some(w) = writer.as_mut() {
-            w.write_tensor(&spec.name, &bytes).with_context(|| format!("writing {}", args.output.as_deref().unwrap_or(input).display()))?;
+            w.write_tensor(&spec.name, &bytes).with_context(|| {
+                format!(
+                    "writing {}",
+                    args.output.as_deref().unwrap_or(input).display()
+                )
+            })?;
         }
         bar.inc(t.bytes.len() as u64);
-        tensors.push(TensorReport { name: spec.name.clone(), shape: spec.shape.clone(), source: *source, dtype: spec.dtype, bytes: bytes.len(), sum_sq, err_sq });
+        tensors.push(TensorReport {
+            name: spec.name.clone(),
+            shape: spec.shape.clone(),
+            source: *source,
+            dtype: spec.dtype,
+            bytes: bytes.len(),
+            sum_sq,
+            err_sq,
+        });
     }
     bar.finish_and_clear();
     let written = match writer {
         Some(w) => {
             let out = args.output.clone().unwrap_or_default();
-            w.finish().with_context(|| format!("writing {}", out.display()))?;
+            w.finish()
+                .with_context(|| format!("writing {}", out.display()))?;
             Some(out)
         }
         None => None,
     };
-    Ok(Report { target: args.dtype, tensors, file_bytes, f32_file_bytes, written })
+    Ok(Report {
+        target: args.dtype,
+        tensors,
+        file_bytes,
+        f32_file_bytes,
+        written,
+    })
 }
 
 /// Decodes a stored tensor, re-encodes it as `dtype` and measures the error of the
 /// round trip: `(bytes, Σ w², Σ (w − ŵ)²)`.
-fn convert(name: &str, source: DType, dtype: DType, shape: &[usize], src: &[u8]) -> Result<(Vec<u8>, f64, f64)> {
+fn convert(
+    name: &str,
+    source: DType,
+    dtype: DType,
+    shape: &[usize],
+    src: &[u8],
+) -> Result<(Vec<u8>, f64, f64)> {
     let values = quant::decode(name, source, shape, src)?;
     let bytes = quant::encode(name, dtype, shape, &values)?;
     let back = quant::decode(name, dtype, shape, &bytes)?;

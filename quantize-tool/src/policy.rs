@@ -27,7 +27,9 @@ impl Target {
 /// blocks. Routers stay f32: an expert choice flips discontinuously with the logits, and
 /// an `[E, d]` matrix is a negligible share of the file.
 pub fn quantizable(name: &str, shape: &[usize]) -> bool {
-    shape.len() >= 2 && shape.last().is_some_and(|&c| c > 0 && c % QUANT_BLOCK == 0) && !name.ends_with(".moe.router")
+    shape.len() >= 2
+        && shape.last().is_some_and(|&c| c > 0 && c % QUANT_BLOCK == 0)
+        && !name.ends_with(".moe.router")
 }
 
 /// The stored type of weight `name` (catalog tensors keep their integer type elsewhere).
@@ -57,15 +59,19 @@ impl KeepF16 {
     pub fn new(patterns: &[String]) -> Result<Self> {
         let mut out = Vec::new();
         for p in patterns {
-            let exact = glob::Pattern::new(p).with_context(|| format!("--keep-f16 `{p}` is not a valid pattern"))?;
-            let below = glob::Pattern::new(&format!("{p}.*")).with_context(|| format!("--keep-f16 `{p}` is not a valid pattern"))?;
+            let exact = glob::Pattern::new(p)
+                .with_context(|| format!("--keep-f16 `{p}` is not a valid pattern"))?;
+            let below = glob::Pattern::new(&format!("{p}.*"))
+                .with_context(|| format!("--keep-f16 `{p}` is not a valid pattern"))?;
             out.push((p.clone(), exact, below));
         }
         Ok(KeepF16 { patterns: out })
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        self.patterns.iter().any(|(_, a, b)| a.matches(name) || b.matches(name))
+        self.patterns
+            .iter()
+            .any(|(_, a, b)| a.matches(name) || b.matches(name))
     }
 
     /// Errors on a pattern that names no tensor: most likely a typo.

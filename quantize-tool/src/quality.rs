@@ -37,7 +37,9 @@ pub fn eval_set(file: &ModelFile, n: usize, seed: u64) -> Vec<Case> {
             let h = 1 + rng.below(file.config.max_history + 2);
             Case {
                 history: (0..h).map(|_| rng.below(items)).collect(),
-                targets: (0..file.config.session_len).map(|_| rng.below(items)).collect(),
+                targets: (0..file.config.session_len)
+                    .map(|_| rng.below(items))
+                    .collect(),
             }
         })
         .collect()
@@ -56,16 +58,39 @@ pub struct Outputs {
 /// Runs `path` on the CPU backend: teacher-forced log-probs, and a `beam`-wide search
 /// per history.
 pub fn outputs(path: &Path, set: &[Case], beam: usize) -> Result<Outputs> {
-    let file = Arc::new(ModelFile::open(path).with_context(|| format!("loading {}", path.display()))?);
+    let file =
+        Arc::new(ModelFile::open(path).with_context(|| format!("loading {}", path.display()))?);
     let model = Model::new(CpuBackend::new(), file.clone())?;
     let mut logprobs = Vec::new();
     for c in set {
         logprobs.extend(model.teacher_forced(&c.history, &c.targets, None)?);
     }
     let engine = Engine::from_file(file.clone(), BackendKind::Cpu)?;
-    let reqs: Vec<Request> = set.iter().map(|c| Request::new(c.history.iter().map(|&i| file.catalog.item_id(i)).collect(), beam, 1)).collect();
-    let top = engine.recommend(&reqs)?.into_iter().map(|r| r.sessions.first().map(|s| s.items.clone()).unwrap_or_default()).collect();
-    Ok(Outputs { logprobs, codebook: file.config.codebook_size, top })
+    let reqs: Vec<Request> = set
+        .iter()
+        .map(|c| {
+            Request::new(
+                c.history.iter().map(|&i| file.catalog.item_id(i)).collect(),
+                beam,
+                1,
+            )
+        })
+        .collect();
+    let top = engine
+        .recommend(&reqs)?
+        .into_iter()
+        .map(|r| {
+            r.sessions
+                .first()
+                .map(|s| s.items.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(Outputs {
+        logprobs,
+        codebook: file.config.codebook_size,
+        top,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -99,10 +124,21 @@ pub fn compare(reference: &Outputs, other: &Outputs) -> Quality {
     let num: f64 = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum();
     let den: f64 = b.iter().map(|y| y * y).sum();
     let rows = (b.len() / k).max(1);
-    let same_code = (0..b.len() / k).filter(|&r| argmax(&a[r * k..(r + 1) * k]) == argmax(&b[r * k..(r + 1) * k])).count();
-    let same_session = other.top.iter().zip(&reference.top).filter(|(x, y)| x == y).count();
+    let same_code = (0..b.len() / k)
+        .filter(|&r| argmax(&a[r * k..(r + 1) * k]) == argmax(&b[r * k..(r + 1) * k]))
+        .count();
+    let same_session = other
+        .top
+        .iter()
+        .zip(&reference.top)
+        .filter(|(x, y)| x == y)
+        .count();
     Quality {
-        logits_rel_err: if den > 0.0 { (num / den).sqrt() } else { num.sqrt() },
+        logits_rel_err: if den > 0.0 {
+            (num / den).sqrt()
+        } else {
+            num.sqrt()
+        },
         code_top1: same_code as f64 / rows as f64,
         session_top1: same_session as f64 / reference.top.len().max(1) as f64,
     }

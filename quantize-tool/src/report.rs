@@ -14,23 +14,54 @@ pub fn progress(total: u64, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed_precise} {wide_msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed_precise} {wide_msg}")
+    {
         bar.set_style(style);
     }
     bar
 }
 
 fn shape(s: &[usize]) -> String {
-    format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 pub fn table(r: &Report) -> String {
-    let w = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(6).max(6);
+    let w = r
+        .tensors
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let mut out = String::new();
-    let _ = writeln!(out, "{:<w$}  {:<18}  {:<6}  {:<6}  {:>12}  {:>9}", "tensor", "shape", "from", "type", "bytes", "rel.err");
+    let _ = writeln!(
+        out,
+        "{:<w$}  {:<18}  {:<6}  {:<6}  {:>12}  {:>9}",
+        "tensor", "shape", "from", "type", "bytes", "rel.err"
+    );
     for t in &r.tensors {
-        let err = if t.is_weight() { format!("{:.3e}", t.rel_err()) } else { "-".into() };
-        let _ = writeln!(out, "{:<w$}  {:<18}  {:<6}  {:<6}  {:>12}  {:>9}", t.name, shape(&t.shape), t.source.name(), t.dtype.name(), t.bytes, err);
+        let err = if t.is_weight() {
+            format!("{:.3e}", t.rel_err())
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:<18}  {:<6}  {:<6}  {:>12}  {:>9}",
+            t.name,
+            shape(&t.shape),
+            t.source.name(),
+            t.dtype.name(),
+            t.bytes,
+            err
+        );
     }
     let mut by_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for t in &r.tensors {
@@ -38,7 +69,10 @@ pub fn table(r: &Report) -> String {
         e.0 += 1;
         e.1 += t.bytes;
     }
-    let types: Vec<String> = by_type.iter().map(|(k, (n, b))| format!("{k}: {n} tensors, {b} bytes")).collect();
+    let types: Vec<String> = by_type
+        .iter()
+        .map(|(k, (n, b))| format!("{k}: {n} tensors, {b} bytes"))
+        .collect();
     let _ = writeln!(out, "by type: {}", types.join("; "));
     let _ = writeln!(
         out,

@@ -32,49 +32,15 @@ sys.path.insert(0, str(ROOT / "reference"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from onerec_ref import Catalog, OneRecConfig, Request, beam_search  # noqa: E402
+from onerec_ref import Catalog, OneRecConfig  # noqa: E402
 from onerec_ref import load_checkpoint, save_checkpoint  # noqa: E402
-from train import baselines, data, embed, engine_check, evaluate, report, tokenizer  # noqa: E402
+from train import baselines, data, embed, engine_check, evaluate, golden, report  # noqa: E402
+from train import tokenizer  # noqa: E402
 from train import train_onerec  # noqa: E402
 from train.model_file import load_model_file  # noqa: E402
 
 CONFIG = ROOT / "reference/configs/movielens.json"
 DEFAULT_DIR = ROOT / "models/default"
-# Histories of the committed golden (MovieLens item ids): the Star Wars trilogy; four
-# animated family films; two crime classics.
-GOLDEN_HISTORIES = [[50, 172, 181], [1, 71, 95, 588], [127, 187]]
-GOLDEN_BEAM, GOLDEN_RESULTS = 16, 5
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def cargo_build() -> tuple[Path, Path | None]:
-    log("cargo build --release (onerec, onerec-quantize)")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "onerec", "-p", "onerec-quantize"],
-                   cwd=ROOT, check=True)
-    quant = ROOT / "target/release/onerec-quantize"
-    return ROOT / "target/release/onerec", quant if quant.exists() else None
-
-
-def write_golden(path: Path, model, catalog: Catalog, source: str) -> dict:
-    requests = []
-    for hist in GOLDEN_HISTORIES:
-        res = beam_search(model, catalog, Request(hist, GOLDEN_BEAM, GOLDEN_RESULTS, [], True))
-        requests.append({
-            "history": hist, "beam": GOLDEN_BEAM, "results": GOLDEN_RESULTS,
-            "exclude_history": True,
-            "sessions": [{"score": s.score, "items": s.items, "sids": s.sids} for s in res.sessions],
-            "min_score_gap": res.min_score_gap, "min_router_gap": res.min_router_gap,
-        })
-    doc = {"model": source, "made_by": "python3 reference/train/run_all.py", "requests": requests}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
-    return doc
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "target/movielens")
@@ -216,7 +182,7 @@ def main() -> None:
                 shutil.copyfile(ckpt / f, DEFAULT_DIR / f)
             gmodel, gcat, _ = load_checkpoint(DEFAULT_DIR)
             source = "models/default"
-        write_golden(DEFAULT_DIR / "golden.json", gmodel, gcat, source)
+        golden.write(DEFAULT_DIR / "golden.json", gmodel, gcat, source)
 
     figures = {
         "command": " ".join(["python3", "reference/train/run_all.py"] + sys.argv[1:]),

@@ -119,7 +119,14 @@ pub trait Backend: Send + Sync {
     fn write_rows(&self, dst: &mut Self::Buf, row0: usize, src: &Self::Buf) -> Result<()>;
 
     /// Multi-head scaled dot-product attention; `q` `[R, d]`, `k`/`v` `[S, d]`.
-    fn attention(&self, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, n_heads: usize, keys: KeyMap<'_>) -> Result<Self::Buf>;
+    fn attention(
+        &self,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        n_heads: usize,
+        keys: KeyMap<'_>,
+    ) -> Result<Self::Buf>;
 
     /// `SwiGLU(x) = (silu(x Wgateᵀ) ⊙ x Wupᵀ) Wdownᵀ`.
     fn ffn(&self, x: &Self::Buf, ffn: &Ffn<Self::Weight>) -> Result<Self::Buf>;
@@ -127,7 +134,12 @@ pub trait Backend: Send + Sync {
     /// `Σ_{e∈TopK(p)} p_e SwiGLU_e(x)`, `p = softmax(x Wrouterᵀ)`, ties to the lower
     /// expert. When `routes` is given, the chosen experts (`[rows, top_k]`, best first)
     /// are appended to it.
-    fn moe(&self, x: &Self::Buf, moe: &Moe<Self::Weight>, routes: Option<&mut Vec<u32>>) -> Result<Self::Buf>;
+    fn moe(
+        &self,
+        x: &Self::Buf,
+        moe: &Moe<Self::Weight>,
+        routes: Option<&mut Vec<u32>>,
+    ) -> Result<Self::Buf>;
 
     /// Row-wise log-softmax.
     fn log_softmax(&self, x: &Self::Buf) -> Result<Self::Buf>;

@@ -62,5 +62,7 @@ pub(crate) fn crc_hex(crc: u32) -> String {
 }
 
 pub(crate) fn parse_crc_hex(s: &str) -> Option<u32> {
-    (s.len() == 8).then(|| u32::from_str_radix(s, 16).ok()).flatten()
+    (s.len() == 8)
+        .then(|| u32::from_str_radix(s, 16).ok())
+        .flatten()
 }

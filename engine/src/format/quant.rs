@@ -20,7 +20,15 @@ pub fn matrix_split(shape: &[usize]) -> (usize, usize, usize) {
     let cols = shape.last().copied().unwrap_or(1);
     match shape {
         [n, r, c] => (*n, *r, *c),
-        _ => (1, shape.iter().product::<usize>().checked_div(cols).unwrap_or(0), cols),
+        _ => (
+            1,
+            shape
+                .iter()
+                .product::<usize>()
+                .checked_div(cols)
+                .unwrap_or(0),
+            cols,
+        ),
     }
 }
 
@@ -29,51 +37,91 @@ pub fn matrix_split(shape: &[usize]) -> (usize, usize, usize) {
 pub fn encode(name: &str, dtype: DType, shape: &[usize], values: &[f32]) -> Result<Vec<u8>> {
     let numel: usize = shape.iter().product();
     if values.len() != numel {
-        return Err(Error::tensor(name, format!("{} values for shape {shape:?}", values.len())));
+        return Err(Error::tensor(
+            name,
+            format!("{} values for shape {shape:?}", values.len()),
+        ));
     }
     check_finite(name, values)?;
-    let total = dtype
-        .tensor_bytes(shape)
-        .ok_or_else(|| Error::tensor(name, format!("{dtype} cannot hold shape {shape:?} (rows must be whole blocks of {QUANT_BLOCK})")))?;
+    let total = dtype.tensor_bytes(shape).ok_or_else(|| {
+        Error::tensor(
+            name,
+            format!(
+                "{dtype} cannot hold shape {shape:?} (rows must be whole blocks of {QUANT_BLOCK})"
+            ),
+        )
+    })?;
     let mut out = vec![0u8; total];
     match dtype {
-        DType::F32 if cfg!(target_endian = "little") => out.copy_from_slice(bytemuck::cast_slice(values)),
-        DType::F32 => out.par_chunks_mut(4).zip(values.par_iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
+        DType::F32 if cfg!(target_endian = "little") => {
+            out.copy_from_slice(bytemuck::cast_slice(values))
+        }
+        DType::F32 => out
+            .par_chunks_mut(4)
+            .zip(values.par_iter())
+            .for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
         DType::F16 => {
             if let Some(i) = values.iter().position(|v| v.abs() > F16_MAX) {
-                return Err(Error::tensor(name, format!("value {} at index {i} does not fit in f16", values[i])));
+                return Err(Error::tensor(
+                    name,
+                    format!("value {} at index {i} does not fit in f16", values[i]),
+                ));
             }
-            out.par_chunks_mut(2).zip(values.par_iter()).for_each(|(o, v)| o.copy_from_slice(&f16::from_f32(*v).to_le_bytes()));
+            out.par_chunks_mut(2)
+                .zip(values.par_iter())
+                .for_each(|(o, v)| o.copy_from_slice(&f16::from_f32(*v).to_le_bytes()));
         }
-        DType::BF16 => out.par_chunks_mut(2).zip(values.par_iter()).for_each(|(o, v)| o.copy_from_slice(&bf16::from_f32(*v).to_le_bytes())),
+        DType::BF16 => out
+            .par_chunks_mut(2)
+            .zip(values.par_iter())
+            .for_each(|(o, v)| o.copy_from_slice(&bf16::from_f32(*v).to_le_bytes())),
         DType::Q8_0 | DType::Q4_0 => {
             let (n, rows, cols) = matrix_split(shape);
             let per = total / n.max(1);
             for (m, dst) in out.chunks_mut(per.max(1)).enumerate().take(n) {
                 let src = &values[m * rows * cols..(m + 1) * rows * cols];
-                quantize_matrix(dtype, rows, cols, src, dst).map_err(|msg| Error::tensor(name, msg))?;
+                quantize_matrix(dtype, rows, cols, src, dst)
+                    .map_err(|msg| Error::tensor(name, msg))?;
             }
         }
-        DType::I32 | DType::I64 => return Err(Error::tensor(name, format!("cannot encode weights as {dtype}"))),
+        DType::I32 | DType::I64 => {
+            return Err(Error::tensor(
+                name,
+                format!("cannot encode weights as {dtype}"),
+            ))
+        }
     }
     Ok(out)
 }
 
 fn check_finite(name: &str, values: &[f32]) -> Result<()> {
     match values.par_iter().position_first(|v| !v.is_finite()) {
-        Some(i) => Err(Error::tensor(name, format!("non-finite value {} at index {i}", values[i]))),
+        Some(i) => Err(Error::tensor(
+            name,
+            format!("non-finite value {} at index {i}", values[i]),
+        )),
         None => Ok(()),
     }
 }
 
 /// Quantises one `[rows, cols]` matrix into `dst` (`dtype.matrix_bytes(rows, cols)` bytes).
-fn quantize_matrix(dtype: DType, rows: usize, cols: usize, src: &[f32], dst: &mut [u8]) -> std::result::Result<(), String> {
+fn quantize_matrix(
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+    src: &[f32],
+    dst: &mut [u8],
+) -> std::result::Result<(), String> {
     let n = rows * cols;
     if n == 0 {
         return Ok(());
     }
     let per_row = cols / QUANT_BLOCK;
-    let block_bytes = if dtype == DType::Q8_0 { QUANT_BLOCK } else { QUANT_BLOCK / 2 };
+    let block_bytes = if dtype == DType::Q8_0 {
+        QUANT_BLOCK
+    } else {
+        QUANT_BLOCK / 2
+    };
     let (quants, scales) = dst.split_at_mut(block_bytes * per_row * rows);
     let scales = &mut scales[..2 * (n / QUANT_BLOCK)];
     let bad = quants
@@ -82,9 +130,19 @@ fn quantize_matrix(dtype: DType, rows: usize, cols: usize, src: &[f32], dst: &mu
         .zip(src.par_chunks(cols))
         .enumerate()
         .find_map_any(|(r, ((q, s), x))| {
-            for (b, ((qb, sb), xb)) in q.chunks_exact_mut(block_bytes).zip(s.chunks_exact_mut(2)).zip(x.chunks_exact(QUANT_BLOCK)).enumerate() {
-                let xb: &[f32; QUANT_BLOCK] = xb.try_into().expect("chunks_exact yields whole blocks");
-                let d = if dtype == DType::Q8_0 { q8_block(xb, qb) } else { q4_block(xb, qb) };
+            for (b, ((qb, sb), xb)) in q
+                .chunks_exact_mut(block_bytes)
+                .zip(s.chunks_exact_mut(2))
+                .zip(x.chunks_exact(QUANT_BLOCK))
+                .enumerate()
+            {
+                let xb: &[f32; QUANT_BLOCK] =
+                    xb.try_into().expect("chunks_exact yields whole blocks");
+                let d = if dtype == DType::Q8_0 {
+                    q8_block(xb, qb)
+                } else {
+                    q4_block(xb, qb)
+                };
                 if d.abs() > F16_MAX {
                     return Some((r, b));
                 }
@@ -93,7 +151,9 @@ fn quantize_matrix(dtype: DType, rows: usize, cols: usize, src: &[f32], dst: &mu
             None
         });
     match bad {
-        Some((r, b)) => Err(format!("block {b} of row {r} needs a scale beyond the f16 range; keep this tensor f32")),
+        Some((r, b)) => Err(format!(
+            "block {b} of row {r} needs a scale beyond the f16 range; keep this tensor f32"
+        )),
         None => Ok(()),
     }
 }
@@ -140,7 +200,10 @@ fn q4_block(x: &[f32; QUANT_BLOCK], q: &mut [u8]) -> f32 {
 /// Decodes a whole tensor of `shape` to row-major f32.
 pub fn decode(name: &str, dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Vec<f32>> {
     if dtype.tensor_bytes(shape) != Some(bytes.len()) {
-        return Err(Error::tensor(name, format!("{} bytes do not hold {dtype} {shape:?}", bytes.len())));
+        return Err(Error::tensor(
+            name,
+            format!("{} bytes do not hold {dtype} {shape:?}", bytes.len()),
+        ));
     }
     let (n, rows, cols) = matrix_split(shape);
     let mut out = vec![0f32; n * rows * cols];
@@ -149,7 +212,8 @@ pub fn decode(name: &str, dtype: DType, shape: &[usize], bytes: &[u8]) -> Result
     }
     let per = bytes.len() / n;
     for (m, dst) in out.chunks_mut(rows * cols).enumerate() {
-        decode_range(dtype, &bytes[m * per..(m + 1) * per], rows, cols, 0, dst).map_err(|msg| Error::tensor(name, msg))?;
+        decode_range(dtype, &bytes[m * per..(m + 1) * per], rows, cols, 0, dst)
+            .map_err(|msg| Error::tensor(name, msg))?;
     }
     Ok(out)
 }
@@ -159,11 +223,21 @@ pub fn decode(name: &str, dtype: DType, shape: &[usize], bytes: &[u8]) -> Result
 /// whole blocks. The hot loop of the CPU backend's kernels: no allocation, no alignment
 /// requirement on `matrix`, written so the compiler vectorises it.
 #[inline(always)]
-pub fn decode_range(dtype: DType, matrix: &[u8], rows: usize, cols: usize, start: usize, out: &mut [f32]) -> std::result::Result<(), String> {
+pub fn decode_range(
+    dtype: DType,
+    matrix: &[u8],
+    rows: usize,
+    cols: usize,
+    start: usize,
+    out: &mut [f32],
+) -> std::result::Result<(), String> {
     let (a, b) = (start, start + out.len());
     let blocks_ok = !dtype.is_quantized() || (a % QUANT_BLOCK == 0 && b % QUANT_BLOCK == 0);
     if b > rows * cols || !blocks_ok || dtype.matrix_bytes(rows, cols) != Some(matrix.len()) {
-        return Err(format!("cannot decode values {a}..{b} of {dtype} [{rows}, {cols}] from {} bytes", matrix.len()));
+        return Err(format!(
+            "cannot decode values {a}..{b} of {dtype} [{rows}, {cols}] from {} bytes",
+            matrix.len()
+        ));
     }
     match dtype {
         DType::F32 => {
@@ -187,7 +261,11 @@ pub fn decode_range(dtype: DType, matrix: &[u8], rows: usize, cols: usize, start
         DType::Q8_0 => {
             let base = rows * cols;
             let scales = &matrix[base + 2 * (a / QUANT_BLOCK)..base + 2 * (b / QUANT_BLOCK)];
-            for ((o, q), s) in out.chunks_exact_mut(QUANT_BLOCK).zip(matrix[a..b].chunks_exact(QUANT_BLOCK)).zip(scales.chunks_exact(2)) {
+            for ((o, q), s) in out
+                .chunks_exact_mut(QUANT_BLOCK)
+                .zip(matrix[a..b].chunks_exact(QUANT_BLOCK))
+                .zip(scales.chunks_exact(2))
+            {
                 let d = f16::from_le_bytes([s[0], s[1]]).to_f32();
                 for (o, &q) in o.iter_mut().zip(q) {
                     *o = (q as i8) as f32 * d;
@@ -197,7 +275,11 @@ pub fn decode_range(dtype: DType, matrix: &[u8], rows: usize, cols: usize, start
         DType::Q4_0 => {
             let base = rows * cols / 2;
             let scales = &matrix[base + 2 * (a / QUANT_BLOCK)..base + 2 * (b / QUANT_BLOCK)];
-            for ((o, q), s) in out.chunks_exact_mut(QUANT_BLOCK).zip(matrix[a / 2..b / 2].chunks_exact(QUANT_BLOCK / 2)).zip(scales.chunks_exact(2)) {
+            for ((o, q), s) in out
+                .chunks_exact_mut(QUANT_BLOCK)
+                .zip(matrix[a / 2..b / 2].chunks_exact(QUANT_BLOCK / 2))
+                .zip(scales.chunks_exact(2))
+            {
                 let d = f16::from_le_bytes([s[0], s[1]]).to_f32();
                 for (o, w) in o.chunks_exact_mut(8).zip(q.chunks_exact(4)) {
                     let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
@@ -213,13 +295,26 @@ pub fn decode_range(dtype: DType, matrix: &[u8], rows: usize, cols: usize, start
 }
 
 /// The f16 block scales of a quantised matrix, for checks (finite, in range).
-pub fn block_scales(dtype: DType, matrix: &[u8], rows: usize, cols: usize) -> impl Iterator<Item = f32> + '_ {
+pub fn block_scales(
+    dtype: DType,
+    matrix: &[u8],
+    rows: usize,
+    cols: usize,
+) -> impl Iterator<Item = f32> + '_ {
     let n = rows * cols;
     let base = match dtype {
         DType::Q8_0 => n,
         DType::Q4_0 => n / 2,
         _ => matrix.len(),
     };
-    let end = if dtype.is_quantized() { base + 2 * (n / QUANT_BLOCK) } else { base };
-    matrix.get(base..end).unwrap_or(&[]).chunks_exact(2).map(|s| f16::from_le_bytes([s[0], s[1]]).to_f32())
+    let end = if dtype.is_quantized() {
+        base + 2 * (n / QUANT_BLOCK)
+    } else {
+        base
+    };
+    matrix
+        .get(base..end)
+        .unwrap_or(&[])
+        .chunks_exact(2)
+        .map(|s| f16::from_le_bytes([s[0], s[1]]).to_f32())
 }

@@ -5,31 +5,57 @@ use crate::backend::KeyMap;
 use crate::error::Result;
 use rayon::prelude::*;
 
-pub fn attention(q: &CpuBuf, k: &CpuBuf, v: &CpuBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<CpuBuf> {
+pub fn attention(
+    q: &CpuBuf,
+    k: &CpuBuf,
+    v: &CpuBuf,
+    n_heads: usize,
+    keys: KeyMap<'_>,
+) -> Result<CpuBuf> {
     let d = q.cols;
     if k.cols != d || v.cols != d || k.rows != v.rows {
-        return Err(err(format!("attention: q [{}, {d}], k [{}, {}], v [{}, {}]", q.rows, k.rows, k.cols, v.rows, v.cols)));
+        return Err(err(format!(
+            "attention: q [{}, {d}], k [{}, {}], v [{}, {}]",
+            q.rows, k.rows, k.cols, v.rows, v.cols
+        )));
     }
     if n_heads == 0 || d % n_heads != 0 {
-        return Err(err(format!("attention: {d} columns do not split into {n_heads} heads")));
+        return Err(err(format!(
+            "attention: {d} columns do not split into {n_heads} heads"
+        )));
     }
     let rows = q.rows;
     // Validate the key map once so the kernel below can index freely.
     match keys {
         KeyMap::Spans(spans) => {
             if spans.len() != rows {
-                return Err(err(format!("attention: {} spans for {rows} rows", spans.len())));
+                return Err(err(format!(
+                    "attention: {} spans for {rows} rows",
+                    spans.len()
+                )));
             }
-            if let Some(s) = spans.iter().find(|s| s.1 == 0 || (s.0 + s.1) as usize > k.rows) {
-                return Err(err(format!("attention: key span {s:?} outside {} keys (or empty)", k.rows)));
+            if let Some(s) = spans
+                .iter()
+                .find(|s| s.1 == 0 || (s.0 + s.1) as usize > k.rows)
+            {
+                return Err(err(format!(
+                    "attention: key span {s:?} outside {} keys (or empty)",
+                    k.rows
+                )));
             }
         }
         KeyMap::Gather { per_row, index } => {
             if per_row == 0 || index.len() != rows * per_row {
-                return Err(err(format!("attention: {} key indices for {rows} rows x {per_row}", index.len())));
+                return Err(err(format!(
+                    "attention: {} key indices for {rows} rows x {per_row}",
+                    index.len()
+                )));
             }
             if let Some(i) = index.iter().find(|&&i| i as usize >= k.rows) {
-                return Err(err(format!("attention: key row {i} outside {} keys", k.rows)));
+                return Err(err(format!(
+                    "attention: key row {i} outside {} keys",
+                    k.rows
+                )));
             }
         }
     }
@@ -73,7 +99,12 @@ pub fn attention(q: &CpuBuf, k: &CpuBuf, v: &CpuBuf, n_heads: usize, keys: KeyMa
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];

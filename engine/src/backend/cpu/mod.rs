@@ -29,7 +29,11 @@ pub struct CpuBuf {
 
 impl CpuBuf {
     pub fn new(rows: usize, cols: usize) -> Self {
-        CpuBuf { data: vec![0.0; rows * cols], rows, cols }
+        CpuBuf {
+            data: vec![0.0; rows * cols],
+            rows,
+            cols,
+        }
     }
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
@@ -46,7 +50,10 @@ impl CpuBackend {
 }
 
 pub(crate) fn err(msg: impl Into<String>) -> Error {
-    Error::Backend { backend: "cpu".into(), msg: msg.into() }
+    Error::Backend {
+        backend: "cpu".into(),
+        msg: msg.into(),
+    }
 }
 
 fn check_cols(what: &str, got: usize, want: usize) -> Result<()> {
@@ -72,9 +79,16 @@ impl Backend for CpuBackend {
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuBuf> {
         if data.len() != rows * cols {
-            return Err(err(format!("upload of {} values into [{rows}, {cols}]", data.len())));
+            return Err(err(format!(
+                "upload of {} values into [{rows}, {cols}]",
+                data.len()
+            )));
         }
-        Ok(CpuBuf { data: data.to_vec(), rows, cols })
+        Ok(CpuBuf {
+            data: data.to_vec(),
+            rows,
+            cols,
+        })
     }
 
     fn download(&self, buf: &CpuBuf) -> Result<Vec<f32>> {
@@ -95,10 +109,16 @@ impl Backend for CpuBackend {
         for (w, idx) in parts {
             check_cols("gather_sum", w.cols, cols)?;
             if idx.len() != rows {
-                return Err(err(format!("gather_sum: {} indices for {rows} rows", idx.len())));
+                return Err(err(format!(
+                    "gather_sum: {} indices for {rows} rows",
+                    idx.len()
+                )));
             }
             if let Some(&bad) = idx.iter().find(|&&i| i as usize >= w.rows) {
-                return Err(err(format!("gather_sum: row {bad} of a {}-row table", w.rows)));
+                return Err(err(format!(
+                    "gather_sum: row {bad} of a {}-row table",
+                    w.rows
+                )));
             }
             for (r, &i) in idx.iter().enumerate() {
                 let dst = &mut out.data[r * cols..(r + 1) * cols];
@@ -131,7 +151,10 @@ impl Backend for CpuBackend {
 
     fn add_assign(&self, x: &mut CpuBuf, y: &CpuBuf) -> Result<()> {
         if (x.rows, x.cols) != (y.rows, y.cols) {
-            return Err(err(format!("add: [{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols)));
+            return Err(err(format!(
+                "add: [{}, {}] += [{}, {}]",
+                x.rows, x.cols, y.rows, y.cols
+            )));
         }
         x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
         Ok(())
@@ -140,13 +163,24 @@ impl Backend for CpuBackend {
     fn write_rows(&self, dst: &mut CpuBuf, row0: usize, src: &CpuBuf) -> Result<()> {
         check_cols("write_rows", src.cols, dst.cols)?;
         if row0 + src.rows > dst.rows {
-            return Err(err(format!("write_rows: rows {row0}..{} of {}", row0 + src.rows, dst.rows)));
+            return Err(err(format!(
+                "write_rows: rows {row0}..{} of {}",
+                row0 + src.rows,
+                dst.rows
+            )));
         }
         dst.data[row0 * dst.cols..(row0 + src.rows) * dst.cols].copy_from_slice(&src.data);
         Ok(())
     }
 
-    fn attention(&self, q: &CpuBuf, k: &CpuBuf, v: &CpuBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<CpuBuf> {
+    fn attention(
+        &self,
+        q: &CpuBuf,
+        k: &CpuBuf,
+        v: &CpuBuf,
+        n_heads: usize,
+        keys: KeyMap<'_>,
+    ) -> Result<CpuBuf> {
         attention::attention(q, k, v, n_heads, keys)
     }
 
@@ -154,13 +188,20 @@ impl Backend for CpuBackend {
         moe::swiglu(self, x, ffn)
     }
 
-    fn moe(&self, x: &CpuBuf, moe: &Moe<CpuWeight>, routes: Option<&mut Vec<u32>>) -> Result<CpuBuf> {
+    fn moe(
+        &self,
+        x: &CpuBuf,
+        moe: &Moe<CpuWeight>,
+        routes: Option<&mut Vec<u32>>,
+    ) -> Result<CpuBuf> {
         moe::moe(self, x, moe, routes)
     }
 
     fn log_softmax(&self, x: &CpuBuf) -> Result<CpuBuf> {
         let mut y = x.clone();
-        y.data.par_chunks_mut(x.cols.max(1)).for_each(log_softmax_row);
+        y.data
+            .par_chunks_mut(x.cols.max(1))
+            .for_each(log_softmax_row);
         Ok(y)
     }
 
@@ -172,7 +213,14 @@ impl Backend for CpuBackend {
         Ok(per_user.to_vec())
     }
 
-    fn select(&self, logp: &CpuBuf, index: &Trie, counts: &Vec<Vec<u32>>, level: usize, groups: &[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>> {
+    fn select(
+        &self,
+        logp: &CpuBuf,
+        index: &Trie,
+        counts: &Vec<Vec<u32>>,
+        level: usize,
+        groups: &[SelectGroup<'_>],
+    ) -> Result<Vec<Vec<Candidate>>> {
         select::select(logp, index, counts, level, groups)
     }
 }

@@ -5,7 +5,11 @@ use crate::backend::{Backend, Ffn, Moe};
 use crate::error::Result;
 
 pub fn swiglu(_b: &CpuBackend, x: &CpuBuf, f: &Ffn<CpuWeight>) -> Result<CpuBuf> {
-    if x.cols != f.gate.cols || x.cols != f.up.cols || f.gate.rows != f.up.rows || f.down.cols != f.gate.rows {
+    if x.cols != f.gate.cols
+        || x.cols != f.up.cols
+        || f.gate.rows != f.up.rows
+        || f.down.cols != f.gate.rows
+    {
         return Err(err("ffn: weight shapes do not chain"));
     }
     let hidden = f.gate.rows;
@@ -32,10 +36,18 @@ pub fn top_k(p: &[f32], k: usize) -> Vec<u32> {
     idx
 }
 
-pub fn moe(b: &CpuBackend, x: &CpuBuf, m: &Moe<CpuWeight>, routes: Option<&mut Vec<u32>>) -> Result<CpuBuf> {
+pub fn moe(
+    b: &CpuBackend,
+    x: &CpuBuf,
+    m: &Moe<CpuWeight>,
+    routes: Option<&mut Vec<u32>>,
+) -> Result<CpuBuf> {
     let e = m.experts.len();
     if m.router.rows != e || m.top_k == 0 || m.top_k > e {
-        return Err(err(format!("moe: router has {} rows for {e} experts, top_k {}", m.router.rows, m.top_k)));
+        return Err(err(format!(
+            "moe: router has {} rows for {e} experts, top_k {}",
+            m.router.rows, m.top_k
+        )));
     }
     let mut probs = b.matmul(x, &m.router)?;
     probs.data.chunks_mut(e).for_each(softmax_row);
@@ -65,10 +77,16 @@ pub fn moe(b: &CpuBackend, x: &CpuBuf, m: &Moe<CpuWeight>, routes: Option<&mut V
         }
         let out = swiglu(b, &xs, &m.experts[ex])?;
         if out.cols != d {
-            return Err(err(format!("moe: expert {ex} returns width {}, expected {d}", out.cols)));
+            return Err(err(format!(
+                "moe: expert {ex} returns width {}, expected {d}",
+                out.cols
+            )));
         }
         for (i, &(r, p)) in group.iter().enumerate() {
-            y.data[r * d..(r + 1) * d].iter_mut().zip(out.row(i)).for_each(|(a, v)| *a += p * v);
+            y.data[r * d..(r + 1) * d]
+                .iter_mut()
+                .zip(out.row(i))
+                .for_each(|(a, v)| *a += p * v);
         }
     }
     Ok(y)

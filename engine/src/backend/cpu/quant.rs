@@ -70,11 +70,21 @@ fn decode(w: &CpuWeight, fast: bool, start: usize, out: &mut [f32]) {
 }
 
 /// `dst [rows, m]` for weight rows `row0 ..`, one decoded row at a time.
-fn rows_dot(w: &CpuWeight, fast: bool, row0: usize, x: &[f32], m: usize, row: &mut [f32], dst: &mut [f32]) {
+fn rows_dot(
+    w: &CpuWeight,
+    fast: bool,
+    row0: usize,
+    x: &[f32],
+    m: usize,
+    row: &mut [f32],
+    dst: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if fast {
         // SAFETY: as in `decode`; `row` is one row long and `x` holds `m` rows.
-        unsafe { super::quant_x86::rows_dot(w.dtype(), w.bytes(), w.rows, w.cols, row0, x, m, row, dst) };
+        unsafe {
+            super::quant_x86::rows_dot(w.dtype(), w.bytes(), w.rows, w.cols, row0, x, m, row, dst)
+        };
         return;
     }
     let k = w.cols;
@@ -104,10 +114,14 @@ fn product_t(x: &[f32], m: usize, w: &CpuWeight, yt: &mut [f32], fast: bool) {
         }
     };
     if m * n * k >= PARALLEL_MIN_MACS {
-        yt.par_chunks_mut(panel * m).enumerate().for_each_init(Vec::new, run);
+        yt.par_chunks_mut(panel * m)
+            .enumerate()
+            .for_each_init(Vec::new, run);
     } else {
         let mut buf = Vec::new();
-        yt.chunks_mut(panel * m).enumerate().for_each(|item| run(&mut buf, item));
+        yt.chunks_mut(panel * m)
+            .enumerate()
+            .for_each(|item| run(&mut buf, item));
     }
 }
 
@@ -117,7 +131,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(p, q)| p * q).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(p, q)| p * q)
+        .sum();
     for (pa, pb) in ca.zip(cb) {
         for i in 0..LANES {
             acc[i] += pa[i] * pb[i];
@@ -165,9 +184,18 @@ mod tests {
     use std::sync::Arc;
 
     fn weight(dtype: DType, rows: usize, cols: usize) -> (Arc<Blob>, CpuWeight) {
-        let v: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1013) as f32 / 506.0 - 1.0) * 0.3).collect();
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1013) as f32 / 506.0 - 1.0) * 0.3)
+            .collect();
         let blob = Arc::new(Blob::Owned(encode("w", dtype, &[rows, cols], &v).unwrap()));
-        let view = WeightView { name: "w", dtype, rows, cols, bytes: blob.bytes(), blob: &blob };
+        let view = WeightView {
+            name: "w",
+            dtype,
+            rows,
+            cols,
+            bytes: blob.bytes(),
+            blob: &blob,
+        };
         let w = CpuWeight::new(&view).unwrap();
         (blob, w)
     }
@@ -194,7 +222,11 @@ mod tests {
                 let (mut a, mut b) = (vec![0f32; m * rows], vec![0f32; m * rows]);
                 matmul_with(&x, m, &w, &mut a, false);
                 matmul_with(&x, m, &w, &mut b, simd());
-                let err = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                let err = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
                 let scale = a.iter().map(|v| v.abs()).fold(0f32, f32::max);
                 assert!(err <= 1e-5 * scale, "{dtype} m={m}: {err} vs {scale}");
             }

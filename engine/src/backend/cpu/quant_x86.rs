@@ -9,7 +9,9 @@ use std::arch::x86_64::*;
 
 /// Whether this CPU runs the functions below.
 pub fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
 }
 
 #[inline]
@@ -43,7 +45,10 @@ unsafe fn q4_block(q: *const u8, d: f32, out: *mut f32) {
     let eight = _mm_set1_epi8(8);
     let lo = _mm_and_si128(bytes, mask);
     let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-    let halves = [_mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), eight), _mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), eight)];
+    let halves = [
+        _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), eight),
+        _mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), eight),
+    ];
     for (i, v) in halves.into_iter().enumerate() {
         let a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
         let b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(v, 8)));
@@ -60,7 +65,14 @@ unsafe fn q4_block(q: *const u8, d: f32, out: *mut f32) {
 /// and `start + out.len() <= rows * cols`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn decode(dtype: DType, matrix: &[u8], rows: usize, cols: usize, start: usize, out: &mut [f32]) {
+pub unsafe fn decode(
+    dtype: DType,
+    matrix: &[u8],
+    rows: usize,
+    cols: usize,
+    start: usize,
+    out: &mut [f32],
+) {
     let n = out.len();
     debug_assert!(start + n <= rows * cols && dtype.matrix_bytes(rows, cols) == Some(matrix.len()));
     let (m, o) = (matrix.as_ptr(), out.as_mut_ptr());
@@ -69,7 +81,10 @@ pub unsafe fn decode(dtype: DType, matrix: &[u8], rows: usize, cols: usize, star
             let src = m.add(2 * start);
             let mut i = 0;
             while i + 8 <= n {
-                _mm256_storeu_ps(o.add(i), _mm256_cvtph_ps(_mm_loadu_si128(src.add(2 * i) as *const __m128i)));
+                _mm256_storeu_ps(
+                    o.add(i),
+                    _mm256_cvtph_ps(_mm_loadu_si128(src.add(2 * i) as *const __m128i)),
+                );
                 i += 8;
             }
             while i < n {
@@ -92,7 +107,9 @@ pub unsafe fn decode(dtype: DType, matrix: &[u8], rows: usize, cols: usize, star
             }
         }
         _ => {
-            if let Err(msg) = crate::format::quant::decode_range(dtype, matrix, rows, cols, start, out) {
+            if let Err(msg) =
+                crate::format::quant::decode_range(dtype, matrix, rows, cols, start, out)
+            {
                 unreachable!("{msg}");
             }
         }
@@ -112,7 +129,11 @@ pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut i = 0;
     while i + 32 <= n {
         for (j, acc) in acc.iter_mut().enumerate() {
-            *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * j)), _mm256_loadu_ps(pb.add(i + 8 * j)), *acc);
+            *acc = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8 * j)),
+                _mm256_loadu_ps(pb.add(i + 8 * j)),
+                *acc,
+            );
         }
         i += 32;
     }
@@ -135,7 +156,17 @@ pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// As `decode`; `row.len() == cols`, `x.len() >= m * cols`, the rows exist.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)] // one flat call into the target-feature region
-pub unsafe fn rows_dot(dtype: DType, matrix: &[u8], rows: usize, cols: usize, row0: usize, x: &[f32], m: usize, row: &mut [f32], dst: &mut [f32]) {
+pub unsafe fn rows_dot(
+    dtype: DType,
+    matrix: &[u8],
+    rows: usize,
+    cols: usize,
+    row0: usize,
+    x: &[f32],
+    m: usize,
+    row: &mut [f32],
+    dst: &mut [f32],
+) {
     for (j, d) in dst.chunks_exact_mut(m).enumerate() {
         decode(dtype, matrix, rows, cols, (row0 + j) * cols, row);
         for (r, d) in d.iter_mut().enumerate() {

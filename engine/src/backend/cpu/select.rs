@@ -7,25 +7,53 @@ use crate::trie::Trie;
 use std::cmp::Ordering;
 
 fn order(a: &Candidate, b: &Candidate) -> Ordering {
-    b.score.total_cmp(&a.score).then(a.beam.cmp(&b.beam)).then(a.code.cmp(&b.code))
+    b.score
+        .total_cmp(&a.score)
+        .then(a.beam.cmp(&b.beam))
+        .then(a.code.cmp(&b.code))
 }
 
-pub fn select(logp: &CpuBuf, trie: &Trie, counts: &[Vec<u32>], level: usize, groups: &[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>> {
+pub fn select(
+    logp: &CpuBuf,
+    trie: &Trie,
+    counts: &[Vec<u32>],
+    level: usize,
+    groups: &[SelectGroup<'_>],
+) -> Result<Vec<Vec<Candidate>>> {
     let k = logp.cols;
     groups
         .iter()
         .map(|g| {
-            let counts = counts.get(g.user).ok_or_else(|| err(format!("select: no eligible counts for request {}", g.user)))?;
-            if g.row0 + g.beams.len() > logp.rows || counts.len() != trie.n_nodes() || level >= trie.levels() {
-                return Err(err(format!("select: rows {}+{} of {}, level {level}", g.row0, g.beams.len(), logp.rows)));
+            let counts = counts
+                .get(g.user)
+                .ok_or_else(|| err(format!("select: no eligible counts for request {}", g.user)))?;
+            if g.row0 + g.beams.len() > logp.rows
+                || counts.len() != trie.n_nodes()
+                || level >= trie.levels()
+            {
+                return Err(err(format!(
+                    "select: rows {}+{} of {}, level {level}",
+                    g.row0,
+                    g.beams.len(),
+                    logp.rows
+                )));
             }
             let mut cands = Vec::new();
             for (bi, b) in g.beams.iter().enumerate() {
                 let lp = logp.row(g.row0 + bi);
                 for (code, child) in trie.children(b.node) {
-                    let in_session = b.session.iter().filter(|&&it| trie.path_node(it as usize, level) == child).count() as u32;
+                    let in_session = b
+                        .session
+                        .iter()
+                        .filter(|&&it| trie.path_node(it as usize, level) == child)
+                        .count() as u32;
                     if counts[child as usize] > in_session && (code as usize) < k {
-                        cands.push(Candidate { score: b.score + lp[code as usize], beam: bi as u32, code, child });
+                        cands.push(Candidate {
+                            score: b.score + lp[code as usize],
+                            beam: bi as u32,
+                            code,
+                            child,
+                        });
                     }
                 }
             }

@@ -12,7 +12,11 @@ use std::sync::Arc;
 #[derive(Debug)]
 enum Data {
     /// `len` bytes at `offset` of the blob, in `CpuWeight::dtype`.
-    Mapped { blob: Arc<Blob>, offset: usize, len: usize },
+    Mapped {
+        blob: Arc<Blob>,
+        offset: usize,
+        len: usize,
+    },
     Owned(Vec<f32>),
 }
 
@@ -40,7 +44,11 @@ impl CpuWeight {
                 rows,
                 cols,
                 dtype,
-                data: Data::Mapped { blob: view.blob.clone(), offset, len: view.bytes.len() },
+                data: Data::Mapped {
+                    blob: view.blob.clone(),
+                    offset,
+                    len: view.bytes.len(),
+                },
             })
         };
         let aligned = view.bytes.as_ptr() as usize % std::mem::align_of::<f32>() == 0;
@@ -53,11 +61,21 @@ impl CpuWeight {
         if let Some(w) = zero_copy.then(|| mapped(view.dtype)).flatten() {
             return Ok(w);
         }
-        Ok(CpuWeight { rows, cols, dtype: DType::F32, data: Data::Owned(view.to_f32()?) })
+        Ok(CpuWeight {
+            rows,
+            cols,
+            dtype: DType::F32,
+            data: Data::Owned(view.to_f32()?),
+        })
     }
 
     pub fn from_f32(data: Vec<f32>, rows: usize, cols: usize) -> Self {
-        CpuWeight { rows, cols, dtype: DType::F32, data: Data::Owned(data) }
+        CpuWeight {
+            rows,
+            cols,
+            dtype: DType::F32,
+            data: Data::Owned(data),
+        }
     }
 
     /// The type the kernels read: the stored type, or f32 for a widened copy.
@@ -69,7 +87,9 @@ impl CpuWeight {
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             Data::Owned(v) => Some(v),
-            Data::Mapped { .. } if self.dtype == DType::F32 => Some(bytemuck::cast_slice(self.bytes())),
+            Data::Mapped { .. } if self.dtype == DType::F32 => {
+                Some(bytemuck::cast_slice(self.bytes()))
+            }
             Data::Mapped { .. } => None,
         }
     }
@@ -91,7 +111,9 @@ impl CpuWeight {
             return;
         }
         // Sizes were checked when the weight was made; callers pass in-range spans.
-        if let Err(msg) = quant::decode_range(self.dtype, self.bytes(), self.rows, self.cols, start, out) {
+        if let Err(msg) =
+            quant::decode_range(self.dtype, self.bytes(), self.rows, self.cols, start, out)
+        {
             unreachable!("{msg}");
         }
     }
@@ -113,7 +135,9 @@ impl CpuWeight {
     pub fn add_row_into(&self, row: usize, dst: &mut [f32]) {
         let start = row * self.cols;
         if let Some(v) = self.as_f32() {
-            dst.iter_mut().zip(&v[start..start + self.cols]).for_each(|(d, s)| *d += s);
+            dst.iter_mut()
+                .zip(&v[start..start + self.cols])
+                .for_each(|(d, s)| *d += s);
             return;
         }
         let mut buf = [0f32; 8 * crate::tensor::QUANT_BLOCK];

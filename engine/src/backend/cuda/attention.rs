@@ -10,39 +10,82 @@ const HEADS_PER_BLOCK: usize = 4;
 const MAX_HEAD_DIM: usize = 256;
 
 impl CudaBackend {
-    pub(super) fn attention_impl(&self, q: &CudaBuf, k: &CudaBuf, v: &CudaBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<CudaBuf> {
+    pub(super) fn attention_impl(
+        &self,
+        q: &CudaBuf,
+        k: &CudaBuf,
+        v: &CudaBuf,
+        n_heads: usize,
+        keys: KeyMap<'_>,
+    ) -> Result<CudaBuf> {
         let d = q.cols;
         if k.cols != d || v.cols != d || k.rows != v.rows {
-            return Err(err(format!("attention: q [{}, {d}], k [{}, {}], v [{}, {}]", q.rows, k.rows, k.cols, v.rows, v.cols)));
+            return Err(err(format!(
+                "attention: q [{}, {d}], k [{}, {}], v [{}, {}]",
+                q.rows, k.rows, k.cols, v.rows, v.cols
+            )));
         }
         if n_heads == 0 || d % n_heads != 0 {
-            return Err(err(format!("attention: {d} columns do not split into {n_heads} heads")));
+            return Err(err(format!(
+                "attention: {d} columns do not split into {n_heads} heads"
+            )));
         }
         if d / n_heads > MAX_HEAD_DIM {
-            return Err(err(format!("attention: head size {} is above the {MAX_HEAD_DIM} this kernel supports", d / n_heads)));
+            return Err(err(format!(
+                "attention: head size {} is above the {MAX_HEAD_DIM} this kernel supports",
+                d / n_heads
+            )));
         }
         let rows = q.rows;
         // Validated here so the kernel can index freely.
         let (spans, index, per_row): (Option<Vec<i32>>, Option<Vec<i32>>, usize) = match keys {
             KeyMap::Spans(spans) => {
                 if spans.len() != rows {
-                    return Err(err(format!("attention: {} spans for {rows} rows", spans.len())));
+                    return Err(err(format!(
+                        "attention: {} spans for {rows} rows",
+                        spans.len()
+                    )));
                 }
-                if let Some(s) = spans.iter().find(|s| s.1 == 0 || (s.0 as usize + s.1 as usize) > k.rows) {
-                    return Err(err(format!("attention: key span {s:?} outside {} keys (or empty)", k.rows)));
+                if let Some(s) = spans
+                    .iter()
+                    .find(|s| s.1 == 0 || (s.0 as usize + s.1 as usize) > k.rows)
+                {
+                    return Err(err(format!(
+                        "attention: key span {s:?} outside {} keys (or empty)",
+                        k.rows
+                    )));
                 }
                 i32_of("keys", k.rows)?;
-                (Some(spans.iter().flat_map(|&(s, n)| [s as i32, n as i32]).collect()), None, 0)
+                (
+                    Some(
+                        spans
+                            .iter()
+                            .flat_map(|&(s, n)| [s as i32, n as i32])
+                            .collect(),
+                    ),
+                    None,
+                    0,
+                )
             }
             KeyMap::Gather { per_row, index } => {
                 if per_row == 0 || index.len() != rows * per_row {
-                    return Err(err(format!("attention: {} key indices for {rows} rows x {per_row}", index.len())));
+                    return Err(err(format!(
+                        "attention: {} key indices for {rows} rows x {per_row}",
+                        index.len()
+                    )));
                 }
                 if let Some(i) = index.iter().find(|&&i| i as usize >= k.rows) {
-                    return Err(err(format!("attention: key row {i} outside {} keys", k.rows)));
+                    return Err(err(format!(
+                        "attention: key row {i} outside {} keys",
+                        k.rows
+                    )));
                 }
                 i32_of("keys", k.rows)?;
-                (None, Some(index.iter().map(|&i| i as i32).collect()), per_row)
+                (
+                    None,
+                    Some(index.iter().map(|&i| i as i32).collect()),
+                    per_row,
+                )
             }
         };
         let out = self.new_f32(rows, d)?;
@@ -52,7 +95,11 @@ impl CudaBackend {
         let entry = match (&k.data, &v.data) {
             (BufData::F32(_), BufData::F32(_)) => "attention_f32",
             (BufData::F16(_), BufData::F16(_)) => "attention_f16",
-            _ => return Err(err("attention: keys and values are stored in different types")),
+            _ => {
+                return Err(err(
+                    "attention: keys and values are stored in different types",
+                ))
+            }
         };
         let spans_dev = spans.map(|s| self.dev.upload(&s)).transpose()?;
         let index_dev = index.map(|i| self.dev.upload(&i)).transpose()?;
@@ -67,8 +114,13 @@ impl CudaBackend {
             Arg::Ptr(index_dev.as_ref().map_or(0, |s| self.dev.ptr(s))),
             Arg::I32(i32_of("keys per row", per_row)?),
         ];
-        let grid = (i32_of("rows", rows)? as u32, n_heads.div_ceil(HEADS_PER_BLOCK) as u32, 1);
-        self.dev.launch(entry, grid, (HEADS_PER_BLOCK * 32) as u32, &args)?;
+        let grid = (
+            i32_of("rows", rows)? as u32,
+            n_heads.div_ceil(HEADS_PER_BLOCK) as u32,
+            1,
+        );
+        self.dev
+            .launch(entry, grid, (HEADS_PER_BLOCK * 32) as u32, &args)?;
         Ok(out)
     }
 }

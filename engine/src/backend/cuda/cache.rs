@@ -36,7 +36,13 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
-fn entry_path(dir: &Path, file: &KernelFile, target: Target, include: &Path, nvrtc: (i32, i32)) -> PathBuf {
+fn entry_path(
+    dir: &Path,
+    file: &KernelFile,
+    target: Target,
+    include: &Path,
+    nvrtc: (i32, i32),
+) -> PathBuf {
     let opts = compile::options(target, include, false).join(" ");
     let version = format!("{}.{}", nvrtc.0, nvrtc.1);
     let mut parts: Vec<&[u8]> = vec![file.source.as_bytes(), opts.as_bytes(), version.as_bytes()];
@@ -49,17 +55,31 @@ fn entry_path(dir: &Path, file: &KernelFile, target: Target, include: &Path, nvr
         Target::Ptx(_) => "ptx",
     };
     let stem = file.file.trim_end_matches(".cu");
-    dir.join(format!("{stem}-{}-{:016x}.{ext}", target.arch(), fnv1a(&parts)))
+    dir.join(format!(
+        "{stem}-{}-{:016x}.{ext}",
+        target.arch(),
+        fnv1a(&parts)
+    ))
 }
 
 /// A cached image, if one exists.
-pub fn load(file: &KernelFile, target: Target, include: &Path, nvrtc: (i32, i32)) -> Option<Vec<u8>> {
+pub fn load(
+    file: &KernelFile,
+    target: Target,
+    include: &Path,
+    nvrtc: (i32, i32),
+) -> Option<Vec<u8>> {
     let path = entry_path(&cache_dir()?, file, target, include, nvrtc);
     std::fs::read(path).ok().filter(|b| !b.is_empty())
 }
 
 /// Compiles and stores the image (temp file + rename, so readers never see half of one).
-pub fn compile_and_store(file: &KernelFile, target: Target, include: &Path, nvrtc: (i32, i32)) -> Result<Compiled> {
+pub fn compile_and_store(
+    file: &KernelFile,
+    target: Target,
+    include: &Path,
+    nvrtc: (i32, i32),
+) -> Result<Compiled> {
     let compiled = compile::compile(file, target, include, false)?;
     if let Some(dir) = cache_dir() {
         let path = entry_path(&dir, file, target, include, nvrtc);

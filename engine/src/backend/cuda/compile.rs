@@ -49,7 +49,9 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
     libs::require_nvrtc()?;
     let (mut major, mut minor) = (0, 0);
     // SAFETY: the library is present (checked above); both pointers are valid.
-    check("version", unsafe { nv::nvrtcVersion(&mut major, &mut minor) })?;
+    check("version", unsafe {
+        nv::nvrtcVersion(&mut major, &mut minor)
+    })?;
     Ok((major, minor))
 }
 
@@ -58,9 +60,13 @@ pub fn supported_archs() -> Result<Vec<u32>> {
     libs::require_nvrtc()?;
     let mut n: c_int = 0;
     // SAFETY: the library is present; the buffer has room for `n` entries.
-    check("arch count", unsafe { nv::nvrtcGetNumSupportedArchs(&mut n) })?;
+    check("arch count", unsafe {
+        nv::nvrtcGetNumSupportedArchs(&mut n)
+    })?;
     let mut archs = vec![0 as c_int; n.max(0) as usize];
-    check("archs", unsafe { nv::nvrtcGetSupportedArchs(archs.as_mut_ptr()) })?;
+    check("archs", unsafe {
+        nv::nvrtcGetSupportedArchs(archs.as_mut_ptr())
+    })?;
     let mut archs: Vec<u32> = archs.into_iter().map(|a| a as u32).collect();
     archs.sort_unstable();
     Ok(archs)
@@ -100,15 +106,29 @@ fn cstring(what: &str, s: &str) -> Result<CString> {
 }
 
 /// Compiles one kernel file for `target`.
-pub fn compile(file: &KernelFile, target: Target, include_dir: &Path, ptxas_verbose: bool) -> Result<Compiled> {
+pub fn compile(
+    file: &KernelFile,
+    target: Target,
+    include_dir: &Path,
+    ptxas_verbose: bool,
+) -> Result<Compiled> {
     libs::require_nvrtc()?;
     let src = cstring(file.file, file.source)?;
     let name = cstring("file name", file.file)?;
-    let header_src = HEADERS.iter().map(|(n, s)| cstring(n, s)).collect::<Result<Vec<_>>>()?;
-    let header_name = HEADERS.iter().map(|(n, _)| cstring("header name", n)).collect::<Result<Vec<_>>>()?;
+    let header_src = HEADERS
+        .iter()
+        .map(|(n, s)| cstring(n, s))
+        .collect::<Result<Vec<_>>>()?;
+    let header_name = HEADERS
+        .iter()
+        .map(|(n, _)| cstring("header name", n))
+        .collect::<Result<Vec<_>>>()?;
     let header_src_ptr: Vec<*const c_char> = header_src.iter().map(|c| c.as_ptr()).collect();
     let header_name_ptr: Vec<*const c_char> = header_name.iter().map(|c| c.as_ptr()).collect();
-    let opts = options(target, include_dir, ptxas_verbose).iter().map(|o| cstring("option", o)).collect::<Result<Vec<_>>>()?;
+    let opts = options(target, include_dir, ptxas_verbose)
+        .iter()
+        .map(|o| cstring("option", o))
+        .collect::<Result<Vec<_>>>()?;
     let opt_ptr: Vec<*const c_char> = opts.iter().map(|c| c.as_ptr()).collect();
 
     let mut raw: nv::nvrtcProgram = std::ptr::null_mut();
@@ -126,18 +146,27 @@ pub fn compile(file: &KernelFile, target: Target, include_dir: &Path, ptxas_verb
     })?;
     let prog = Program(raw);
     // SAFETY: `prog` is a live program; the option array holds `opt_ptr.len()` strings.
-    let compiled = unsafe { nv::nvrtcCompileProgram(prog.0, opt_ptr.len() as c_int, opt_ptr.as_ptr()) };
+    let compiled =
+        unsafe { nv::nvrtcCompileProgram(prog.0, opt_ptr.len() as c_int, opt_ptr.as_ptr()) };
     let log = program_log(&prog)?;
     if compiled != nv::nvrtcResult::NVRTC_SUCCESS {
-        return Err(super::err(format!("NVRTC could not compile {} for {} ({compiled:?}):\n{log}", file.file, target.arch())));
+        return Err(super::err(format!(
+            "NVRTC could not compile {} for {} ({compiled:?}):\n{log}",
+            file.file,
+            target.arch()
+        )));
     }
     let image = match target {
         Target::Cubin(_) => {
             let mut n = 0usize;
             // SAFETY: the program compiled; the buffer holds the size NVRTC reports.
-            check("CUBIN size", unsafe { nv::nvrtcGetCUBINSize(prog.0, &mut n) })?;
+            check("CUBIN size", unsafe {
+                nv::nvrtcGetCUBINSize(prog.0, &mut n)
+            })?;
             let mut buf = vec![0u8; n];
-            check("CUBIN", unsafe { nv::nvrtcGetCUBIN(prog.0, buf.as_mut_ptr().cast()) })?;
+            check("CUBIN", unsafe {
+                nv::nvrtcGetCUBIN(prog.0, buf.as_mut_ptr().cast())
+            })?;
             buf
         }
         Target::Ptx(_) => {
@@ -145,12 +174,18 @@ pub fn compile(file: &KernelFile, target: Target, include_dir: &Path, ptxas_verb
             // SAFETY: as above; the size includes the trailing NUL.
             check("PTX size", unsafe { nv::nvrtcGetPTXSize(prog.0, &mut n) })?;
             let mut buf = vec![0u8; n];
-            check("PTX", unsafe { nv::nvrtcGetPTX(prog.0, buf.as_mut_ptr().cast()) })?;
+            check("PTX", unsafe {
+                nv::nvrtcGetPTX(prog.0, buf.as_mut_ptr().cast())
+            })?;
             buf
         }
     };
     if image.is_empty() {
-        return Err(super::err(format!("NVRTC returned an empty image for {} ({})", file.file, target.arch())));
+        return Err(super::err(format!(
+            "NVRTC returned an empty image for {} ({})",
+            file.file,
+            target.arch()
+        )));
     }
     Ok(Compiled { target, image, log })
 }
@@ -158,10 +193,16 @@ pub fn compile(file: &KernelFile, target: Target, include_dir: &Path, ptxas_verb
 fn program_log(prog: &Program) -> Result<String> {
     let mut n = 0usize;
     // SAFETY: live program; the buffer holds the size NVRTC reports (NUL included).
-    check("log size", unsafe { nv::nvrtcGetProgramLogSize(prog.0, &mut n) })?;
+    check("log size", unsafe {
+        nv::nvrtcGetProgramLogSize(prog.0, &mut n)
+    })?;
     let mut buf = vec![0u8; n.max(1)];
-    check("log", unsafe { nv::nvrtcGetProgramLog(prog.0, buf.as_mut_ptr().cast()) })?;
-    let log = CStr::from_bytes_until_nul(&buf).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+    check("log", unsafe {
+        nv::nvrtcGetProgramLog(prog.0, buf.as_mut_ptr().cast())
+    })?;
+    let log = CStr::from_bytes_until_nul(&buf)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(log)
 }
 
@@ -183,7 +224,10 @@ pub struct Resources {
 impl Resources {
     /// Register spills or local memory: what the CI check refuses.
     pub fn uses_local_memory(&self) -> bool {
-        self.spill_stores > 0 || self.spill_loads > 0 || self.local_bytes > 0 || self.stack_bytes > 0
+        self.spill_stores > 0
+            || self.spill_loads > 0
+            || self.local_bytes > 0
+            || self.stack_bytes > 0
     }
 }
 
@@ -202,10 +246,17 @@ pub fn parse_ptxas_log(log: &str) -> Vec<Resources> {
     let mut current: Option<usize> = None; // entry being compiled ("Used" lines)
     let mut props: Option<usize> = None; // function of the last "Function properties"
     let find_or_add = |out: &mut Vec<Resources>, name: &str, arch: &str| -> usize {
-        if let Some(i) = out.iter().position(|r| r.function == name && r.arch == arch) {
+        if let Some(i) = out
+            .iter()
+            .position(|r| r.function == name && r.arch == arch)
+        {
             return i;
         }
-        out.push(Resources { function: name.to_string(), arch: arch.to_string(), ..Default::default() });
+        out.push(Resources {
+            function: name.to_string(),
+            arch: arch.to_string(),
+            ..Default::default()
+        });
         out.len() - 1
     };
     for line in log.lines() {
@@ -217,7 +268,12 @@ pub fn parse_ptxas_log(log: &str) -> Vec<Resources> {
             out[i].entry = true;
             current = Some(i);
         } else if line.contains("Function properties for") {
-            let name = line.rsplit("Function properties for").next().unwrap_or("").trim().trim_matches('\'');
+            let name = line
+                .rsplit("Function properties for")
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('\'');
             props = Some(find_or_add(&mut out, name, &arch));
         } else if line.contains("bytes stack frame") {
             if let Some(i) = props {

@@ -3,7 +3,10 @@
 use super::compile::{self, Target};
 use super::{cache, err, kernels, libs};
 use crate::error::Result;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,7 +44,8 @@ impl Device {
     pub fn open(ordinal: usize) -> Result<Self> {
         libs::require_driver()?;
         libs::require_nvrtc()?;
-        let count = CudaContext::device_count().map_err(drv("cannot initialise the CUDA driver"))?;
+        let count =
+            CudaContext::device_count().map_err(drv("cannot initialise the CUDA driver"))?;
         let driver = driver_version()?;
         if driver < MIN_DRIVER {
             return Err(err(format!(
@@ -54,7 +58,9 @@ impl Device {
             return Err(err("the CUDA driver reports no device"));
         }
         if ordinal >= count as usize {
-            return Err(err(format!("CUDA device {ordinal} requested, {count} present")));
+            return Err(err(format!(
+                "CUDA device {ordinal} requested, {count} present"
+            )));
         }
         let ctx = CudaContext::new(ordinal).map_err(drv("cannot create a CUDA context"))?;
         // One stream orders every operation, so cudarc's per-buffer events are not needed.
@@ -62,7 +68,9 @@ impl Device {
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
         let name = ctx.name().map_err(drv("device name"))?;
-        let cc = ctx.compute_capability().map_err(drv("compute capability"))?;
+        let cc = ctx
+            .compute_capability()
+            .map_err(drv("compute capability"))?;
         let nvrtc = compile::nvrtc_version()?;
         let include = libs::include_dir()?;
         let target = choose_target(cc, nvrtc)?;
@@ -86,12 +94,18 @@ impl Device {
         }
         // A CUBIN, or PTX text NUL-terminated as NVRTC returns it: cuModuleLoadData takes both.
         let load = |image: Vec<u8>| self.ctx.load_module(cudarc::nvrtc::Ptx::from_binary(image));
-        let cached = cache::load(file, self.target, &self.include, self.nvrtc).and_then(|img| load(img).ok());
+        let cached = cache::load(file, self.target, &self.include, self.nvrtc)
+            .and_then(|img| load(img).ok());
         let module = match cached {
             Some(m) => m,
             None => {
-                let compiled = cache::compile_and_store(file, self.target, &self.include, self.nvrtc)?;
-                load(compiled.image).map_err(drv(&format!("loading {} ({})", file.file, self.target.arch())))?
+                let compiled =
+                    cache::compile_and_store(file, self.target, &self.include, self.nvrtc)?;
+                load(compiled.image).map_err(drv(&format!(
+                    "loading {} ({})",
+                    file.file,
+                    self.target.arch()
+                )))?
             }
         };
         modules.insert(file.file, module.clone());
@@ -102,8 +116,12 @@ impl Device {
         if let Some(f) = lock(&self.functions).get(entry) {
             return Ok(f.clone());
         }
-        let file = kernels::file_of(entry).ok_or_else(|| err(format!("no kernel file defines `{entry}`")))?;
-        let f = self.module(file)?.load_function(entry).map_err(drv(&format!("kernel `{entry}` in {}", file.file)))?;
+        let file = kernels::file_of(entry)
+            .ok_or_else(|| err(format!("no kernel file defines `{entry}`")))?;
+        let f = self
+            .module(file)?
+            .load_function(entry)
+            .map_err(drv(&format!("kernel `{entry}` in {}", file.file)))?;
         lock(&self.functions).insert(entry.to_string(), f.clone());
         Ok(f)
     }
@@ -112,12 +130,20 @@ impl Device {
     ///
     /// The caller guarantees that every address and size in `args` is valid for what the
     /// kernel reads and writes (shapes are checked before each launch).
-    pub fn launch(&self, entry: &str, grid: (u32, u32, u32), block: u32, args: &[Arg]) -> Result<()> {
+    pub fn launch(
+        &self,
+        entry: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        args: &[Arg],
+    ) -> Result<()> {
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(()); // nothing to do; CUDA rejects empty grids
         }
         if grid.1 > 65535 || grid.2 > 65535 {
-            return Err(err(format!("`{entry}`: grid {grid:?} exceeds the device limits")));
+            return Err(err(format!(
+                "`{entry}`: grid {grid:?} exceeds the device limits"
+            )));
         }
         let f = self.function(entry)?;
         let mut b = self.stream.launch_builder(&f);
@@ -128,7 +154,11 @@ impl Device {
                 Arg::F32(v) => b.arg(v),
             };
         }
-        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: see above; every launch site checks shapes first.
         unsafe { b.launch(cfg) }.map_err(drv(&format!("launching `{entry}`")))?;
         Ok(())
@@ -142,29 +172,43 @@ impl Device {
     /// An uninitialised buffer of `n` elements (at least one: CUDA refuses empty ones).
     pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
         // SAFETY: every caller writes the buffer before reading it.
-        unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(drv(&format!("allocating {n} elements")))
+        unsafe { self.stream.alloc::<T>(n.max(1)) }
+            .map_err(drv(&format!("allocating {n} elements")))
     }
 
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
-        self.stream.alloc_zeros::<T>(n.max(1)).map_err(drv(&format!("allocating {n} elements")))
+        self.stream
+            .alloc_zeros::<T>(n.max(1))
+            .map_err(drv(&format!("allocating {n} elements")))
     }
 
     pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
         let mut dst = self.alloc::<T>(data.len())?;
         if !data.is_empty() {
-            self.stream.memcpy_htod(data, &mut dst).map_err(drv("upload"))?;
+            self.stream
+                .memcpy_htod(data, &mut dst)
+                .map_err(drv("upload"))?;
         }
         Ok(dst)
     }
 
     /// The first `n` elements of `src` (waits for the stream).
-    pub fn download<T: DeviceRepr + Default + Clone>(&self, src: &CudaSlice<T>, n: usize) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr + Default + Clone>(
+        &self,
+        src: &CudaSlice<T>,
+        n: usize,
+    ) -> Result<Vec<T>> {
         if n > src.len() {
-            return Err(err(format!("download of {n} elements from a buffer of {}", src.len())));
+            return Err(err(format!(
+                "download of {n} elements from a buffer of {}",
+                src.len()
+            )));
         }
         let mut out = vec![T::default(); n];
         if n > 0 {
-            self.stream.memcpy_dtoh(&src.slice(..n), &mut out).map_err(drv("download"))?;
+            self.stream
+                .memcpy_dtoh(&src.slice(..n), &mut out)
+                .map_err(drv("download"))?;
         }
         Ok(out)
     }

@@ -56,7 +56,10 @@ fn has_fp16_header(dir: &Path) -> bool {
 /// Folder of the loaded NVRTC library, read from this process's memory map (Linux).
 fn loaded_nvrtc_dir() -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let path = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains("libnvrtc.so"))?;
+    let path = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("libnvrtc.so"))?;
     Path::new(path).parent().map(Path::to_path_buf)
 }
 

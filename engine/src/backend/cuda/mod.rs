@@ -34,7 +34,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub(crate) fn err(msg: impl Into<String>) -> Error {
-    Error::Backend { backend: "cuda".into(), msg: msg.into() }
+    Error::Backend {
+        backend: "cuda".into(),
+        msg: msg.into(),
+    }
 }
 
 /// Choices a caller may override; [`CudaOptions::from_env`] reads them from the environment.
@@ -50,7 +53,11 @@ pub struct CudaOptions {
 
 impl Default for CudaOptions {
     fn default() -> Self {
-        CudaOptions { device: 0, kv_f16: true, cublas: true }
+        CudaOptions {
+            device: 0,
+            kv_f16: true,
+            cublas: true,
+        }
     }
 }
 
@@ -58,7 +65,10 @@ impl CudaOptions {
     pub fn from_env() -> Result<Self> {
         let mut o = CudaOptions::default();
         if let Ok(v) = std::env::var("ONEREC_CUDA_DEVICE") {
-            o.device = v.trim().parse().map_err(|_| err(format!("ONEREC_CUDA_DEVICE=`{v}` is not a device ordinal")))?;
+            o.device = v
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("ONEREC_CUDA_DEVICE=`{v}` is not a device ordinal")))?;
         }
         if let Ok(v) = std::env::var("ONEREC_CUDA_KV") {
             o.kv_f16 = match v.trim() {
@@ -100,7 +110,9 @@ impl CudaBuf {
     fn f32(&self, op: &str) -> Result<&CudaSlice<f32>> {
         match &self.data {
             BufData::F32(s) => Ok(s),
-            BufData::F16(_) => Err(err(format!("{op}: an f16 key/value cache cannot be an input here"))),
+            BufData::F16(_) => Err(err(format!(
+                "{op}: an f16 key/value cache cannot be an input here"
+            ))),
         }
     }
 }
@@ -114,7 +126,10 @@ pub struct CudaBackend {
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 impl CudaBackend {
@@ -126,8 +141,12 @@ impl CudaBackend {
     pub fn with_options(opts: CudaOptions) -> Result<Self> {
         // The libraries' presence is checked first; this also catches cudarc's panic on a
         // library too old to hold a symbol it loads.
-        std::panic::catch_unwind(|| Self::open(opts.clone()))
-            .unwrap_or_else(|p| Err(err(format!("the CUDA libraries failed to initialise: {}", panic_text(&*p)))))
+        std::panic::catch_unwind(|| Self::open(opts.clone())).unwrap_or_else(|p| {
+            Err(err(format!(
+                "the CUDA libraries failed to initialise: {}",
+                panic_text(&*p)
+            )))
+        })
     }
 
     fn open(opts: CudaOptions) -> Result<Self> {
@@ -136,14 +155,21 @@ impl CudaBackend {
             match cudarc::cublas::CudaBlas::new(dev.stream.clone()) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    log::warn!("cuda: cuBLAS unusable ({e}); f32 products use the built-in kernels");
+                    log::warn!(
+                        "cuda: cuBLAS unusable ({e}); f32 products use the built-in kernels"
+                    );
                     None
                 }
             }
         } else {
             None
         };
-        Ok(CudaBackend { dev, blas, opts, moe_tables: Mutex::new(HashMap::new()) })
+        Ok(CudaBackend {
+            dev,
+            blas,
+            opts,
+            moe_tables: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn options(&self) -> &CudaOptions {
@@ -151,7 +177,11 @@ impl CudaBackend {
     }
 
     fn new_f32(&self, rows: usize, cols: usize) -> Result<CudaBuf> {
-        Ok(CudaBuf { rows, cols, data: BufData::F32(self.dev.alloc::<f32>(rows * cols)?) })
+        Ok(CudaBuf {
+            rows,
+            cols,
+            data: BufData::F32(self.dev.alloc::<f32>(rows * cols)?),
+        })
     }
 
     fn ptr(&self, b: &CudaBuf) -> u64 {
@@ -190,7 +220,11 @@ impl Backend for CudaBackend {
             d.target.arch(),
             d.nvrtc.0,
             d.nvrtc.1,
-            if self.blas.is_some() { "cuBLAS" } else { "built-in kernels" },
+            if self.blas.is_some() {
+                "cuBLAS"
+            } else {
+                "built-in kernels"
+            },
             if self.opts.kv_f16 { "f16" } else { "f32" },
         )
     }
@@ -201,22 +235,36 @@ impl Backend for CudaBackend {
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaBuf> {
         if data.len() != rows * cols {
-            return Err(err(format!("upload of {} values into [{rows}, {cols}]", data.len())));
+            return Err(err(format!(
+                "upload of {} values into [{rows}, {cols}]",
+                data.len()
+            )));
         }
-        Ok(CudaBuf { rows, cols, data: BufData::F32(self.dev.upload(data)?) })
+        Ok(CudaBuf {
+            rows,
+            cols,
+            data: BufData::F32(self.dev.upload(data)?),
+        })
     }
 
     fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
         match &buf.data {
             BufData::F32(s) => self.dev.download(s, buf.len()),
-            BufData::F16(s) => {
-                Ok(self.dev.download(s, buf.len())?.into_iter().map(|h| half::f16::from_bits(h).to_f32()).collect())
-            }
+            BufData::F16(s) => Ok(self
+                .dev
+                .download(s, buf.len())?
+                .into_iter()
+                .map(|h| half::f16::from_bits(h).to_f32())
+                .collect()),
         }
     }
 
     fn zeros(&self, rows: usize, cols: usize) -> Result<CudaBuf> {
-        Ok(CudaBuf { rows, cols, data: BufData::F32(self.dev.zeros::<f32>(rows * cols)?) })
+        Ok(CudaBuf {
+            rows,
+            cols,
+            data: BufData::F32(self.dev.zeros::<f32>(rows * cols)?),
+        })
     }
 
     fn shape(&self, buf: &CudaBuf) -> (usize, usize) {
@@ -225,7 +273,11 @@ impl Backend for CudaBackend {
 
     fn kv_cache(&self, rows: usize, cols: usize) -> Result<CudaBuf> {
         let n = rows * cols;
-        let data = if self.opts.kv_f16 { BufData::F16(self.dev.zeros::<u16>(n)?) } else { BufData::F32(self.dev.zeros::<f32>(n)?) };
+        let data = if self.opts.kv_f16 {
+            BufData::F16(self.dev.zeros::<u16>(n)?)
+        } else {
+            BufData::F32(self.dev.zeros::<f32>(n)?)
+        };
         Ok(CudaBuf { rows, cols, data })
     }
 
@@ -238,10 +290,16 @@ impl Backend for CudaBackend {
         for (i, (w, idx)) in parts.iter().enumerate() {
             check_cols("gather_sum", w.cols, cols)?;
             if idx.len() != rows {
-                return Err(err(format!("gather_sum: {} indices for {rows} rows", idx.len())));
+                return Err(err(format!(
+                    "gather_sum: {} indices for {rows} rows",
+                    idx.len()
+                )));
             }
             if let Some(&bad) = idx.iter().find(|&&i| i as usize >= w.rows) {
-                return Err(err(format!("gather_sum: row {bad} of a {}-row table", w.rows)));
+                return Err(err(format!(
+                    "gather_sum: row {bad} of a {}-row table",
+                    w.rows
+                )));
             }
             let idx_dev = self.dev.upload(idx)?;
             let args = [
@@ -254,7 +312,8 @@ impl Backend for CudaBackend {
                 Arg::I32((i > 0) as i32),
             ];
             let grid = (i32_of("rows", rows)? as u32, cols.div_ceil(256) as u32, 1);
-            self.dev.launch(&format!("gather_{}", w.suffix()), grid, 256, &args)?;
+            self.dev
+                .launch(&format!("gather_{}", w.suffix()), grid, 256, &args)?;
         }
         Ok(out)
     }
@@ -266,7 +325,10 @@ impl Backend for CudaBackend {
     fn rms_norm(&self, x: &CudaBuf, w: &CudaWeight, eps: f32) -> Result<CudaBuf> {
         check_cols("rms_norm", x.cols, w.rows * w.cols)?;
         if !w.is_float() {
-            return Err(err(format!("rms_norm: a {} weight is not supported (norm weights are float)", w.dtype)));
+            return Err(err(format!(
+                "rms_norm: a {} weight is not supported (norm weights are float)",
+                w.dtype
+            )));
         }
         let y = self.new_f32(x.rows, x.cols)?;
         let args = [
@@ -276,23 +338,40 @@ impl Backend for CudaBackend {
             Arg::I32(i32_of("cols", x.cols)?),
             Arg::F32(eps),
         ];
-        self.dev.launch(&format!("rms_norm_{}", w.suffix()), (i32_of("rows", x.rows)? as u32, 1, 1), 256, &args)?;
+        self.dev.launch(
+            &format!("rms_norm_{}", w.suffix()),
+            (i32_of("rows", x.rows)? as u32, 1, 1),
+            256,
+            &args,
+        )?;
         Ok(y)
     }
 
     fn add_assign(&self, x: &mut CudaBuf, y: &CudaBuf) -> Result<()> {
         if (x.rows, x.cols) != (y.rows, y.cols) {
-            return Err(err(format!("add: [{}, {}] += [{}, {}]", x.rows, x.cols, y.rows, y.cols)));
+            return Err(err(format!(
+                "add: [{}, {}] += [{}, {}]",
+                x.rows, x.cols, y.rows, y.cols
+            )));
         }
         let n = i32_of("elements", x.len())?;
-        let args = [Arg::Ptr(self.dev.ptr(x.f32("add")?)), Arg::Ptr(self.dev.ptr(y.f32("add")?)), Arg::I32(n)];
-        self.dev.launch("add_assign", ((n as u32).div_ceil(256), 1, 1), 256, &args)
+        let args = [
+            Arg::Ptr(self.dev.ptr(x.f32("add")?)),
+            Arg::Ptr(self.dev.ptr(y.f32("add")?)),
+            Arg::I32(n),
+        ];
+        self.dev
+            .launch("add_assign", ((n as u32).div_ceil(256), 1, 1), 256, &args)
     }
 
     fn write_rows(&self, dst: &mut CudaBuf, row0: usize, src: &CudaBuf) -> Result<()> {
         check_cols("write_rows", src.cols, dst.cols)?;
         if row0 + src.rows > dst.rows {
-            return Err(err(format!("write_rows: rows {row0}..{} of {}", row0 + src.rows, dst.rows)));
+            return Err(err(format!(
+                "write_rows: rows {row0}..{} of {}",
+                row0 + src.rows,
+                dst.rows
+            )));
         }
         let (start, n) = (row0 * dst.cols, src.len());
         if n == 0 {
@@ -302,16 +381,31 @@ impl Backend for CudaBackend {
         match &mut dst.data {
             BufData::F32(d) => {
                 let mut view = d.slice_mut(start..start + n);
-                self.dev.stream.memcpy_dtod(&s.slice(..n), &mut view).map_err(drv("write_rows"))
+                self.dev
+                    .stream
+                    .memcpy_dtod(&s.slice(..n), &mut view)
+                    .map_err(drv("write_rows"))
             }
             BufData::F16(d) => {
-                let args = [Arg::Ptr(self.dev.ptr(s)), Arg::Ptr(self.dev.ptr(d) + 2 * start as u64), Arg::I32(i32_of("elements", n)?)];
-                self.dev.launch("f32_to_f16", ((n as u32).div_ceil(256), 1, 1), 256, &args)
+                let args = [
+                    Arg::Ptr(self.dev.ptr(s)),
+                    Arg::Ptr(self.dev.ptr(d) + 2 * start as u64),
+                    Arg::I32(i32_of("elements", n)?),
+                ];
+                self.dev
+                    .launch("f32_to_f16", ((n as u32).div_ceil(256), 1, 1), 256, &args)
             }
         }
     }
 
-    fn attention(&self, q: &CudaBuf, k: &CudaBuf, v: &CudaBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<CudaBuf> {
+    fn attention(
+        &self,
+        q: &CudaBuf,
+        k: &CudaBuf,
+        v: &CudaBuf,
+        n_heads: usize,
+        keys: KeyMap<'_>,
+    ) -> Result<CudaBuf> {
         self.attention_impl(q, k, v, n_heads, keys)
     }
 
@@ -319,7 +413,12 @@ impl Backend for CudaBackend {
         self.ffn_impl(x, ffn)
     }
 
-    fn moe(&self, x: &CudaBuf, moe: &Moe<CudaWeight>, routes: Option<&mut Vec<u32>>) -> Result<CudaBuf> {
+    fn moe(
+        &self,
+        x: &CudaBuf,
+        moe: &Moe<CudaWeight>,
+        routes: Option<&mut Vec<u32>>,
+    ) -> Result<CudaBuf> {
         self.moe_impl(x, moe, routes)
     }
 
@@ -328,8 +427,17 @@ impl Backend for CudaBackend {
         if x.cols == 0 {
             return Ok(y);
         }
-        let args = [Arg::Ptr(self.dev.ptr(x.f32("log_softmax")?)), Arg::Ptr(self.ptr(&y)), Arg::I32(i32_of("cols", x.cols)?)];
-        self.dev.launch("log_softmax", (i32_of("rows", x.rows)? as u32, 1, 1), 256, &args)?;
+        let args = [
+            Arg::Ptr(self.dev.ptr(x.f32("log_softmax")?)),
+            Arg::Ptr(self.ptr(&y)),
+            Arg::I32(i32_of("cols", x.cols)?),
+        ];
+        self.dev.launch(
+            "log_softmax",
+            (i32_of("rows", x.rows)? as u32, 1, 1),
+            256,
+            &args,
+        )?;
         Ok(y)
     }
 
@@ -341,7 +449,14 @@ impl Backend for CudaBackend {
         self.counts_impl(per_user)
     }
 
-    fn select(&self, logp: &CudaBuf, index: &CudaIndex, counts: &CudaCounts, level: usize, groups: &[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>> {
+    fn select(
+        &self,
+        logp: &CudaBuf,
+        index: &CudaIndex,
+        counts: &CudaCounts,
+        level: usize,
+        groups: &[SelectGroup<'_>],
+    ) -> Result<Vec<Vec<Candidate>>> {
         self.select_impl(logp, index, counts, level, groups)
     }
 }

@@ -20,21 +20,40 @@ pub struct CudaWeight {
 impl CudaWeight {
     pub fn new(dev: &Device, view: &WeightView<'_>) -> Result<Self> {
         let (rows, cols, dtype) = (view.rows, view.cols, view.dtype);
-        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q4_0) {
-            return Err(err(format!("weight `{}`: type {dtype} cannot be a weight", view.name)));
+        if !matches!(
+            dtype,
+            DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q4_0
+        ) {
+            return Err(err(format!(
+                "weight `{}`: type {dtype} cannot be a weight",
+                view.name
+            )));
         }
-        let want = dtype
-            .matrix_bytes(rows, cols)
-            .ok_or_else(|| err(format!("weight `{}`: {dtype} cannot hold [{rows}, {cols}]", view.name)))?;
+        let want = dtype.matrix_bytes(rows, cols).ok_or_else(|| {
+            err(format!(
+                "weight `{}`: {dtype} cannot hold [{rows}, {cols}]",
+                view.name
+            ))
+        })?;
         if view.bytes.len() != want {
-            return Err(err(format!("weight `{}`: {} bytes for {dtype} [{rows}, {cols}], expected {want}", view.name, view.bytes.len())));
+            return Err(err(format!(
+                "weight `{}`: {} bytes for {dtype} [{rows}, {cols}], expected {want}",
+                view.name,
+                view.bytes.len()
+            )));
         }
         let scales_at = match dtype {
             DType::Q8_0 => rows * cols,
             DType::Q4_0 => rows * cols / 2,
             _ => 0,
         };
-        Ok(CudaWeight { rows, cols, dtype, data: dev.upload(view.bytes)?, scales_at })
+        Ok(CudaWeight {
+            rows,
+            cols,
+            dtype,
+            data: dev.upload(view.bytes)?,
+            scales_at,
+        })
     }
 
     /// Kernel-name suffix of the storage type.

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 pub(crate) fn err(msg: impl Into<String>) -> Error {
-    Error::Backend { backend: "wgpu".into(), msg: msg.into() }
+    Error::Backend {
+        backend: "wgpu".into(),
+        msg: msg.into(),
+    }
 }
 
 /// Counters for the benches: what a request costs in launches and transfers.
@@ -114,7 +117,11 @@ pub(crate) struct Bind<'a> {
 impl<'a> From<&'a GpuBuf> for Bind<'a> {
     fn from(b: &'a GpuBuf) -> Self {
         // Whole 16-byte elements, so that vec4 views reach the last values.
-        Bind { buf: b.raw(), offset: 0, size: b.bytes.max(16).next_multiple_of(16) }
+        Bind {
+            buf: b.raw(),
+            offset: 0,
+            size: b.bytes.max(16).next_multiple_of(16),
+        }
     }
 }
 
@@ -167,7 +174,12 @@ pub(crate) fn grid(n: u32) -> (u32, u32) {
 }
 
 impl Ctx {
-    pub fn new(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue, max_binding: Option<u64>) -> Self {
+    pub fn new(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        max_binding: Option<u64>,
+    ) -> Self {
         let error: Arc<Mutex<Option<String>>> = Arc::default();
         let e = error.clone();
         device.on_uncaptured_error(Arc::new(move |er: wgpu::Error| {
@@ -184,7 +196,9 @@ impl Ctx {
             }
         });
         let limits = device.limits();
-        let hw_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let hw_max = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         Ctx {
             info: adapter.get_info(),
             features: device.features(),
@@ -197,7 +211,8 @@ impl Ctx {
             error,
             stats: Stats::default(),
             poison: false,
-            profile: (std::env::var("ONEREC_WGPU_PROFILE").as_deref() == Ok("1")).then(Mutex::default),
+            profile: (std::env::var("ONEREC_WGPU_PROFILE").as_deref() == Ok("1"))
+                .then(Mutex::default),
             device,
             queue,
         }
@@ -218,21 +233,30 @@ impl Ctx {
         }
         let src = variant.source().map_err(err)?;
         let label = format!("{}{:?}:{entry}", variant.file, variant.defines);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(src.into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        self.check().map_err(|e| err(format!("compiling {label}: {e}")))?;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        self.check()
+            .map_err(|e| err(format!("compiling {label}: {e}")))?;
         let layout = pipeline.get_bind_group_layout(0);
-        let p = Arc::new(Pipe { pipeline, layout, label });
+        let p = Arc::new(Pipe {
+            pipeline,
+            layout,
+            label,
+        });
         lock(&self.pipes).insert(key, p.clone());
         Ok(p)
     }
@@ -247,15 +271,22 @@ impl Ctx {
                 let b = self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("activation"),
                     size: cap,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
                 // Out of memory or over the device's limits shows here, as an error.
-                self.check().map_err(|e| err(format!("allocating {bytes} bytes: {e}")))?;
+                self.check()
+                    .map_err(|e| err(format!("allocating {bytes} bytes: {e}")))?;
                 b
             }
         };
-        let b = GpuBuf { buf: Some(buf), bytes, pool: Arc::downgrade(&self.pool) };
+        let b = GpuBuf {
+            buf: Some(buf),
+            bytes,
+            pool: Arc::downgrade(&self.pool),
+        };
         if self.poison {
             self.fill(&b, f32::NAN.to_bits())?;
         }
@@ -268,66 +299,119 @@ impl Ctx {
         let bytes = data.len() as u64;
         let buf = self.create_init(data, capacity(bytes), "upload")?;
         self.stats.upload_bytes.fetch_add(bytes, Ordering::Relaxed);
-        Ok(GpuBuf { buf: Some(buf), bytes, pool: Arc::downgrade(&self.pool) })
+        Ok(GpuBuf {
+            buf: Some(buf),
+            bytes,
+            pool: Arc::downgrade(&self.pool),
+        })
     }
 
     /// A weight buffer (not pooled): exactly `data`, padded to 4 bytes.
     pub fn upload_weight(&self, data: &[u8]) -> Result<wgpu::Buffer> {
-        self.stats.upload_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.stats
+            .upload_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         // Padded to 16 bytes: kernels read weights as vec4<u32>.
-        self.create_init(data, (data.len() as u64).next_multiple_of(16).max(16), "weight")
+        self.create_init(
+            data,
+            (data.len() as u64).next_multiple_of(16).max(16),
+            "weight",
+        )
     }
 
     fn create_init(&self, data: &[u8], size: u64, label: &str) -> Result<wgpu::Buffer> {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: true,
         });
         {
-            let mut view = buf.get_mapped_range_mut(..).map_err(|e| err(format!("{label} buffer of {size} bytes: {e}")))?;
+            let mut view = buf
+                .get_mapped_range_mut(..)
+                .map_err(|e| err(format!("{label} buffer of {size} bytes: {e}")))?;
             view.slice(..data.len()).copy_from_slice(data);
         }
         buf.unmap();
-        self.check().map_err(|e| err(format!("{label} buffer of {size} bytes: {e}")))?;
+        self.check()
+            .map_err(|e| err(format!("{label} buffer of {size} bytes: {e}")))?;
         Ok(buf)
     }
 
     /// Sets every 32-bit word of `b` to `bits`.
     pub fn fill(&self, b: &GpuBuf, bits: u32) -> Result<()> {
-        let words = u32::try_from(b.bytes / 4).map_err(|_| err(format!("a buffer of {} bytes is too large for one launch", b.bytes)))?;
+        let words = u32::try_from(b.bytes / 4).map_err(|_| {
+            err(format!(
+                "a buffer of {} bytes is too large for one launch",
+                b.bytes
+            ))
+        })?;
         if words == 0 {
             return Ok(());
         }
         let pipe = self.pipe(&Variant::new("elementwise.wgsl", &[]), "fill")?;
         let params = [words, bits, 0, 0];
-        self.dispatch(&pipe, bytemuck::bytes_of(&params), &[(1, b.into())], words.div_ceil(256))
+        self.dispatch(
+            &pipe,
+            bytemuck::bytes_of(&params),
+            &[(1, b.into())],
+            words.div_ceil(256),
+        )
     }
 
     /// Records one dispatch of `groups` workgroups (folded into a 2-D grid).
-    pub(crate) fn dispatch(&self, pipe: &Pipe, params: &[u8], binds: &[(u32, Bind<'_>)], groups: u32) -> Result<()> {
+    pub(crate) fn dispatch(
+        &self,
+        pipe: &Pipe,
+        params: &[u8],
+        binds: &[(u32, Bind<'_>)],
+        groups: u32,
+    ) -> Result<()> {
         let (x, y) = grid(groups);
         self.dispatch_xy(pipe, params, binds, x, y)
     }
 
-    pub(crate) fn dispatch_xy(&self, pipe: &Pipe, params: &[u8], binds: &[(u32, Bind<'_>)], x: u32, y: u32) -> Result<()> {
+    pub(crate) fn dispatch_xy(
+        &self,
+        pipe: &Pipe,
+        params: &[u8],
+        binds: &[(u32, Bind<'_>)],
+        x: u32,
+        y: u32,
+    ) -> Result<()> {
         let mut pend = lock(&self.pending);
         let (pbuf, poff, psize) = self.push_params(&mut pend, params);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &pbuf, offset: poff, size: wgpu::BufferSize::new(psize) }),
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &pbuf,
+                offset: poff,
+                size: wgpu::BufferSize::new(psize),
+            }),
         }];
         for (slot, b) in binds {
             if b.size > self.hw_binding {
-                return Err(err(format!("a binding of {} bytes exceeds the device limit of {} bytes", b.size, self.hw_binding)));
+                return Err(err(format!(
+                    "a binding of {} bytes exceeds the device limit of {} bytes",
+                    b.size, self.hw_binding
+                )));
             }
             entries.push(wgpu::BindGroupEntry {
                 binding: *slot,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: b.buf, offset: b.offset, size: wgpu::BufferSize::new(b.size) }),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.buf,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                }),
             });
         }
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &pipe.layout, entries: &entries });
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.layout,
+            entries: &entries,
+        });
         let pass = self.pass(&mut pend);
         pass.set_pipeline(&pipe.pipeline);
         pass.set_bind_group(0, &bg, &[]);
@@ -336,7 +420,10 @@ impl Ctx {
         if let Some(prof) = &self.profile {
             let t = std::time::Instant::now();
             self.flush_locked(&mut pend)?;
-            let _ = self.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: None });
+            let _ = self.device.poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            });
             let mut p = lock(prof);
             let e = p.entry(pipe.label.clone()).or_default();
             e.0 += 1;
@@ -347,15 +434,22 @@ impl Ctx {
 
     /// Per kernel: launches and seconds, slowest first (with `ONEREC_WGPU_PROFILE=1`).
     pub fn profile(&self) -> Vec<(String, u64, f64)> {
-        let Some(prof) = &self.profile else { return Vec::new() };
-        let mut v: Vec<_> = lock(prof).iter().map(|(k, &(n, s))| (k.clone(), n, s)).collect();
+        let Some(prof) = &self.profile else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = lock(prof)
+            .iter()
+            .map(|(k, &(n, s))| (k.clone(), n, s))
+            .collect();
         v.sort_by(|a, b| b.2.total_cmp(&a.2));
         v
     }
 
     fn push_params(&self, pend: &mut Pending, params: &[u8]) -> (Arc<wgpu::Buffer>, u64, u64) {
         let size = (params.len() as u64).next_multiple_of(16).max(16);
-        let fits = pend.chunks.last().is_some_and(|c| (c.data.len() as u64).next_multiple_of(self.uniform_align) + size <= PARAM_CHUNK);
+        let fits = pend.chunks.last().is_some_and(|c| {
+            (c.data.len() as u64).next_multiple_of(self.uniform_align) + size <= PARAM_CHUNK
+        });
         if !fits {
             let buf = pend.free_chunks.pop().unwrap_or_else(|| {
                 Arc::new(self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -365,7 +459,10 @@ impl Ctx {
                     mapped_at_creation: false,
                 }))
             });
-            pend.chunks.push(ParamChunk { buf, data: Vec::with_capacity(PARAM_CHUNK as usize) });
+            pend.chunks.push(ParamChunk {
+                buf,
+                data: Vec::with_capacity(PARAM_CHUNK as usize),
+            });
         }
         let chunk = pend.chunks.last_mut().expect("a chunk was just ensured");
         let off = (chunk.data.len() as u64).next_multiple_of(self.uniform_align);
@@ -376,26 +473,44 @@ impl Ctx {
     }
 
     fn encoder<'a>(&self, pend: &'a mut Pending) -> &'a mut wgpu::CommandEncoder {
-        pend.encoder.get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("onerec") }))
+        pend.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("onerec"),
+                })
+        })
     }
 
     fn pass<'a>(&self, pend: &'a mut Pending) -> &'a mut wgpu::ComputePass<'static> {
         if pend.pass.is_none() {
             let enc = self.encoder(pend);
-            let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None }).forget_lifetime();
+            let pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                })
+                .forget_lifetime();
             pend.pass = Some(pass);
         }
         pend.pass.as_mut().expect("a pass was just opened")
     }
 
     /// Records a buffer-to-buffer copy (between compute passes).
-    pub(crate) fn copy(&self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, bytes: u64) {
+    pub(crate) fn copy(
+        &self,
+        src: &wgpu::Buffer,
+        src_off: u64,
+        dst: &wgpu::Buffer,
+        dst_off: u64,
+        bytes: u64,
+    ) {
         if bytes == 0 {
             return;
         }
         let mut pend = lock(&self.pending);
         pend.pass = None;
-        self.encoder(&mut pend).copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
+        self.encoder(&mut pend)
+            .copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
     }
 
     /// Submits everything recorded so far (one submission).
@@ -434,14 +549,19 @@ impl Ctx {
         {
             let mut pend = lock(&self.pending);
             pend.pass = None;
-            self.encoder(&mut pend).copy_buffer_to_buffer(src, offset, &staging, 0, size);
+            self.encoder(&mut pend)
+                .copy_buffer_to_buffer(src, offset, &staging, 0, size);
             self.flush_locked(&mut pend)?;
         }
-        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
+        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
+            Arc::default();
         let d = done.clone();
         staging.map_async(wgpu::MapMode::Read, .., move |r| *lock(&d) = Some(r));
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
             .map_err(|e| err(format!("waiting for the device: {e}")))?;
         self.check()?;
         // Another thread's poll may be the one that runs our callback, a moment later.
@@ -459,11 +579,15 @@ impl Ctx {
         };
         result.map_err(|e| err(format!("reading back {bytes} bytes: {e}")))?;
         let out = {
-            let view = staging.get_mapped_range(..).map_err(|e| err(format!("reading back {bytes} bytes: {e}")))?;
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| err(format!("reading back {bytes} bytes: {e}")))?;
             view[..bytes as usize].to_vec()
         };
         staging.unmap();
-        self.stats.readback_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.stats
+            .readback_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         Ok(out)
     }
 }

@@ -10,14 +10,19 @@ use crate::error::Result;
 use bytemuck::{Pod, Zeroable};
 
 fn w_variant(file: &'static str, w: &WgpuWeight, extra: &[&'static str]) -> Result<Variant> {
-    let d = weight_define(w.dtype).ok_or_else(|| err(format!("{file}: weights of type {}", w.dtype)))?;
+    let d = weight_define(w.dtype)
+        .ok_or_else(|| err(format!("{file}: weights of type {}", w.dtype)))?;
     let mut defs = vec![d];
     defs.extend_from_slice(extra);
     Ok(Variant::new(file, &defs))
 }
 
 fn u32_of(v: usize, what: &str) -> Result<u32> {
-    u32::try_from(v).map_err(|_| err(format!("{what} = {v} does not fit the kernels' 32-bit indices")))
+    u32::try_from(v).map_err(|_| {
+        err(format!(
+            "{what} = {v} does not fit the kernels' 32-bit indices"
+        ))
+    })
 }
 
 #[repr(C)]
@@ -42,14 +47,22 @@ pub(super) const MM_TILE: usize = 32;
 
 pub fn matmul(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight) -> Result<WgpuBuf> {
     if x.cols != w.cols {
-        return Err(err(format!("matmul: x [{}, {}] · W [{}, {}]ᵀ", x.rows, x.cols, w.rows, w.cols)));
+        return Err(err(format!(
+            "matmul: x [{}, {}] · W [{}, {}]ᵀ",
+            x.rows, x.cols, w.rows, w.cols
+        )));
     }
     let y = be.new_buf(x.rows, w.rows)?;
     matmul_into(be, x, w, &y)?;
     Ok(y)
 }
 
-pub(super) fn matmul_into(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight, y: &WgpuBuf) -> Result<()> {
+pub(super) fn matmul_into(
+    be: &WgpuBackend,
+    x: &WgpuBuf,
+    w: &WgpuWeight,
+    y: &WgpuBuf,
+) -> Result<()> {
     if x.rows == 0 || w.rows == 0 {
         return Ok(());
     }
@@ -57,7 +70,9 @@ pub(super) fn matmul_into(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight, y: &Wgp
     let pipe = ctx.pipe(&w_variant("matmul.wgsl", w, &[])?, "main")?;
     let m = u32_of(x.rows, "rows")?;
     let flops = 2 * (x.rows * w.rows * w.cols) as u64;
-    ctx.stats.matmul_flops.fetch_add(flops, std::sync::atomic::Ordering::Relaxed);
+    ctx.stats
+        .matmul_flops
+        .fetch_add(flops, std::sync::atomic::Ordering::Relaxed);
     for part in &w.parts {
         let p = MatmulParams {
             m,
@@ -73,13 +88,26 @@ pub(super) fn matmul_into(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight, y: &Wgp
             only_expert: u32::MAX,
             _pad: 0,
         };
-        let wb = Bind { buf: &part.buf, offset: 0, size: part.buf.size() };
+        let wb = Bind {
+            buf: &part.buf,
+            offset: 0,
+            size: part.buf.size(),
+        };
         let gx = (part.rows as usize).div_ceil(MM_TILE) as u32;
         let gy = x.rows.div_ceil(MM_TILE);
         if gy > 65535 || gx > 65535 {
-            return Err(err(format!("matmul: [{}, {}] · [{}, {}]ᵀ is too large for one launch", x.rows, x.cols, w.rows, w.cols)));
+            return Err(err(format!(
+                "matmul: [{}, {}] · [{}, {}]ᵀ is too large for one launch",
+                x.rows, x.cols, w.rows, w.cols
+            )));
         }
-        ctx.dispatch_xy(&pipe, bytemuck::bytes_of(&p), &[(1, (&x.g).into()), (2, wb), (3, (&y.g).into())], gx, gy as u32)?;
+        ctx.dispatch_xy(
+            &pipe,
+            bytemuck::bytes_of(&p),
+            &[(1, (&x.g).into()), (2, wb), (3, (&y.g).into())],
+            gx,
+            gy as u32,
+        )?;
     }
     Ok(())
 }
@@ -97,17 +125,37 @@ struct RmsParams {
 
 pub fn rms_norm(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight, eps: f32) -> Result<WgpuBuf> {
     if x.cols != w.rows * w.cols || w.parts.len() != 1 {
-        return Err(err(format!("rms_norm: width {} with a weight of {}", x.cols, w.rows * w.cols)));
+        return Err(err(format!(
+            "rms_norm: width {} with a weight of {}",
+            x.cols,
+            w.rows * w.cols
+        )));
     }
     let y = be.new_buf(x.rows, x.cols)?;
     if x.rows == 0 {
         return Ok(y);
     }
     let part = &w.parts[0];
-    let p = RmsParams { rows: u32_of(x.rows, "rows")?, cols: u32_of(x.cols, "cols")?, eps, w_base: part.base, s_base: part.sbase, _pad: [0; 3] };
+    let p = RmsParams {
+        rows: u32_of(x.rows, "rows")?,
+        cols: u32_of(x.cols, "cols")?,
+        eps,
+        w_base: part.base,
+        s_base: part.sbase,
+        _pad: [0; 3],
+    };
     let pipe = be.ctx.pipe(&w_variant("rms_norm.wgsl", w, &[])?, "main")?;
-    let wb = Bind { buf: &part.buf, offset: 0, size: part.buf.size() };
-    be.ctx.dispatch(&pipe, bytemuck::bytes_of(&p), &[(1, (&x.g).into()), (2, wb), (3, (&y.g).into())], p.rows)?;
+    let wb = Bind {
+        buf: &part.buf,
+        offset: 0,
+        size: part.buf.size(),
+    };
+    be.ctx.dispatch(
+        &pipe,
+        bytemuck::bytes_of(&p),
+        &[(1, (&x.g).into()), (2, wb), (3, (&y.g).into())],
+        p.rows,
+    )?;
     Ok(y)
 }
 
@@ -124,7 +172,11 @@ struct GatherParams {
     _pad: u32,
 }
 
-pub fn gather_sum(be: &WgpuBackend, parts: &[(&WgpuWeight, &[u32])], rows: usize) -> Result<WgpuBuf> {
+pub fn gather_sum(
+    be: &WgpuBackend,
+    parts: &[(&WgpuWeight, &[u32])],
+    rows: usize,
+) -> Result<WgpuBuf> {
     let cols = parts.first().map(|(w, _)| w.cols).unwrap_or(0);
     let out = be.new_buf(rows, cols)?;
     if rows == 0 || cols == 0 {
@@ -136,10 +188,18 @@ pub fn gather_sum(be: &WgpuBackend, parts: &[(&WgpuWeight, &[u32])], rows: usize
     let mut first = true;
     for (w, idx) in parts {
         if w.cols != cols || idx.len() != rows {
-            return Err(err(format!("gather_sum: table [{}, {}] with {} indices for [{rows}, {cols}]", w.rows, w.cols, idx.len())));
+            return Err(err(format!(
+                "gather_sum: table [{}, {}] with {} indices for [{rows}, {cols}]",
+                w.rows,
+                w.cols,
+                idx.len()
+            )));
         }
         if let Some(&bad) = idx.iter().find(|&&i| i as usize >= w.rows) {
-            return Err(err(format!("gather_sum: row {bad} of a {}-row table", w.rows)));
+            return Err(err(format!(
+                "gather_sum: row {bad} of a {}-row table",
+                w.rows
+            )));
         }
         let ib = be.ctx.upload(bytemuck::cast_slice(idx))?;
         let pipe = be.ctx.pipe(&w_variant("gather.wgsl", w, &[])?, "main")?;
@@ -158,9 +218,18 @@ pub fn gather_sum(be: &WgpuBackend, parts: &[(&WgpuWeight, &[u32])], rows: usize
                 accumulate: u32::from(!first || w.parts.len() > 1),
                 _pad: 0,
             };
-            let wb = Bind { buf: &part.buf, offset: 0, size: part.buf.size() };
+            let wb = Bind {
+                buf: &part.buf,
+                offset: 0,
+                size: part.buf.size(),
+            };
             let n = u32_of(rows * cols, "elements")?;
-            be.ctx.dispatch(&pipe, bytemuck::bytes_of(&p), &[(1, (&ib).into()), (2, wb), (3, (&out.g).into())], n.div_ceil(256))?;
+            be.ctx.dispatch(
+                &pipe,
+                bytemuck::bytes_of(&p),
+                &[(1, (&ib).into()), (2, wb), (3, (&out.g).into())],
+                n.div_ceil(256),
+            )?;
         }
         first = false;
     }
@@ -170,7 +239,10 @@ pub fn gather_sum(be: &WgpuBackend, parts: &[(&WgpuWeight, &[u32])], rows: usize
 /// `add` (x += y) or `swiglu` (x = silu(x) ⊙ y) from elementwise.wgsl.
 pub fn binary(be: &WgpuBackend, entry: &'static str, x: &mut WgpuBuf, y: &WgpuBuf) -> Result<()> {
     if (x.rows, x.cols) != (y.rows, y.cols) {
-        return Err(err(format!("{entry}: [{}, {}] with [{}, {}]", x.rows, x.cols, y.rows, y.cols)));
+        return Err(err(format!(
+            "{entry}: [{}, {}] with [{}, {}]",
+            x.rows, x.cols, y.rows, y.cols
+        )));
     }
     let n = u32_of(x.rows * x.cols, "elements")?;
     if n == 0 {
@@ -178,11 +250,20 @@ pub fn binary(be: &WgpuBackend, entry: &'static str, x: &mut WgpuBuf, y: &WgpuBu
     }
     let pipe = be.ctx.pipe(&Variant::new("elementwise.wgsl", &[]), entry)?;
     let p = [n, 0, 0, 0];
-    be.ctx.dispatch(&pipe, bytemuck::bytes_of(&p), &[(1, (&x.g).into()), (2, (&y.g).into())], n.div_ceil(256))
+    be.ctx.dispatch(
+        &pipe,
+        bytemuck::bytes_of(&p),
+        &[(1, (&x.g).into()), (2, (&y.g).into())],
+        n.div_ceil(256),
+    )
 }
 
 pub fn swiglu_ffn(be: &WgpuBackend, x: &WgpuBuf, f: &Ffn<WgpuWeight>) -> Result<WgpuBuf> {
-    if x.cols != f.gate.cols || x.cols != f.up.cols || f.gate.rows != f.up.rows || f.down.cols != f.gate.rows {
+    if x.cols != f.gate.cols
+        || x.cols != f.up.cols
+        || f.gate.rows != f.up.rows
+        || f.down.cols != f.gate.rows
+    {
         return Err(err("ffn: weight shapes do not chain"));
     }
     let mut g = matmul(be, x, &f.gate)?;
@@ -196,9 +277,16 @@ pub fn log_softmax(be: &WgpuBackend, x: &WgpuBuf) -> Result<WgpuBuf> {
     if x.rows == 0 || x.cols == 0 {
         return Ok(y);
     }
-    let pipe = be.ctx.pipe(&Variant::new("log_softmax.wgsl", &[]), "main")?;
+    let pipe = be
+        .ctx
+        .pipe(&Variant::new("log_softmax.wgsl", &[]), "main")?;
     let p = [u32_of(x.rows, "rows")?, u32_of(x.cols, "cols")?, 0, 0];
-    be.ctx.dispatch(&pipe, bytemuck::bytes_of(&p), &[(1, (&x.g).into()), (2, (&y.g).into())], p[0])?;
+    be.ctx.dispatch(
+        &pipe,
+        bytemuck::bytes_of(&p),
+        &[(1, (&x.g).into()), (2, (&y.g).into())],
+        p[0],
+    )?;
     Ok(y)
 }
 
@@ -215,23 +303,44 @@ struct AttnParams {
     _pad: u32,
 }
 
-pub fn attention(be: &WgpuBackend, q: &WgpuBuf, k: &WgpuBuf, v: &WgpuBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<WgpuBuf> {
+pub fn attention(
+    be: &WgpuBackend,
+    q: &WgpuBuf,
+    k: &WgpuBuf,
+    v: &WgpuBuf,
+    n_heads: usize,
+    keys: KeyMap<'_>,
+) -> Result<WgpuBuf> {
     let d = q.cols;
     if k.cols != d || v.cols != d || k.rows != v.rows {
-        return Err(err(format!("attention: q [{}, {d}], k [{}, {}], v [{}, {}]", q.rows, k.rows, k.cols, v.rows, v.cols)));
+        return Err(err(format!(
+            "attention: q [{}, {d}], k [{}, {}], v [{}, {}]",
+            q.rows, k.rows, k.cols, v.rows, v.cols
+        )));
     }
     if n_heads == 0 || d % n_heads != 0 {
-        return Err(err(format!("attention: {d} columns do not split into {n_heads} heads")));
+        return Err(err(format!(
+            "attention: {d} columns do not split into {n_heads} heads"
+        )));
     }
     let hd = d / n_heads;
     let rows = q.rows;
     let (define, per_row, max_keys, keybuf) = match keys {
         KeyMap::Spans(spans) => {
             if spans.len() != rows {
-                return Err(err(format!("attention: {} spans for {rows} rows", spans.len())));
+                return Err(err(format!(
+                    "attention: {} spans for {rows} rows",
+                    spans.len()
+                )));
             }
-            if let Some(s) = spans.iter().find(|s| s.1 == 0 || (s.0 as usize + s.1 as usize) > k.rows) {
-                return Err(err(format!("attention: key span {s:?} outside {} keys (or empty)", k.rows)));
+            if let Some(s) = spans
+                .iter()
+                .find(|s| s.1 == 0 || (s.0 as usize + s.1 as usize) > k.rows)
+            {
+                return Err(err(format!(
+                    "attention: key span {s:?} outside {} keys (or empty)",
+                    k.rows
+                )));
             }
             let flat: Vec<u32> = spans.iter().flat_map(|&(a, b)| [a, b]).collect();
             let max = spans.iter().map(|s| s.1 as usize).max().unwrap_or(1);
@@ -239,12 +348,23 @@ pub fn attention(be: &WgpuBackend, q: &WgpuBuf, k: &WgpuBuf, v: &WgpuBuf, n_head
         }
         KeyMap::Gather { per_row, index } => {
             if per_row == 0 || index.len() != rows * per_row {
-                return Err(err(format!("attention: {} key indices for {rows} rows x {per_row}", index.len())));
+                return Err(err(format!(
+                    "attention: {} key indices for {rows} rows x {per_row}",
+                    index.len()
+                )));
             }
             if let Some(i) = index.iter().find(|&&i| i as usize >= k.rows) {
-                return Err(err(format!("attention: key row {i} outside {} keys", k.rows)));
+                return Err(err(format!(
+                    "attention: key row {i} outside {} keys",
+                    k.rows
+                )));
             }
-            ("GATHER", per_row, per_row, be.ctx.upload(bytemuck::cast_slice(index))?)
+            (
+                "GATHER",
+                per_row,
+                per_row,
+                be.ctx.upload(bytemuck::cast_slice(index))?,
+            )
         }
     };
     let out = be.new_buf(rows, d)?;
@@ -266,12 +386,41 @@ pub fn attention(be: &WgpuBackend, q: &WgpuBuf, k: &WgpuBuf, v: &WgpuBuf, n_head
     let pb = bytemuck::bytes_of(&p);
     let ctx = &be.ctx;
     let n_scores = u32_of(rows * n_heads * max_keys, "attention scores")?;
-    let binds = [(1, (&q.g).into()), (2, (&k.g).into()), (4, (&keybuf).into()), (6, (&scores.g).into())];
-    ctx.dispatch(&*ctx.pipe(&v_, "scores")?, pb, &binds, n_scores.div_ceil(64))?;
+    let binds = [
+        (1, (&q.g).into()),
+        (2, (&k.g).into()),
+        (4, (&keybuf).into()),
+        (6, (&scores.g).into()),
+    ];
+    ctx.dispatch(
+        &*ctx.pipe(&v_, "scores")?,
+        pb,
+        &binds,
+        n_scores.div_ceil(64),
+    )?;
     // The softmax reads the spans (lengths) but never the gather index.
-    let binds: &[(u32, Bind<'_>)] = if define == "SPANS" { &[(4, (&keybuf).into()), (6, (&scores.g).into())] } else { &[(6, (&scores.g).into())] };
-    ctx.dispatch(&*ctx.pipe(&v_, "softmax")?, pb, binds, ((rows * n_heads) as u32).div_ceil(64))?;
-    let binds = [(3, (&v.g).into()), (4, (&keybuf).into()), (5, (&out.g).into()), (6, (&scores.g).into())];
-    ctx.dispatch(&*ctx.pipe(&v_, "weighted")?, pb, &binds, u32_of(rows * d, "attention outputs")?.div_ceil(64))?;
+    let binds: &[(u32, Bind<'_>)] = if define == "SPANS" {
+        &[(4, (&keybuf).into()), (6, (&scores.g).into())]
+    } else {
+        &[(6, (&scores.g).into())]
+    };
+    ctx.dispatch(
+        &*ctx.pipe(&v_, "softmax")?,
+        pb,
+        binds,
+        ((rows * n_heads) as u32).div_ceil(64),
+    )?;
+    let binds = [
+        (3, (&v.g).into()),
+        (4, (&keybuf).into()),
+        (5, (&out.g).into()),
+        (6, (&scores.g).into()),
+    ];
+    ctx.dispatch(
+        &*ctx.pipe(&v_, "weighted")?,
+        pb,
+        &binds,
+        u32_of(rows * d, "attention outputs")?.div_ceil(64),
+    )?;
     Ok(out)
 }

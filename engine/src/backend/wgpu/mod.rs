@@ -88,9 +88,11 @@ impl WgpuBackend {
             memory_hints: ::wgpu::MemoryHints::Performance,
             trace: ::wgpu::Trace::Off,
         };
-        let (device, queue) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pollster::block_on(adapter.request_device(&desc))))
-            .map_err(|_| err("the driver panicked while opening the device"))?
-            .map_err(|e| err(format!("opening the device: {e}")))?;
+        let (device, queue) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pollster::block_on(adapter.request_device(&desc))
+        }))
+        .map_err(|_| err("the driver panicked while opening the device"))?
+        .map_err(|e| err(format!("opening the device: {e}")))?;
         let mut ctx = Ctx::new(&adapter, device, queue, opts.max_binding);
         ctx.poison = opts.poison;
         Ok(WgpuBackend { ctx: Arc::new(ctx) })
@@ -124,7 +126,11 @@ impl WgpuBackend {
 
     pub(crate) fn new_buf(&self, rows: usize, cols: usize) -> Result<WgpuBuf> {
         let bytes = (rows as u64) * (cols as u64) * 4;
-        Ok(WgpuBuf { g: self.ctx.alloc(bytes)?, rows, cols })
+        Ok(WgpuBuf {
+            g: self.ctx.alloc(bytes)?,
+            rows,
+            cols,
+        })
     }
 }
 
@@ -136,7 +142,11 @@ impl Backend for WgpuBackend {
 
     fn describe(&self) -> String {
         let i = &self.ctx.info;
-        let driver = if i.driver_info.is_empty() { i.driver.clone() } else { format!("{} {}", i.driver, i.driver_info) };
+        let driver = if i.driver_info.is_empty() {
+            i.driver.clone()
+        } else {
+            format!("{} {}", i.driver, i.driver_info)
+        };
         format!(
             "wgpu: {} ({:?}, {:?}, driver {}); max storage binding {} MiB; features used: none beyond core WGSL",
             i.name,
@@ -157,13 +167,22 @@ impl Backend for WgpuBackend {
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<WgpuBuf> {
         if data.len() != rows * cols {
-            return Err(err(format!("upload of {} values into [{rows}, {cols}]", data.len())));
+            return Err(err(format!(
+                "upload of {} values into [{rows}, {cols}]",
+                data.len()
+            )));
         }
-        Ok(WgpuBuf { g: self.ctx.upload(bytemuck::cast_slice(data))?, rows, cols })
+        Ok(WgpuBuf {
+            g: self.ctx.upload(bytemuck::cast_slice(data))?,
+            rows,
+            cols,
+        })
     }
 
     fn download(&self, buf: &WgpuBuf) -> Result<Vec<f32>> {
-        let bytes = self.ctx.read(buf.g.raw(), 0, (buf.rows * buf.cols * 4) as u64)?;
+        let bytes = self
+            .ctx
+            .read(buf.g.raw(), 0, (buf.rows * buf.cols * 4) as u64)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -195,14 +214,30 @@ impl Backend for WgpuBackend {
 
     fn write_rows(&self, dst: &mut WgpuBuf, row0: usize, src: &WgpuBuf) -> Result<()> {
         if src.cols != dst.cols || row0 + src.rows > dst.rows {
-            return Err(err(format!("write_rows: [{}, {}] at row {row0} of [{}, {}]", src.rows, src.cols, dst.rows, dst.cols)));
+            return Err(err(format!(
+                "write_rows: [{}, {}] at row {row0} of [{}, {}]",
+                src.rows, src.cols, dst.rows, dst.cols
+            )));
         }
         let row_bytes = (dst.cols * 4) as u64;
-        self.ctx.copy(src.g.raw(), 0, dst.g.raw(), row0 as u64 * row_bytes, src.rows as u64 * row_bytes);
+        self.ctx.copy(
+            src.g.raw(),
+            0,
+            dst.g.raw(),
+            row0 as u64 * row_bytes,
+            src.rows as u64 * row_bytes,
+        );
         Ok(())
     }
 
-    fn attention(&self, q: &WgpuBuf, k: &WgpuBuf, v: &WgpuBuf, n_heads: usize, keys: KeyMap<'_>) -> Result<WgpuBuf> {
+    fn attention(
+        &self,
+        q: &WgpuBuf,
+        k: &WgpuBuf,
+        v: &WgpuBuf,
+        n_heads: usize,
+        keys: KeyMap<'_>,
+    ) -> Result<WgpuBuf> {
         kernels::attention(self, q, k, v, n_heads, keys)
     }
 
@@ -210,7 +245,12 @@ impl Backend for WgpuBackend {
         kernels::swiglu_ffn(self, x, ffn)
     }
 
-    fn moe(&self, x: &WgpuBuf, m: &Moe<WgpuWeight>, routes: Option<&mut Vec<u32>>) -> Result<WgpuBuf> {
+    fn moe(
+        &self,
+        x: &WgpuBuf,
+        m: &Moe<WgpuWeight>,
+        routes: Option<&mut Vec<u32>>,
+    ) -> Result<WgpuBuf> {
         moe::moe(self, x, m, routes)
     }
 
@@ -226,7 +266,14 @@ impl Backend for WgpuBackend {
         select::Counts::new(&self.ctx, per_user)
     }
 
-    fn select(&self, logp: &WgpuBuf, index: &select::Index, counts: &select::Counts, level: usize, groups: &[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>> {
+    fn select(
+        &self,
+        logp: &WgpuBuf,
+        index: &select::Index,
+        counts: &select::Counts,
+        level: usize,
+        groups: &[SelectGroup<'_>],
+    ) -> Result<Vec<Vec<Candidate>>> {
         select::select(self, logp, index, counts, level, groups)
     }
 }

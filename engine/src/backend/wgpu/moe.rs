@@ -20,7 +20,10 @@ fn stacked(ws: &[&WgpuWeight]) -> Option<(u32, u32)> {
     let (ws_, ss) = match ws.get(1) {
         Some(w) => {
             let p1 = w.parts.first()?;
-            (p1.base.checked_sub(p0.base)?, p1.sbase.checked_sub(p0.sbase)?)
+            (
+                p1.base.checked_sub(p0.base)?,
+                p1.sbase.checked_sub(p0.sbase)?,
+            )
         }
         None => (0, 0),
     };
@@ -37,14 +40,33 @@ fn stacked(ws: &[&WgpuWeight]) -> Option<(u32, u32)> {
 /// One expert-grouped product: rows of `x` (token rows through `slot_row` when
 /// `gather_x`, else slot rows) times each expert's `W`, into slot rows of `y`.
 #[allow(clippy::too_many_arguments)]
-fn grouped(be: &WgpuBackend, x: &WgpuBuf, ws: &[&WgpuWeight], gather_x: bool, tiles: &WgpuBuf, slot_row: &WgpuBuf, y: &WgpuBuf, max_tiles: u32) -> Result<()> {
+fn grouped(
+    be: &WgpuBackend,
+    x: &WgpuBuf,
+    ws: &[&WgpuWeight],
+    gather_x: bool,
+    tiles: &WgpuBuf,
+    slot_row: &WgpuBuf,
+    y: &WgpuBuf,
+    max_tiles: u32,
+) -> Result<()> {
     let w0 = ws[0];
     // Useful work only: the slots times one expert's matrix.
     let flops = 2 * (y.rows * w0.rows * w0.cols) as u64;
-    be.ctx.stats.matmul_flops.fetch_add(flops, std::sync::atomic::Ordering::Relaxed);
-    let d = weight_define(w0.dtype).ok_or_else(|| err(format!("moe: experts of type {}", w0.dtype)))?;
-    let pipe = be.ctx.pipe(&Variant::new("matmul.wgsl", &[d, "GROUPED"]), "main")?;
-    let run = |w: &WgpuWeight, part: &super::weight::Part, estride: (u32, u32), only: u32| -> Result<()> {
+    be.ctx
+        .stats
+        .matmul_flops
+        .fetch_add(flops, std::sync::atomic::Ordering::Relaxed);
+    let d =
+        weight_define(w0.dtype).ok_or_else(|| err(format!("moe: experts of type {}", w0.dtype)))?;
+    let pipe = be
+        .ctx
+        .pipe(&Variant::new("matmul.wgsl", &[d, "GROUPED"]), "main")?;
+    let run = |w: &WgpuWeight,
+               part: &super::weight::Part,
+               estride: (u32, u32),
+               only: u32|
+     -> Result<()> {
         let p = MatmulParams {
             m: y.rows as u32,
             n: part.rows,
@@ -59,9 +81,25 @@ fn grouped(be: &WgpuBackend, x: &WgpuBuf, ws: &[&WgpuWeight], gather_x: bool, ti
             only_expert: only,
             _pad: 0,
         };
-        let wb = Bind { buf: &part.buf, offset: 0, size: part.buf.size() };
-        let binds = [(1, (&x.g).into()), (2, wb), (3, (&y.g).into()), (4, (&tiles.g).into()), (5, (&slot_row.g).into())];
-        be.ctx.dispatch_xy(&pipe, bytemuck::bytes_of(&p), &binds, (part.rows as usize).div_ceil(MM_TILE) as u32, max_tiles)
+        let wb = Bind {
+            buf: &part.buf,
+            offset: 0,
+            size: part.buf.size(),
+        };
+        let binds = [
+            (1, (&x.g).into()),
+            (2, wb),
+            (3, (&y.g).into()),
+            (4, (&tiles.g).into()),
+            (5, (&slot_row.g).into()),
+        ];
+        be.ctx.dispatch_xy(
+            &pipe,
+            bytemuck::bytes_of(&p),
+            &binds,
+            (part.rows as usize).div_ceil(MM_TILE) as u32,
+            max_tiles,
+        )
     };
     match stacked(ws) {
         Some(stride) => run(w0, &w0.parts[0], stride, u32::MAX)?,
@@ -78,15 +116,29 @@ fn grouped(be: &WgpuBackend, x: &WgpuBuf, ws: &[&WgpuWeight], gather_x: bool, ti
     Ok(())
 }
 
-pub fn moe(be: &WgpuBackend, x: &WgpuBuf, m: &Moe<WgpuWeight>, routes: Option<&mut Vec<u32>>) -> Result<WgpuBuf> {
+pub fn moe(
+    be: &WgpuBackend,
+    x: &WgpuBuf,
+    m: &Moe<WgpuWeight>,
+    routes: Option<&mut Vec<u32>>,
+) -> Result<WgpuBuf> {
     let e = m.experts.len();
     if m.router.rows != e || m.top_k == 0 || m.top_k > e || m.router.cols != x.cols {
-        return Err(err(format!("moe: router [{}, {}] for {e} experts, top_k {}, width {}", m.router.rows, m.router.cols, m.top_k, x.cols)));
+        return Err(err(format!(
+            "moe: router [{}, {}] for {e} experts, top_k {}, width {}",
+            m.router.rows, m.router.cols, m.top_k, x.cols
+        )));
     }
     let d = x.cols;
     let hidden = m.experts[0].gate.rows;
     for (i, f) in m.experts.iter().enumerate() {
-        if f.gate.cols != d || f.up.cols != d || f.gate.rows != hidden || f.up.rows != hidden || f.down.cols != hidden || f.down.rows != d {
+        if f.gate.cols != d
+            || f.up.cols != d
+            || f.gate.rows != hidden
+            || f.up.rows != hidden
+            || f.down.cols != hidden
+            || f.down.rows != d
+        {
             return Err(err(format!("moe: expert {i} weight shapes do not chain")));
         }
     }
@@ -107,8 +159,22 @@ pub fn moe(be: &WgpuBackend, x: &WgpuBuf, m: &Moe<WgpuWeight>, routes: Option<&m
     let pb = bytemuck::bytes_of(&params);
     let v = Variant::new("moe.wgsl", &[]);
     let ctx = &be.ctx;
-    ctx.dispatch(&*ctx.pipe(&v, "route")?, pb, &[(1, (&logits.g).into()), (2, (&route.g).into()), (3, (&probs.g).into())], (rows as u32).div_ceil(64))?;
-    let gbinds = [(2, (&route.g).into()), (4, (&tiles.g).into()), (5, (&slot_row.g).into()), (6, (&slot_of.g).into())];
+    ctx.dispatch(
+        &*ctx.pipe(&v, "route")?,
+        pb,
+        &[
+            (1, (&logits.g).into()),
+            (2, (&route.g).into()),
+            (3, (&probs.g).into()),
+        ],
+        (rows as u32).div_ceil(64),
+    )?;
+    let gbinds = [
+        (2, (&route.g).into()),
+        (4, (&tiles.g).into()),
+        (5, (&slot_row.g).into()),
+        (6, (&slot_of.g).into()),
+    ];
     ctx.dispatch(&*ctx.pipe(&v, "group")?, pb, &gbinds, 1)?;
 
     let gates: Vec<&WgpuWeight> = m.experts.iter().map(|f| &f.gate).collect();
@@ -122,8 +188,18 @@ pub fn moe(be: &WgpuBackend, x: &WgpuBuf, m: &Moe<WgpuWeight>, routes: Option<&m
     binary(be, "swiglu", &mut h, &u)?;
     let eo = be.new_buf(slots, d)?;
     grouped(be, &h, &downs, false, &tiles, &slot_row, &eo, mt)?;
-    let cbinds = [(3, (&probs.g).into()), (6, (&slot_of.g).into()), (7, (&eo.g).into()), (8, (&out.g).into())];
-    ctx.dispatch(&*ctx.pipe(&v, "combine")?, pb, &cbinds, ((rows * d) as u32).div_ceil(256))?;
+    let cbinds = [
+        (3, (&probs.g).into()),
+        (6, (&slot_of.g).into()),
+        (7, (&eo.g).into()),
+        (8, (&out.g).into()),
+    ];
+    ctx.dispatch(
+        &*ctx.pipe(&v, "combine")?,
+        pb,
+        &cbinds,
+        ((rows * d) as u32).div_ceil(256),
+    )?;
     if let Some(log) = routes {
         let bytes = ctx.read(route.g.raw(), 0, (slots * 4) as u64)?;
         log.extend(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes));

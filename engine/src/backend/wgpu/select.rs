@@ -53,10 +53,16 @@ impl Counts {
     pub fn new(ctx: &Ctx, per_user: &[Vec<u32>]) -> Result<Self> {
         let n_nodes = per_user.first().map_or(0, Vec::len);
         if per_user.iter().any(|c| c.len() != n_nodes) {
-            return Err(err("counts: requests of one batch have different trie sizes"));
+            return Err(err(
+                "counts: requests of one batch have different trie sizes",
+            ));
         }
         let flat: Vec<u32> = per_user.concat();
-        Ok(Counts { n_users: per_user.len(), n_nodes, buf: ctx.upload(bytemuck::cast_slice(&flat))? })
+        Ok(Counts {
+            n_users: per_user.len(),
+            n_nodes,
+            buf: ctx.upload(bytemuck::cast_slice(&flat))?,
+        })
     }
 }
 
@@ -96,9 +102,19 @@ struct GpuGroup {
     _pad: [u32; 2],
 }
 
-pub fn select(be: &WgpuBackend, logp: &WgpuBuf, index: &Index, counts: &Counts, level: usize, groups: &[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>> {
+pub fn select(
+    be: &WgpuBackend,
+    logp: &WgpuBuf,
+    index: &Index,
+    counts: &Counts,
+    level: usize,
+    groups: &[SelectGroup<'_>],
+) -> Result<Vec<Vec<Candidate>>> {
     if level >= index.levels || counts.n_nodes != index.n_nodes {
-        return Err(err(format!("select: level {level} of {}, counts for {} nodes of {}", index.levels, counts.n_nodes, index.n_nodes)));
+        return Err(err(format!(
+            "select: level {level} of {}, counts for {} nodes of {}",
+            index.levels, counts.n_nodes, index.n_nodes
+        )));
     }
     let mut beams = Vec::new();
     let mut sessions: Vec<u32> = Vec::new();
@@ -106,7 +122,13 @@ pub fn select(be: &WgpuBackend, logp: &WgpuBuf, index: &Index, counts: &Counts, 
     let (mut key_off, mut out_off) = (0u64, 0u64);
     for g in groups {
         if g.user >= counts.n_users || g.row0 + g.beams.len() > logp.rows {
-            return Err(err(format!("select: request {} with rows {}+{} of {}", g.user, g.row0, g.beams.len(), logp.rows)));
+            return Err(err(format!(
+                "select: request {} with rows {}+{} of {}",
+                g.user,
+                g.row0,
+                g.beams.len(),
+                logp.rows
+            )));
         }
         let (k0, b0) = (key_off, beams.len());
         for (bi, b) in g.beams.iter().enumerate() {
@@ -140,7 +162,9 @@ pub fn select(be: &WgpuBackend, logp: &WgpuBuf, index: &Index, counts: &Counts, 
         out_off += g.width as u64;
     }
     if key_off > u32::MAX as u64 / 2 || beams.len() > u32::MAX as usize / 2 {
-        return Err(err(format!("select: {key_off} candidates are more than one launch handles")));
+        return Err(err(format!(
+            "select: {key_off} candidates are more than one launch handles"
+        )));
     }
     let ng = groups.len();
     if ng == 0 {
@@ -196,7 +220,12 @@ pub fn select(be: &WgpuBackend, logp: &WgpuBuf, index: &Index, counts: &Counts, 
             (0..n)
                 .map(|i| {
                     let w = &words[at + 4 * i..at + 4 * i + 4];
-                    Candidate { score: f32::from_bits(w[0]), beam: w[1], code: w[2], child: w[3] }
+                    Candidate {
+                        score: f32::from_bits(w[0]),
+                        beam: w[1],
+                        code: w[2],
+                        child: w[3],
+                    }
                 })
                 .collect(),
         );

@@ -9,16 +9,40 @@ use crate::tensor::DType;
 
 /// `(file name, source)` of every shader file.
 pub const FILES: &[(&str, &str)] = &[
-    ("attention.wgsl", include_str!("../../../../shaders/attention.wgsl")),
-    ("elementwise.wgsl", include_str!("../../../../shaders/elementwise.wgsl")),
-    ("gather.wgsl", include_str!("../../../../shaders/gather.wgsl")),
+    (
+        "attention.wgsl",
+        include_str!("../../../../shaders/attention.wgsl"),
+    ),
+    (
+        "elementwise.wgsl",
+        include_str!("../../../../shaders/elementwise.wgsl"),
+    ),
+    (
+        "gather.wgsl",
+        include_str!("../../../../shaders/gather.wgsl"),
+    ),
     ("grid.wgsl", include_str!("../../../../shaders/grid.wgsl")),
-    ("log_softmax.wgsl", include_str!("../../../../shaders/log_softmax.wgsl")),
-    ("matmul.wgsl", include_str!("../../../../shaders/matmul.wgsl")),
+    (
+        "log_softmax.wgsl",
+        include_str!("../../../../shaders/log_softmax.wgsl"),
+    ),
+    (
+        "matmul.wgsl",
+        include_str!("../../../../shaders/matmul.wgsl"),
+    ),
     ("moe.wgsl", include_str!("../../../../shaders/moe.wgsl")),
-    ("rms_norm.wgsl", include_str!("../../../../shaders/rms_norm.wgsl")),
-    ("select.wgsl", include_str!("../../../../shaders/select.wgsl")),
-    ("weights.wgsl", include_str!("../../../../shaders/weights.wgsl")),
+    (
+        "rms_norm.wgsl",
+        include_str!("../../../../shaders/rms_norm.wgsl"),
+    ),
+    (
+        "select.wgsl",
+        include_str!("../../../../shaders/select.wgsl"),
+    ),
+    (
+        "weights.wgsl",
+        include_str!("../../../../shaders/weights.wgsl"),
+    ),
 ];
 
 /// One specialization: a file (with its includes) and the names defined for it.
@@ -52,7 +76,13 @@ pub fn weight_define(dtype: DType) -> Option<&'static str> {
     })
 }
 
-pub const WEIGHT_TYPES: [DType; 5] = [DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0];
+pub const WEIGHT_TYPES: [DType; 5] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q4_0,
+];
 
 /// Every specialization the backend uses (the naga test validates each one).
 pub fn variants() -> Vec<Variant> {
@@ -66,7 +96,12 @@ pub fn variants() -> Vec<Variant> {
     }
     v.push(Variant::new("attention.wgsl", &["SPANS"]));
     v.push(Variant::new("attention.wgsl", &["GATHER"]));
-    for file in ["elementwise.wgsl", "log_softmax.wgsl", "moe.wgsl", "select.wgsl"] {
+    for file in [
+        "elementwise.wgsl",
+        "log_softmax.wgsl",
+        "moe.wgsl",
+        "select.wgsl",
+    ] {
         v.push(Variant::new(file, &[]));
     }
     v
@@ -76,7 +111,11 @@ pub fn variants() -> Vec<Variant> {
 pub const INCLUDE_ONLY: &[&str] = &["grid.wgsl", "weights.wgsl"];
 
 fn file(name: &str) -> Result<&'static str, String> {
-    FILES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s).ok_or_else(|| format!("no shader file `{name}`"))
+    FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| format!("no shader file `{name}`"))
 }
 
 /// Expands includes and conditional blocks of `name` for the given defines.
@@ -86,9 +125,17 @@ pub fn preprocess(name: &str, defines: &[&str]) -> Result<String, String> {
     Ok(out)
 }
 
-fn expand(name: &str, defines: &[&str], out: &mut String, stack: &mut Vec<String>) -> Result<(), String> {
+fn expand(
+    name: &str,
+    defines: &[&str],
+    out: &mut String,
+    stack: &mut Vec<String>,
+) -> Result<(), String> {
     if stack.iter().any(|s| s == name) {
-        return Err(format!("{name}: recursive #include ({})", stack.join(" -> ")));
+        return Err(format!(
+            "{name}: recursive #include ({})",
+            stack.join(" -> ")
+        ));
     }
     stack.push(name.to_string());
     let src = file(name)?;
@@ -108,8 +155,15 @@ fn expand(name: &str, defines: &[&str], out: &mut String, stack: &mut Vec<String
         let mut words = t.split_whitespace();
         match (words.next(), words.next(), words.next()) {
             (Some("#if"), Some(cond), None) => {
-                let (neg, nm) = cond.strip_prefix('!').map(|n| (true, n)).unwrap_or((false, cond));
-                if nm.is_empty() || !nm.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+                let (neg, nm) = cond
+                    .strip_prefix('!')
+                    .map(|n| (true, n))
+                    .unwrap_or((false, cond));
+                if nm.is_empty()
+                    || !nm
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
                     return Err(format!("{}: bad #if name `{cond}`", at()));
                 }
                 let outer = live(&conds);
@@ -124,7 +178,9 @@ fn expand(name: &str, defines: &[&str], out: &mut String, stack: &mut Vec<String
                     return Err(format!("{}: #endif without #if", at()));
                 }
             }
-            (Some("#include"), Some(f), None) if f.len() > 2 && f.starts_with('"') && f.ends_with('"') => {
+            (Some("#include"), Some(f), None)
+                if f.len() > 2 && f.starts_with('"') && f.ends_with('"') =>
+            {
                 if live(&conds) {
                     expand(&f[1..f.len() - 1], defines, out, stack)?;
                 }

@@ -30,13 +30,19 @@ pub struct WgpuWeight {
 
 fn supported(dtype: DType, name: &str) -> Result<()> {
     if super::shaders::weight_define(dtype).is_none() {
-        return Err(err(format!("weight `{name}`: type {dtype} is not a weight type")));
+        return Err(err(format!(
+            "weight `{name}`: type {dtype} is not a weight type"
+        )));
     }
     Ok(())
 }
 
 fn matrix_bytes(dtype: DType, rows: usize, cols: usize, name: &str) -> Result<usize> {
-    dtype.matrix_bytes(rows, cols).ok_or_else(|| err(format!("weight `{name}`: {dtype} cannot hold [{rows}, {cols}]")))
+    dtype.matrix_bytes(rows, cols).ok_or_else(|| {
+        err(format!(
+            "weight `{name}`: {dtype} cannot hold [{rows}, {cols}]"
+        ))
+    })
 }
 
 /// `(base, sbase)` of a matrix starting at byte `start` of its buffer.
@@ -45,7 +51,11 @@ fn bases(dtype: DType, start: usize, rows: usize, cols: usize) -> (u32, u32) {
         DType::F32 => ((start / 4) as u32, 0),
         DType::F16 | DType::BF16 => ((start / 2) as u32, 0),
         _ => {
-            let quants = if dtype == DType::Q8_0 { rows * cols } else { rows * cols / 2 };
+            let quants = if dtype == DType::Q8_0 {
+                rows * cols
+            } else {
+                rows * cols / 2
+            };
             ((start / 4) as u32, ((start + quants) / 2) as u32)
         }
     }
@@ -57,12 +67,27 @@ impl WgpuWeight {
         let (dtype, rows, cols) = (view.dtype, view.rows, view.cols);
         let total = matrix_bytes(dtype, rows, cols, view.name)?;
         if view.bytes.len() != total {
-            return Err(err(format!("weight `{}`: {} bytes for {dtype} [{rows}, {cols}]", view.name, view.bytes.len())));
+            return Err(err(format!(
+                "weight `{}`: {} bytes for {dtype} [{rows}, {cols}]",
+                view.name,
+                view.bytes.len()
+            )));
         }
         if (total as u64) <= ctx.max_binding {
             let buf = Arc::new(ctx.upload_weight(view.bytes)?);
             let (base, sbase) = bases(dtype, 0, rows, cols);
-            return Ok(WgpuWeight { dtype, rows, cols, parts: vec![Part { buf, row0: 0, rows: rows as u32, base, sbase }] });
+            return Ok(WgpuWeight {
+                dtype,
+                rows,
+                cols,
+                parts: vec![Part {
+                    buf,
+                    row0: 0,
+                    rows: rows as u32,
+                    base,
+                    sbase,
+                }],
+            });
         }
         // Split by rows: each part is a self-contained matrix of the same type.
         let row_bytes = matrix_bytes(dtype, 1, cols, view.name)?.max(1);
@@ -73,14 +98,28 @@ impl WgpuWeight {
             let n = per_part.min(rows - row0);
             let bytes = part_bytes(view, row0, n)?;
             if bytes.len() as u64 > ctx.max_binding {
-                return Err(err(format!("weight `{}`: one row does not fit in a storage binding", view.name)));
+                return Err(err(format!(
+                    "weight `{}`: one row does not fit in a storage binding",
+                    view.name
+                )));
             }
             let buf = Arc::new(ctx.upload_weight(&bytes)?);
             let (base, sbase) = bases(dtype, 0, n, cols);
-            parts.push(Part { buf, row0: row0 as u32, rows: n as u32, base, sbase });
+            parts.push(Part {
+                buf,
+                row0: row0 as u32,
+                rows: n as u32,
+                base,
+                sbase,
+            });
             row0 += n;
         }
-        Ok(WgpuWeight { dtype, rows, cols, parts })
+        Ok(WgpuWeight {
+            dtype,
+            rows,
+            cols,
+            parts,
+        })
     }
 
     /// The matrices of a 3-D tensor (e.g. a MoE layer's experts) in shared buffers, as
@@ -88,7 +127,10 @@ impl WgpuWeight {
     /// every expert through one binding.
     pub fn stack(ctx: &Ctx, t: &TensorView<'_>) -> Result<Vec<Self>> {
         let [n, rows, cols] = *t.shape else {
-            return Err(err(format!("weight `{}`: expected 3 dimensions, got {:?}", t.name, t.shape)));
+            return Err(err(format!(
+                "weight `{}`: expected 3 dimensions, got {:?}",
+                t.name, t.shape
+            )));
         };
         supported(t.dtype, t.name)?;
         let per = matrix_bytes(t.dtype, rows, cols, t.name)?;
@@ -109,7 +151,13 @@ impl WgpuWeight {
                     dtype: t.dtype,
                     rows,
                     cols,
-                    parts: vec![Part { buf: buf.clone(), row0: 0, rows: rows as u32, base, sbase }],
+                    parts: vec![Part {
+                        buf: buf.clone(),
+                        row0: 0,
+                        rows: rows as u32,
+                        base,
+                        sbase,
+                    }],
                 });
             }
             i0 += m;
@@ -134,6 +182,11 @@ fn part_bytes(view: &WeightView<'_>, row0: usize, n: usize) -> Result<Vec<u8>> {
             v.resize(v.len().next_multiple_of(4), 0);
             v
         }
-        d => return Err(err(format!("weight `{}`: type {d} is not a weight type", view.name))),
+        d => {
+            return Err(err(format!(
+                "weight `{}`: type {d} is not a weight type",
+                view.name
+            )))
+        }
     })
 }
