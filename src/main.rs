@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    quiet_gpu_probe();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -34,4 +35,23 @@ fn one_line(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out.replace('\n', " ")
+}
+
+/// Vulkan drivers probing for a Wayland display print "XDG_RUNTIME_DIR is invalid or not
+/// set" when that variable is missing (containers, CI, ssh sessions). Point it at a
+/// private empty directory so the GPU probe of `--backend auto` stays silent.
+fn quiet_gpu_probe() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join("onerec-xdg-runtime");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        // SAFETY (edition 2021: safe fn): called first thing in main, before any thread.
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
 }
