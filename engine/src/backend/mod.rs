@@ -22,6 +22,59 @@ pub enum KeyMap<'a> {
     Gather { per_row: usize, index: &'a [u32] },
 }
 
+impl KeyMap<'_> {
+    /// Checks the shapes every attention kernel relies on, so kernels can index freely:
+    /// `q` `[R, d]`, `k`/`v` `[S, d]`, `d` split into `n_heads`, and a key map for `R`
+    /// rows whose keys all lie in `0..S` (no row without keys). The message names the
+    /// mismatch.
+    pub fn check(
+        &self,
+        q: (usize, usize),
+        k: (usize, usize),
+        v: (usize, usize),
+        n_heads: usize,
+    ) -> Result<(), String> {
+        let ((rows, d), (kr, kc), (vr, vc)) = (q, k, v);
+        if kc != d || vc != d || kr != vr {
+            return Err(format!(
+                "attention: q [{rows}, {d}], k [{kr}, {kc}], v [{vr}, {vc}]"
+            ));
+        }
+        if n_heads == 0 || d % n_heads != 0 {
+            return Err(format!(
+                "attention: {d} columns do not split into {n_heads} heads"
+            ));
+        }
+        match *self {
+            KeyMap::Spans(spans) => {
+                if spans.len() != rows {
+                    return Err(format!("attention: {} spans for {rows} rows", spans.len()));
+                }
+                if let Some(s) = spans
+                    .iter()
+                    .find(|s| s.1 == 0 || s.0 as usize + s.1 as usize > kr)
+                {
+                    return Err(format!(
+                        "attention: key span {s:?} outside {kr} keys (or empty)"
+                    ));
+                }
+            }
+            KeyMap::Gather { per_row, index } => {
+                if per_row == 0 || Some(index.len()) != rows.checked_mul(per_row) {
+                    return Err(format!(
+                        "attention: {} key indices for {rows} rows x {per_row}",
+                        index.len()
+                    ));
+                }
+                if let Some(i) = index.iter().find(|&&i| i as usize >= kr) {
+                    return Err(format!("attention: key row {i} outside {kr} keys"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The four weights of one SwiGLU feed-forward block (one expert of a MoE, or a dense FFN).
 pub struct Ffn<W> {
     pub gate: W,

@@ -12,53 +12,14 @@ pub fn attention(
     n_heads: usize,
     keys: KeyMap<'_>,
 ) -> Result<CpuBuf> {
-    let d = q.cols;
-    if k.cols != d || v.cols != d || k.rows != v.rows {
-        return Err(err(format!(
-            "attention: q [{}, {d}], k [{}, {}], v [{}, {}]",
-            q.rows, k.rows, k.cols, v.rows, v.cols
-        )));
-    }
-    if n_heads == 0 || d % n_heads != 0 {
-        return Err(err(format!(
-            "attention: {d} columns do not split into {n_heads} heads"
-        )));
-    }
-    let rows = q.rows;
-    // Validate the key map once so the kernel below can index freely.
-    match keys {
-        KeyMap::Spans(spans) => {
-            if spans.len() != rows {
-                return Err(err(format!(
-                    "attention: {} spans for {rows} rows",
-                    spans.len()
-                )));
-            }
-            if let Some(s) = spans
-                .iter()
-                .find(|s| s.1 == 0 || (s.0 + s.1) as usize > k.rows)
-            {
-                return Err(err(format!(
-                    "attention: key span {s:?} outside {} keys (or empty)",
-                    k.rows
-                )));
-            }
-        }
-        KeyMap::Gather { per_row, index } => {
-            if per_row == 0 || index.len() != rows * per_row {
-                return Err(err(format!(
-                    "attention: {} key indices for {rows} rows x {per_row}",
-                    index.len()
-                )));
-            }
-            if let Some(i) = index.iter().find(|&&i| i as usize >= k.rows) {
-                return Err(err(format!(
-                    "attention: key row {i} outside {} keys",
-                    k.rows
-                )));
-            }
-        }
-    }
+    keys.check(
+        (q.rows, q.cols),
+        (k.rows, k.cols),
+        (v.rows, v.cols),
+        n_heads,
+    )
+    .map_err(err)?;
+    let (d, rows) = (q.cols, q.rows);
     let hd = d / n_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = CpuBuf::new(rows, d);

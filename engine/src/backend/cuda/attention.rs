@@ -18,18 +18,14 @@ impl CudaBackend {
         n_heads: usize,
         keys: KeyMap<'_>,
     ) -> Result<CudaBuf> {
+        keys.check(
+            (q.rows, q.cols),
+            (k.rows, k.cols),
+            (v.rows, v.cols),
+            n_heads,
+        )
+        .map_err(err)?;
         let d = q.cols;
-        if k.cols != d || v.cols != d || k.rows != v.rows {
-            return Err(err(format!(
-                "attention: q [{}, {d}], k [{}, {}], v [{}, {}]",
-                q.rows, k.rows, k.cols, v.rows, v.cols
-            )));
-        }
-        if n_heads == 0 || d % n_heads != 0 {
-            return Err(err(format!(
-                "attention: {d} columns do not split into {n_heads} heads"
-            )));
-        }
         if d / n_heads > MAX_HEAD_DIM {
             return Err(err(format!(
                 "attention: head size {} is above the {MAX_HEAD_DIM} this kernel supports",
@@ -40,21 +36,6 @@ impl CudaBackend {
         // Validated here so the kernel can index freely.
         let (spans, index, per_row): (Option<Vec<i32>>, Option<Vec<i32>>, usize) = match keys {
             KeyMap::Spans(spans) => {
-                if spans.len() != rows {
-                    return Err(err(format!(
-                        "attention: {} spans for {rows} rows",
-                        spans.len()
-                    )));
-                }
-                if let Some(s) = spans
-                    .iter()
-                    .find(|s| s.1 == 0 || (s.0 as usize + s.1 as usize) > k.rows)
-                {
-                    return Err(err(format!(
-                        "attention: key span {s:?} outside {} keys (or empty)",
-                        k.rows
-                    )));
-                }
                 i32_of("keys", k.rows)?;
                 (
                     Some(
@@ -68,18 +49,6 @@ impl CudaBackend {
                 )
             }
             KeyMap::Gather { per_row, index } => {
-                if per_row == 0 || index.len() != rows * per_row {
-                    return Err(err(format!(
-                        "attention: {} key indices for {rows} rows x {per_row}",
-                        index.len()
-                    )));
-                }
-                if let Some(i) = index.iter().find(|&&i| i as usize >= k.rows) {
-                    return Err(err(format!(
-                        "attention: key row {i} outside {} keys",
-                        k.rows
-                    )));
-                }
                 i32_of("keys", k.rows)?;
                 (
                     None,

@@ -311,61 +311,28 @@ pub fn attention(
     n_heads: usize,
     keys: KeyMap<'_>,
 ) -> Result<WgpuBuf> {
+    keys.check(
+        (q.rows, q.cols),
+        (k.rows, k.cols),
+        (v.rows, v.cols),
+        n_heads,
+    )
+    .map_err(err)?;
     let d = q.cols;
-    if k.cols != d || v.cols != d || k.rows != v.rows {
-        return Err(err(format!(
-            "attention: q [{}, {d}], k [{}, {}], v [{}, {}]",
-            q.rows, k.rows, k.cols, v.rows, v.cols
-        )));
-    }
-    if n_heads == 0 || d % n_heads != 0 {
-        return Err(err(format!(
-            "attention: {d} columns do not split into {n_heads} heads"
-        )));
-    }
     let hd = d / n_heads;
     let rows = q.rows;
     let (define, per_row, max_keys, keybuf) = match keys {
         KeyMap::Spans(spans) => {
-            if spans.len() != rows {
-                return Err(err(format!(
-                    "attention: {} spans for {rows} rows",
-                    spans.len()
-                )));
-            }
-            if let Some(s) = spans
-                .iter()
-                .find(|s| s.1 == 0 || (s.0 as usize + s.1 as usize) > k.rows)
-            {
-                return Err(err(format!(
-                    "attention: key span {s:?} outside {} keys (or empty)",
-                    k.rows
-                )));
-            }
             let flat: Vec<u32> = spans.iter().flat_map(|&(a, b)| [a, b]).collect();
             let max = spans.iter().map(|s| s.1 as usize).max().unwrap_or(1);
             ("SPANS", 0, max, be.ctx.upload(bytemuck::cast_slice(&flat))?)
         }
-        KeyMap::Gather { per_row, index } => {
-            if per_row == 0 || index.len() != rows * per_row {
-                return Err(err(format!(
-                    "attention: {} key indices for {rows} rows x {per_row}",
-                    index.len()
-                )));
-            }
-            if let Some(i) = index.iter().find(|&&i| i as usize >= k.rows) {
-                return Err(err(format!(
-                    "attention: key row {i} outside {} keys",
-                    k.rows
-                )));
-            }
-            (
-                "GATHER",
-                per_row,
-                per_row,
-                be.ctx.upload(bytemuck::cast_slice(index))?,
-            )
-        }
+        KeyMap::Gather { per_row, index } => (
+            "GATHER",
+            per_row,
+            per_row,
+            be.ctx.upload(bytemuck::cast_slice(index))?,
+        ),
     };
     let out = be.new_buf(rows, d)?;
     if rows == 0 {
