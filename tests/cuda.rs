@@ -785,13 +785,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
                     e < tol,
                     "{name} (f16 cache {kv_f16}): teacher-forced relative error {e:.3e}"
                 );
-                for (key, (_, want)) in g.tensors.iter().filter(|(k, _)| k.starts_with("router.")) {
-                    let got: Vec<f32> = routes[key.trim_start_matches("router.")]
-                        .iter()
-                        .map(|&e| e as f32)
-                        .collect();
-                    assert_eq!(&got, want, "{name}: router choices of {key}");
-                }
+                crate::golden::check_routes(name, &g, &routes);
             }
         }
     }

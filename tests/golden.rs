@@ -146,6 +146,28 @@ pub fn check_all_requests(backend: BackendKind) {
     }
 }
 
+/// Router choices recorded by the engine equal the golden ones, layer by layer.
+pub fn check_routes(name: &str, g: &Golden, routes: &RouteLog) {
+    let golden: Vec<(&String, &Vec<f32>)> = g
+        .tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with("router."))
+        .map(|(k, (_, v))| (k, v))
+        .collect();
+    assert_eq!(
+        golden.len(),
+        routes.len(),
+        "{name}: number of MoE layers with routes"
+    );
+    for (key, want) in golden {
+        let got: Vec<f32> = routes[key.trim_start_matches("router.")]
+            .iter()
+            .map(|&e| e as f32)
+            .collect();
+        assert_eq!(&got, want, "{name}: router choices of {key}");
+    }
+}
+
 fn cpu_model(name: &str) -> Model<CpuBackend> {
     let file = Arc::new(ModelFile::open(&fixture(name)).unwrap());
     Model::new(CpuBackend::new(), file).unwrap()
@@ -192,22 +214,7 @@ fn teacher_forced_logprobs_and_routes_match_reference() {
             "{name}: teacher-forced log-prob relative error {e}"
         );
 
-        let golden_routes: Vec<(&String, &Vec<f32>)> = g
-            .tensors
-            .iter()
-            .filter(|(k, _)| k.starts_with("router."))
-            .map(|(k, (_, v))| (k, v))
-            .collect();
-        assert_eq!(
-            golden_routes.len(),
-            routes.len(),
-            "{name}: number of MoE layers with routes"
-        );
-        for (key, want) in golden_routes {
-            let got = &routes[key.trim_start_matches("router.")];
-            let got: Vec<f32> = got.iter().map(|&e| e as f32).collect();
-            assert_eq!(&got, want, "{name}: router choices of {key}");
-        }
+        check_routes(name, &g, &routes);
     }
 }
 

@@ -51,17 +51,7 @@ fn wgpu_encoder_and_teacher_forced_logprobs_match_the_goldens() {
             e < 1e-4,
             "{name}: teacher-forced log-prob relative error {e}"
         );
-        for (key, (_, want)) in gold
-            .tensors
-            .iter()
-            .filter(|(k, _)| k.starts_with("router."))
-        {
-            let got: Vec<f32> = routes[key.trim_start_matches("router.")]
-                .iter()
-                .map(|&e| e as f32)
-                .collect();
-            assert_eq!(&got, want, "{name}: router choices of {key}");
-        }
+        crate::golden::check_routes(name, &gold, &routes);
     }
 }
 
