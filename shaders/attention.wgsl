@@ -3,9 +3,13 @@
 // these passes fine): `scores` (one invocation per row, head and key), `softmax` (one per
 // row and head, in place) and `weighted` (one per row and output column).
 // Defines: SPANS (row r attends keys spans[r].x .. spans[r].x + spans[r].y: encoder and
-// cross-attention) or GATHER (row r attends keys index[r * per_row ..][..per_row]: the
+// cross-attention) or GATHER (row r attends keys index[r * stride ..][..per_row]: the
 // decoder's self-attention through each beam's ancestry in the KV cache).
+// KV_F16: keys and values are an f16 KV cache (kv_cache.wgsl), widened on load.
 // Scores live in `s` as [rows, heads, max_keys].
+#if KV_F16
+enable f16;
+#endif
 
 #include "grid.wgsl"
 
@@ -17,13 +21,18 @@ struct Params {
     per_row: u32,   // GATHER: keys per row
     max_keys: u32,  // stride of a score row
     scale: f32,
-    _pad0: u32,
+    stride: u32,    // GATHER: distance between the index lists of two rows
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
+#if KV_F16
+@group(0) @binding(2) var<storage, read> k: array<f16>;
+@group(0) @binding(3) var<storage, read> v: array<f16>;
+#else
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
+#endif
 #if SPANS
 @group(0) @binding(4) var<storage, read> spans: array<vec2<u32>>;
 #endif
@@ -45,7 +54,7 @@ fn key_of(r: u32, j: u32) -> u32 {
 #if SPANS
     return spans[r].x + j;
 #else
-    return index[r * p.per_row + j];
+    return index[r * p.stride + j];
 #endif
 }
 
@@ -67,7 +76,7 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let ko = key_of(r, j) * p.d + h * hd;
     var acc = 0.0;
     for (var e = 0u; e < hd; e++) {
-        acc += q[qo + e] * k[ko + e];
+        acc += q[qo + e] * f32(k[ko + e]);
     }
     s[i] = acc * p.scale;
 }
@@ -109,7 +118,7 @@ fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let o = (r * p.n_heads + h) * p.max_keys;
     var acc = 0.0;
     for (var j = 0u; j < n; j++) {
-        acc += s[o + j] * v[key_of(r, j) * p.d + c];
+        acc += s[o + j] * f32(v[key_of(r, j) * p.d + c]);
     }
     out[i] = acc;
 }

@@ -131,17 +131,24 @@ pub fn check_response(what: &str, got: &Response, want: &Value, gap: f32, score_
     }
 }
 
-/// Every golden request of every fixture through `Engine::recommend` on `backend`.
+/// Every golden request of every fixture through `Engine::recommend` on `backend`, at
+/// the contract's f32 tolerance.
 pub fn check_all_requests(backend: BackendKind) {
+    check_all_requests_on(|path| Engine::load(path, backend).unwrap(), 1e-3);
+}
+
+/// Every golden request of every fixture through the engines `open` makes; sessions
+/// equal where the score gaps exceed `tol`, scores within `tol`.
+pub fn check_all_requests_on(open: impl Fn(&std::path::Path) -> Engine, tol: f32) {
     for name in FIXTURES {
-        let engine = Engine::load(&fixture(name), backend).unwrap();
+        let engine = open(&fixture(name));
         let g = load_golden(name);
         for (i, (req, want)) in requests(&g).iter().enumerate() {
             let got = engine
                 .recommend(std::slice::from_ref(req))
                 .unwrap()
                 .remove(0);
-            check_response(&format!("{name} request {i}"), &got, want, 1e-3, 1e-3);
+            check_response(&format!("{name} request {i}"), &got, want, tol, tol);
         }
     }
 }

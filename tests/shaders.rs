@@ -5,13 +5,16 @@ use onerec_engine::backend::wgpu::shaders::{preprocess, variants, FILES, INCLUDE
 use std::collections::BTreeSet;
 
 /// Capabilities: naga's defaults plus `unpack2x16float` (f16 weights and block scales),
-/// which wgpu grants on Vulkan, Metal and DX12 (downlevel flag SHADER_F16_IN_F32).
+/// which wgpu grants on Vulkan, Metal and DX12 (downlevel flag SHADER_F16_IN_F32), and
+/// `f16` (the KV cache variants, only built where the device has SHADER_F16).
 fn validate(label: &str, src: &str) {
     let module = naga::front::wgsl::parse_str(src)
         .unwrap_or_else(|e| panic!("{label}: parse error:\n{}", e.emit_to_string(src)));
     let mut v = naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+        naga::valid::Capabilities::default()
+            | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+            | naga::valid::Capabilities::SHADER_FLOAT16,
     );
     if let Err(e) = v.validate(&module) {
         panic!("{label}: invalid:\n{}", e.emit_to_string(src));

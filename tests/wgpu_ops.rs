@@ -56,6 +56,7 @@ fn gpu_split() -> Option<WgpuBackend> {
         open(WgpuOptions {
             poison: true,
             max_binding: Some(4096),
+            ..Default::default()
         })
     })
     .clone()
@@ -341,6 +342,76 @@ fn attention_matches_cpu() {
             );
         }
     }
+}
+
+/// The KV cache in f16 (where the device has SHADER_F16; lavapipe does): rows written
+/// through `write_rows` come back rounded to f16, and attention over the cache matches
+/// the CPU on the same rounded keys and values.
+#[test]
+fn f16_kv_cache_matches_cpu() {
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(15);
+    let Some(g) = gpu() else { return };
+    let cache = g.kv_cache(4, 8).unwrap();
+    if g.adapter_info().name.contains("llvmpipe") {
+        assert!(cache.half, "lavapipe offers SHADER_F16: the KV cache should be f16");
+    }
+    if !cache.half {
+        eprintln!("no SHADER_F16 on this adapter: f16 cache not exercised");
+        return;
+    }
+    let round = |x: Vec<f32>| -> Vec<f32> {
+        x.into_iter()
+            .map(|v| half::f16::from_f32(v).to_f32())
+            .collect()
+    };
+    let (heads, hd, rows, keys) = (4usize, 16usize, 7usize, 90usize);
+    let d = heads * hd;
+    let q = rng.vec(rows * d);
+    let (k, v) = (round(rng.vec(keys * d)), round(rng.vec(keys * d)));
+    // Written in two ragged pieces, at an odd row, so the element offset is odd too.
+    let (mut kc, mut vc) = (g.kv_cache(keys + 3, d).unwrap(), g.kv_cache(keys + 3, d).unwrap());
+    for (cache, x) in [(&mut kc, &k), (&mut vc, &v)] {
+        let first = 37;
+        g.write_rows(cache, 3, &g.upload(&x[..first * d], first, d).unwrap())
+            .unwrap();
+        g.write_rows(
+            cache,
+            3 + first,
+            &g.upload(&x[first * d..], keys - first, d).unwrap(),
+        )
+        .unwrap();
+    }
+    let back = g.download(&kc).unwrap();
+    assert_eq!(&back[..3 * d], &vec![0.0; 3 * d][..], "rows before the write");
+    assert_eq!(&back[3 * d..], &k[..], "f16 cache rows");
+    let index: Vec<u32> = (0..rows * 11)
+        .map(|_| 3 + rng.below(keys) as u32)
+        .collect();
+    let km = KeyMap::Gather {
+        per_row: 11,
+        index: &index,
+    };
+    let mut kk = vec![0.0; 3 * d];
+    kk.extend_from_slice(&k);
+    let mut vv = vec![0.0; 3 * d];
+    vv.extend_from_slice(&v);
+    let c = |x: &[f32], r| cpu.upload(x, r, d).unwrap();
+    let want = cpu
+        .attention(&c(&q, rows), &c(&kk, keys + 3), &c(&vv, keys + 3), heads, km)
+        .unwrap();
+    let got = g
+        .download(
+            &g.attention(&g.upload(&q, rows, d).unwrap(), &kc, &vc, heads, km)
+                .unwrap(),
+        )
+        .unwrap();
+    cmp("attention over an f16 cache", &got, &want.data, TOL);
+    // A plain f32 buffer is not a cache: mixing precisions is an error, not garbage.
+    let plain = g.upload(&kk, keys + 3, d).unwrap();
+    assert!(g
+        .attention(&g.upload(&q, rows, d).unwrap(), &kc, &plain, heads, km)
+        .is_err());
 }
 
 fn ffn_of<B: Backend>(b: &B, t: &[Tensor; 3], i: usize) -> Ffn<B::Weight> {

@@ -93,7 +93,7 @@ impl Engine {
             // A GPU adapter if one exists; a device that then fails to open is reported
             // in the log and the CPU serves instead.
             BackendKind::Auto => match backend::wgpu::find_adapter()
-                .map(|a| WgpuBackend::from_adapter(a, Default::default()))
+                .map(|a| WgpuBackend::from_adapter(a, backend::wgpu::WgpuOptions::from_env()?))
             {
                 Some(Ok(gpu)) => Box::new(Model::new(gpu, file.clone())?),
                 Some(Err(e)) => {
@@ -103,6 +103,14 @@ impl Engine {
                 None => Box::new(Model::new(CpuBackend::new(), file.clone())?),
             },
         };
+        let trie = Trie::new(&file.catalog);
+        Ok(Engine { file, trie, runner })
+    }
+
+    /// Serves `file` on a backend the caller made (to choose its options, such as
+    /// `WgpuOptions` or `CudaOptions`).
+    pub fn with_backend<B: Backend + 'static>(file: Arc<ModelFile>, backend: B) -> Result<Self> {
+        let runner: Box<dyn Runner> = Box::new(Model::new(backend, file.clone())?);
         let trie = Trie::new(&file.catalog);
         Ok(Engine { file, trie, runner })
     }

@@ -142,6 +142,8 @@ pub struct Ctx {
     pub stats: Stats,
     /// Fill new activation buffers with NaN so that unwritten elements show (tests).
     pub poison: bool,
+    /// KV caches are stored in f16 (the device was opened with SHADER_F16).
+    pub kv_f16: bool,
     /// `ONEREC_WGPU_PROFILE=1`: wait for every dispatch and add its wall time to its
     /// kernel's total (slow; for finding hot kernels, never for figures).
     profile: Option<Mutex<HashMap<String, (u64, f64)>>>,
@@ -211,6 +213,7 @@ impl Ctx {
             error,
             stats: Stats::default(),
             poison: false,
+            kv_f16: false,
             profile: (std::env::var("ONEREC_WGPU_PROFILE").as_deref() == Ok("1"))
                 .then(Mutex::default),
             device,

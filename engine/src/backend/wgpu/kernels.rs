@@ -300,7 +300,35 @@ struct AttnParams {
     per_row: u32,
     max_keys: u32,
     scale: f32,
-    _pad: u32,
+    stride: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct StoreParams {
+    n: u32,
+    offset: u32,
+    _pad: [u32; 2],
+}
+
+/// `dst[offset ..] = f16(src)`: new rows into an f16 KV cache.
+pub fn store_f16(be: &WgpuBackend, dst: &WgpuBuf, offset: usize, src: &WgpuBuf) -> Result<()> {
+    let n = src.rows * src.cols;
+    if n == 0 {
+        return Ok(());
+    }
+    let p = StoreParams {
+        n: u32_of(n, "cache elements")?,
+        offset: u32_of(offset, "cache offset")?,
+        _pad: [0; 2],
+    };
+    let v = Variant::new("kv_cache.wgsl", &[]);
+    be.ctx.dispatch(
+        &*be.ctx.pipe(&v, "store")?,
+        bytemuck::bytes_of(&p),
+        &[(1, (&src.g).into()), (2, (&dst.g).into())],
+        p.n.div_ceil(256),
+    )
 }
 
 pub fn attention(
@@ -318,6 +346,11 @@ pub fn attention(
         n_heads,
     )
     .map_err(err)?;
+    if q.half || k.half != v.half {
+        return Err(err(
+            "attention: queries must be f32 and keys/values of one precision",
+        ));
+    }
     let d = q.cols;
     let hd = d / n_heads;
     let rows = q.rows;
@@ -346,10 +379,14 @@ pub fn attention(
         per_row: u32_of(per_row, "keys per row")?,
         max_keys: u32_of(max_keys, "keys")?,
         scale: 1.0 / (hd as f32).sqrt(),
-        _pad: 0,
+        stride: u32_of(per_row, "keys per row")?,
     };
     let scores = be.new_buf(rows * n_heads, max_keys)?;
-    let v_ = Variant::new("attention.wgsl", &[define]);
+    let v_ = if k.half {
+        Variant::new("attention.wgsl", &[define, "KV_F16"])
+    } else {
+        Variant::new("attention.wgsl", &[define])
+    };
     let pb = bytemuck::bytes_of(&p);
     let ctx = &be.ctx;
     let n_scores = u32_of(rows * n_heads * max_keys, "attention scores")?;

@@ -27,6 +27,9 @@ pub struct WgpuBuf {
     pub(crate) g: GpuBuf,
     pub rows: usize,
     pub cols: usize,
+    /// Stored as f16 (a KV cache on a device with SHADER_F16); only `write_rows`,
+    /// `attention` and `download` accept such a buffer.
+    pub half: bool,
 }
 
 /// Options for tests and benchmarks; the defaults are what the product uses.
@@ -38,6 +41,24 @@ pub struct WgpuOptions {
     /// Fill every new activation buffer with NaN, so that an element a kernel forgets to
     /// write shows up in the comparisons (tests).
     pub poison: bool,
+    /// Keep the KV caches in f32 even where the device has SHADER_F16
+    /// (`ONEREC_WGPU_KV=f32`; tests at the contract's f32 tolerance use it).
+    pub kv_f32: bool,
+}
+
+impl WgpuOptions {
+    /// The defaults, with `ONEREC_WGPU_KV=f16|f32` applied.
+    pub fn from_env() -> Result<Self> {
+        let mut o = WgpuOptions::default();
+        if let Ok(v) = std::env::var("ONEREC_WGPU_KV") {
+            o.kv_f32 = match v.trim() {
+                "f16" => false,
+                "f32" => true,
+                _ => return Err(err(format!("ONEREC_WGPU_KV=`{v}`: expected f16 or f32"))),
+            };
+        }
+        Ok(o)
+    }
 }
 
 /// Cheap to clone: clones share the device, its pipelines and its buffer pool.
@@ -65,9 +86,10 @@ pub fn find_adapter() -> Option<::wgpu::Adapter> {
 }
 
 impl WgpuBackend {
-    /// Opens the first GPU adapter; an error when there is none.
+    /// Opens the first GPU adapter with the options of the environment
+    /// ([`WgpuOptions::from_env`]); an error when there is none.
     pub fn new() -> Result<Self> {
-        Self::with_options(WgpuOptions::default())
+        Self::with_options(WgpuOptions::from_env()?)
     }
 
     pub fn with_options(opts: WgpuOptions) -> Result<Self> {
@@ -78,11 +100,18 @@ impl WgpuBackend {
     }
 
     pub fn from_adapter(adapter: ::wgpu::Adapter, opts: WgpuOptions) -> Result<Self> {
-        // Everything the adapter offers (storage binding sizes above all); no optional
-        // feature is needed (f16 weights are decoded with unpack2x16float).
+        // Everything the adapter offers (storage binding sizes above all). f16 weights are
+        // decoded with unpack2x16float (core); SHADER_F16, where offered, halves the KV
+        // caches.
+        let kv_f16 = !opts.kv_f32 && adapter.features().contains(::wgpu::Features::SHADER_F16);
+        let features = if kv_f16 {
+            ::wgpu::Features::SHADER_F16
+        } else {
+            ::wgpu::Features::empty()
+        };
         let desc = ::wgpu::DeviceDescriptor {
             label: Some("onerec"),
-            required_features: ::wgpu::Features::empty(),
+            required_features: features,
             required_limits: adapter.limits(),
             experimental_features: ::wgpu::ExperimentalFeatures::disabled(),
             memory_hints: ::wgpu::MemoryHints::Performance,
@@ -95,6 +124,7 @@ impl WgpuBackend {
         .map_err(|e| err(format!("opening the device: {e}")))?;
         let mut ctx = Ctx::new(&adapter, device, queue, opts.max_binding);
         ctx.poison = opts.poison;
+        ctx.kv_f16 = kv_f16;
         Ok(WgpuBackend { ctx: Arc::new(ctx) })
     }
 
@@ -110,6 +140,11 @@ impl WgpuBackend {
     /// Kernel timings when `ONEREC_WGPU_PROFILE=1` (see `Ctx::profile`).
     pub fn profile(&self) -> Vec<(String, u64, f64)> {
         self.ctx.profile()
+    }
+
+    /// Whether the KV caches are stored in f16.
+    pub fn kv_f16(&self) -> bool {
+        self.ctx.kv_f16
     }
 
     /// Largest storage binding in use (weights above it are split).
@@ -130,6 +165,7 @@ impl WgpuBackend {
             g: self.ctx.alloc(bytes)?,
             rows,
             cols,
+            half: false,
         })
     }
 }
@@ -148,12 +184,17 @@ impl Backend for WgpuBackend {
             format!("{} {}", i.driver, i.driver_info)
         };
         format!(
-            "wgpu: {} ({:?}, {:?}, driver {}); max storage binding {} MiB; features used: none beyond core WGSL",
+            "wgpu: {} ({:?}, {:?}, driver {}); max storage binding {} MiB; features used: {}",
             i.name,
             i.backend,
             i.device_type,
             driver.trim(),
-            self.ctx.max_binding >> 20
+            self.ctx.max_binding >> 20,
+            if self.ctx.kv_f16 {
+                "SHADER_F16 (f16 KV cache)"
+            } else {
+                "none beyond core WGSL (f32 KV cache)"
+            }
         )
     }
 
@@ -176,14 +217,37 @@ impl Backend for WgpuBackend {
             g: self.ctx.upload(bytemuck::cast_slice(data))?,
             rows,
             cols,
+            half: false,
         })
     }
 
     fn download(&self, buf: &WgpuBuf) -> Result<Vec<f32>> {
-        let bytes = self
-            .ctx
-            .read(buf.g.raw(), 0, (buf.rows * buf.cols * 4) as u64)?;
+        let n = buf.rows * buf.cols;
+        if buf.half {
+            let bytes = self.ctx.read(buf.g.raw(), 0, (n * 2).next_multiple_of(4) as u64)?;
+            return Ok(bytes
+                .chunks_exact(2)
+                .take(n)
+                .map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32())
+                .collect());
+        }
+        let bytes = self.ctx.read(buf.g.raw(), 0, (n * 4) as u64)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn kv_cache(&self, rows: usize, cols: usize) -> Result<WgpuBuf> {
+        if !self.ctx.kv_f16 {
+            return self.zeros(rows, cols);
+        }
+        let bytes = (rows as u64 * cols as u64 * 2).next_multiple_of(4);
+        let b = WgpuBuf {
+            g: self.ctx.alloc(bytes)?,
+            rows,
+            cols,
+            half: true,
+        };
+        self.ctx.fill(&b.g, 0)?;
+        Ok(b)
     }
 
     fn zeros(&self, rows: usize, cols: usize) -> Result<WgpuBuf> {
@@ -213,11 +277,14 @@ impl Backend for WgpuBackend {
     }
 
     fn write_rows(&self, dst: &mut WgpuBuf, row0: usize, src: &WgpuBuf) -> Result<()> {
-        if src.cols != dst.cols || row0 + src.rows > dst.rows {
+        if src.cols != dst.cols || row0 + src.rows > dst.rows || src.half {
             return Err(err(format!(
                 "write_rows: [{}, {}] at row {row0} of [{}, {}]",
                 src.rows, src.cols, dst.rows, dst.cols
             )));
+        }
+        if dst.half {
+            return kernels::store_f16(self, dst, row0 * dst.cols, src);
         }
         let row_bytes = (dst.cols * 4) as u64;
         self.ctx.copy(

@@ -23,6 +23,10 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     ("grid.wgsl", include_str!("../../../../shaders/grid.wgsl")),
     (
+        "kv_cache.wgsl",
+        include_str!("../../../../shaders/kv_cache.wgsl"),
+    ),
+    (
         "log_softmax.wgsl",
         include_str!("../../../../shaders/log_softmax.wgsl"),
     ),
@@ -94,10 +98,13 @@ pub fn variants() -> Vec<Variant> {
         v.push(Variant::new("rms_norm.wgsl", &[w]));
         v.push(Variant::new("gather.wgsl", &[w]));
     }
-    v.push(Variant::new("attention.wgsl", &["SPANS"]));
-    v.push(Variant::new("attention.wgsl", &["GATHER"]));
+    for keys in ["SPANS", "GATHER"] {
+        v.push(Variant::new("attention.wgsl", &[keys]));
+        v.push(Variant::new("attention.wgsl", &[keys, "KV_F16"]));
+    }
     for file in [
         "elementwise.wgsl",
+        "kv_cache.wgsl",
         "log_softmax.wgsl",
         "moe.wgsl",
         "select.wgsl",
