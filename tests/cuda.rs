@@ -510,7 +510,8 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
                 .unwrap();
             close(&format!("gather_sum {dtype}"), &got, &want, 1e-6);
             assert!(
-                be.gather_sum(&[(&g1, &[table_rows as u32])], 1).is_err(),
+                be.gather_sum(&[(&g1, &vec![table_rows as u32])], 1)
+                    .is_err(),
                 "out-of-range row accepted"
             );
         }
@@ -555,6 +556,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
                 KeyMap::Spans(&spans),
                 KeyMap::Gather {
                     per_row,
+                    stride: per_row,
                     index: &index,
                 },
             ] {
@@ -613,7 +615,8 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
                 2,
                 KeyMap::Gather {
                     per_row: 1,
-                    index: &[2]
+                    stride: 1,
+                    index: &vec![2]
                 }
             )
             .is_err());

@@ -50,7 +50,10 @@ fn wgpu_with_an_f16_kv_cache_matches_the_goldens() {
     if gpu().is_none() {
         return;
     }
-    check_all_requests_on(|path| Engine::load(path, BackendKind::Wgpu).unwrap(), F16_KV_TOL);
+    check_all_requests_on(
+        |path| Engine::load(path, BackendKind::Wgpu).unwrap(),
+        F16_KV_TOL,
+    );
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! element a kernel forgets to write fails the comparison.
 
 use crate::golden::rel_err;
+use onerec_engine::backend::beams::layout;
 use onerec_engine::backend::wgpu::{WgpuBackend, WgpuOptions};
-use onerec_engine::backend::{Backend, BeamIn, Candidate, Ffn, KeyMap, Moe, SelectGroup};
+use onerec_engine::backend::{Backend, BeamPlan, BeamStep, Ffn, KeyMap, Moe};
 use onerec_engine::catalog::Catalog;
 use onerec_engine::format::quant::encode;
 use onerec_engine::tensor::{Blob, DType, TensorView, WeightView};
@@ -226,8 +227,9 @@ fn gather_sum_matches_cpu() {
                     g.weight(&table.matrix()).unwrap(),
                     g.weight(&pos.matrix()).unwrap(),
                 );
+                let (g1, g2) = (g.ids(&i1).unwrap(), g.ids(&i2).unwrap());
                 let got = g
-                    .download(&g.gather_sum(&[(&gt, &i1), (&gp, &i2)], rows).unwrap())
+                    .download(&g.gather_sum(&[(&gt, &g1), (&gp, &g2)], rows).unwrap())
                     .unwrap();
                 cmp(
                     &format!("gather_sum {dt} rows {rows}"),
@@ -236,8 +238,11 @@ fn gather_sum_matches_cpu() {
                     TOL,
                 );
                 let one = g
-                    .download(&g.gather_sum(&[(&gt, &i1)], rows).unwrap())
+                    .download(&g.gather_sum(&[(&gt, &g1)], rows).unwrap())
                     .unwrap();
+                // Indices past the table are an error named before any launch.
+                let bad = g.ids(&[100]).unwrap();
+                assert!(g.gather_sum(&[(&gt, &bad)], 1).is_err());
                 let want1 = cpu.gather_sum(&[(&ct, &i1)], rows).unwrap();
                 cmp(
                     &format!("gather_sum {dt} one table"),
@@ -304,15 +309,25 @@ fn attention_matches_cpu() {
             })
             .collect();
         let per_row = 1 + rng.below(70);
-        let index: Vec<u32> = (0..rows * per_row)
-            .map(|_| rng.below(keys) as u32)
-            .collect();
-        for km in [
-            KeyMap::Spans(&spans),
-            KeyMap::Gather {
-                per_row,
-                index: &index,
-            },
+        // Index lists with a stride longer than the keys each row reads, as the decoder
+        // passes its ancestries.
+        let stride = per_row + rng.below(5);
+        let index: Vec<u32> = (0..rows * stride).map(|_| rng.below(keys) as u32).collect();
+        let gindex = g.ids(&index).unwrap();
+        for (km, gkm) in [
+            (KeyMap::Spans(&spans), KeyMap::Spans(&spans)),
+            (
+                KeyMap::Gather {
+                    per_row,
+                    stride,
+                    index: &index,
+                },
+                KeyMap::Gather {
+                    per_row,
+                    stride,
+                    index: &gindex,
+                },
+            ),
         ] {
             let c = |b: &CpuBackend, x: &[f32], r| b.upload(x, r, d).unwrap();
             let want = cpu
@@ -327,7 +342,7 @@ fn attention_matches_cpu() {
             let u = |x: &[f32], r| g.upload(x, r, d).unwrap();
             let got = g
                 .download(
-                    &g.attention(&u(&q, rows), &u(&k, keys), &u(&v, keys), heads, km)
+                    &g.attention(&u(&q, rows), &u(&k, keys), &u(&v, keys), heads, gkm)
                         .unwrap(),
                 )
                 .unwrap();
@@ -354,7 +369,10 @@ fn f16_kv_cache_matches_cpu() {
     let Some(g) = gpu() else { return };
     let cache = g.kv_cache(4, 8).unwrap();
     if g.adapter_info().name.contains("llvmpipe") {
-        assert!(cache.half, "lavapipe offers SHADER_F16: the KV cache should be f16");
+        assert!(
+            cache.half,
+            "lavapipe offers SHADER_F16: the KV cache should be f16"
+        );
     }
     if !cache.half {
         eprintln!("no SHADER_F16 on this adapter: f16 cache not exercised");
@@ -370,7 +388,10 @@ fn f16_kv_cache_matches_cpu() {
     let q = rng.vec(rows * d);
     let (k, v) = (round(rng.vec(keys * d)), round(rng.vec(keys * d)));
     // Written in two ragged pieces, at an odd row, so the element offset is odd too.
-    let (mut kc, mut vc) = (g.kv_cache(keys + 3, d).unwrap(), g.kv_cache(keys + 3, d).unwrap());
+    let (mut kc, mut vc) = (
+        g.kv_cache(keys + 3, d).unwrap(),
+        g.kv_cache(keys + 3, d).unwrap(),
+    );
     for (cache, x) in [(&mut kc, &k), (&mut vc, &v)] {
         let first = 37;
         g.write_rows(cache, 3, &g.upload(&x[..first * d], first, d).unwrap())
@@ -383,14 +404,23 @@ fn f16_kv_cache_matches_cpu() {
         .unwrap();
     }
     let back = g.download(&kc).unwrap();
-    assert_eq!(&back[..3 * d], &vec![0.0; 3 * d][..], "rows before the write");
+    assert_eq!(
+        &back[..3 * d],
+        &vec![0.0; 3 * d][..],
+        "rows before the write"
+    );
     assert_eq!(&back[3 * d..], &k[..], "f16 cache rows");
-    let index: Vec<u32> = (0..rows * 11)
-        .map(|_| 3 + rng.below(keys) as u32)
-        .collect();
+    let index: Vec<u32> = (0..rows * 11).map(|_| 3 + rng.below(keys) as u32).collect();
     let km = KeyMap::Gather {
         per_row: 11,
+        stride: 11,
         index: &index,
+    };
+    let gindex = g.ids(&index).unwrap();
+    let gkm = KeyMap::Gather {
+        per_row: 11,
+        stride: 11,
+        index: &gindex,
     };
     let mut kk = vec![0.0; 3 * d];
     kk.extend_from_slice(&k);
@@ -398,11 +428,17 @@ fn f16_kv_cache_matches_cpu() {
     vv.extend_from_slice(&v);
     let c = |x: &[f32], r| cpu.upload(x, r, d).unwrap();
     let want = cpu
-        .attention(&c(&q, rows), &c(&kk, keys + 3), &c(&vv, keys + 3), heads, km)
+        .attention(
+            &c(&q, rows),
+            &c(&kk, keys + 3),
+            &c(&vv, keys + 3),
+            heads,
+            km,
+        )
         .unwrap();
     let got = g
         .download(
-            &g.attention(&g.upload(&q, rows, d).unwrap(), &kc, &vc, heads, km)
+            &g.attention(&g.upload(&q, rows, d).unwrap(), &kc, &vc, heads, gkm)
                 .unwrap(),
         )
         .unwrap();
@@ -410,7 +446,7 @@ fn f16_kv_cache_matches_cpu() {
     // A plain f32 buffer is not a cache: mixing precisions is an error, not garbage.
     let plain = g.upload(&kk, keys + 3, d).unwrap();
     assert!(g
-        .attention(&g.upload(&q, rows, d).unwrap(), &kc, &plain, heads, km)
+        .attention(&g.upload(&q, rows, d).unwrap(), &kc, &plain, heads, gkm)
         .is_err());
 }
 
@@ -515,115 +551,136 @@ fn catalog(rng: &mut Rng, n: usize, levels: usize, k: usize) -> Catalog {
     Catalog::new((0..n as u64).map(|i| i * 7 + 3).collect(), sids, levels, k).unwrap()
 }
 
+/// Whole constrained searches on random log-probs: the device's beam steps (selection
+/// and reordering) against the CPU reference, exactly, step by step. Skewed catalogs,
+/// exclusions, in-session repeats that exhaust prefixes, equal scores everywhere (the
+/// tie rules decide) and batches of requests of different widths.
 #[test]
-fn constrained_selection_matches_cpu_exactly() {
+fn beam_search_matches_cpu_exactly() {
     let cpu = CpuBackend::new();
     let mut rng = Rng::new(7);
     let Some(g) = gpu() else { return };
-    for &(n, levels, k, users) in &[
-        (300usize, 3usize, 16usize, 1usize),
-        (2000, 3, 64, 3),
-        (500, 2, 40, 2),
-    ] {
-        let cat = catalog(&mut rng, n, levels, k);
-        let trie = Trie::new(&cat);
-        let (ci, gi) = (cpu.index(&trie).unwrap(), g.index(&trie).unwrap());
-        let counts: Vec<Vec<u32>> = (0..users)
-            .map(|_| {
-                let excl: Vec<usize> = (0..rng.below(n / 3)).map(|_| rng.below(n)).collect();
-                trie.eligible_counts(&excl)
-            })
-            .collect();
-        let (cc, gc) = (cpu.counts(&counts).unwrap(), g.counts(&counts).unwrap());
-        for level in 0..levels {
-            for round in 0..4 {
-                // Beams at random nodes of this depth, sessions of random items.
-                let nodes: Vec<u32> = (0..n)
-                    .map(|it| {
-                        if level == 0 {
-                            0
-                        } else {
-                            trie.path_node(it, level - 1)
-                        }
-                    })
-                    .collect();
-                let widths: Vec<usize> =
-                    (0..users).map(|_| [1, 5, 40, 300][rng.below(4)]).collect();
-                let sessions: Vec<Vec<Vec<u32>>> = widths
-                    .iter()
-                    .map(|&w| {
-                        (0..1 + rng.below(w.min(60)))
-                            .map(|_| (0..rng.below(4)).map(|_| rng.below(n) as u32).collect())
-                            .collect()
-                    })
-                    .collect();
-                let beams: Vec<Vec<BeamIn<'_>>> = sessions
-                    .iter()
-                    .map(|us| {
-                        us.iter()
-                            .map(|s| {
-                                let node = if round == 0 && !s.is_empty() {
-                                    nodes[s[0] as usize]
-                                } else {
-                                    nodes[rng.below(n)]
-                                };
-                                // Round 1: equal scores everywhere, so only the tie rules decide.
-                                let score = if round == 1 {
-                                    -1.5
-                                } else {
-                                    rng.f() * 4.0 - 8.0
-                                };
-                                BeamIn {
-                                    score,
-                                    node,
-                                    session: s,
-                                }
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let total: usize = beams.iter().map(Vec::len).sum();
+    // (items, levels, codes, items per session, widths)
+    let cases: &[(usize, usize, usize, usize, &[usize])] = &[
+        (300, 3, 16, 3, &[8]),
+        (2000, 3, 64, 4, &[40, 5, 130]),
+        (500, 2, 40, 3, &[1, 64]),
+        (30, 2, 8, 5, &[16, 3]),
+    ];
+    for &(n, levels, k, items, widths) in cases {
+        for ties in [false, true] {
+            let cat = catalog(&mut rng, n, levels, k);
+            let trie = Trie::new(&cat);
+            let users = widths.len();
+            let counts: Vec<Vec<u32>> = (0..users)
+                .map(|u| {
+                    // The last request of a batch of three excludes every item.
+                    let excl: Vec<usize> = if users == 3 && u == 2 {
+                        (0..n).collect()
+                    } else {
+                        (0..rng.below(n / 3)).map(|_| rng.below(n)).collect()
+                    };
+                    trie.eligible_counts(&excl)
+                })
+                .collect();
+            let alive: Vec<usize> = counts.iter().map(|c| usize::from(c[0] > 0)).collect();
+            let plan = BeamPlan {
+                widths: widths.to_vec(),
+                first: layout(alive),
+                cap: widths.iter().sum(),
+                positions: items * (levels + 1),
+                items,
+                levels,
+            };
+            let (ci, gi) = (cpu.index(&trie).unwrap(), g.index(&trie).unwrap());
+            let (cc, gc) = (cpu.counts(&counts).unwrap(), g.counts(&counts).unwrap());
+            let mut cb = cpu.beams_start(&plan).unwrap();
+            let mut gb = g.beams_start(&plan).unwrap();
+            let mut rows = plan.first.clone();
+            let tn = plan.positions;
+            for t in 0..tn - 1 {
+                let level = t % (levels + 1);
+                if level == levels {
+                    continue;
+                }
+                let total: usize = rows.iter().map(|r| r.n).sum();
                 let lp: Vec<f32> = (0..total * k)
                     .map(|_| {
-                        if round == 1 {
+                        if ties {
                             -0.25
                         } else {
                             (rng.f() * 8.0).round() / 2.0 - 5.0
                         }
                     })
                     .collect();
-                let mut row0 = 0;
-                let groups: Vec<SelectGroup<'_>> = beams
-                    .iter()
-                    .enumerate()
-                    .map(|(u, b)| {
-                        let gr = SelectGroup {
-                            user: u,
-                            row0,
-                            width: widths[u],
-                            beams: b,
-                        };
-                        row0 += b.len();
-                        gr
-                    })
-                    .collect();
-                let want: Vec<Vec<Candidate>> = cpu
-                    .select(
-                        &cpu.upload(&lp, total, k).unwrap(),
-                        &ci,
-                        &cc,
-                        level,
-                        &groups,
-                    )
-                    .unwrap();
-                let got = g
-                    .select(&g.upload(&lp, total, k).unwrap(), &gi, &gc, level, &groups)
-                    .unwrap();
-                assert_eq!(got, want, "select n {n} level {level} round {round}");
-                assert!(
-                    want.iter().any(|w| !w.is_empty()),
-                    "the test selects something"
+                let fanout = trie.max_fanout(level);
+                let next = layout(rows.iter().zip(widths).map(|(r, &w)| w.min(r.n * fanout)));
+                let step = BeamStep {
+                    t,
+                    level,
+                    rows: &rows,
+                    next: &next,
+                    fanout,
+                    trie: &trie,
+                };
+                let what = format!("n {n} L {levels} widths {widths:?} ties {ties} t {t}");
+                cpu.beams_step(
+                    &mut cb,
+                    &cpu.upload(&lp, total.max(1), k).unwrap(),
+                    &ci,
+                    &cc,
+                    &step,
+                )
+                .unwrap();
+                g.beams_step(
+                    &mut gb,
+                    &g.upload(&lp, total.max(1), k).unwrap(),
+                    &gi,
+                    &gc,
+                    &step,
+                )
+                .unwrap();
+                rows = next;
+                let want = cpu.beams_finish(&cb).unwrap();
+                assert_eq!(g.beams_finish(&gb).unwrap(), want, "{what}: beams");
+                // What the next position reads, on the live rows.
+                let (wi, gin) = (cpu.beams_inputs(&cb), g.beams_inputs(&gb));
+                let (gcodes, ganc) = (
+                    g.read_ids(gin.codes).unwrap(),
+                    g.read_ids(gin.ancestry).unwrap(),
                 );
+                for (r, f) in rows.iter().zip(&want) {
+                    for row in r.row0..r.row0 + f.scores.len() {
+                        assert_eq!(gcodes[row], wi.codes[row], "{what}: code of row {row}");
+                        assert_eq!(
+                            ganc[row * tn..row * tn + t + 2],
+                            wi.ancestry[row * tn..row * tn + t + 2],
+                            "{what}: ancestry of row {row}"
+                        );
+                    }
+                }
+            }
+            let fin = cpu.beams_finish(&cb).unwrap();
+            assert!(
+                fin.iter().any(|f| !f.scores.is_empty()),
+                "the search keeps beams"
+            );
+            if users == 3 {
+                assert!(
+                    fin[2].scores.is_empty(),
+                    "no beam where every item is excluded"
+                );
+            }
+            for (f, c) in fin.iter().zip(&counts) {
+                for s in &f.sessions {
+                    let mut u = s.clone();
+                    u.sort_unstable();
+                    u.dedup();
+                    assert_eq!(u.len(), s.len(), "a session repeats an item");
+                    assert!(s
+                        .iter()
+                        .all(|&it| c[trie.path_node(it as usize, levels - 1) as usize] > 0));
+                }
             }
         }
     }

@@ -2,7 +2,8 @@
 //! batch of requests: the trie, exclusions, beam bookkeeping and the KV-cache ancestry
 //! live here, above the backend.
 
-use crate::backend::{Backend, BeamIn, Candidate, SelectGroup};
+use crate::backend::beams::layout;
+use crate::backend::{Backend, BeamPlan, BeamStep};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::trie::{Trie, ROOT};
@@ -50,24 +51,12 @@ pub struct Response {
     pub final_scores: Vec<f32>,
 }
 
-#[derive(Debug, Clone)]
-struct Beam {
-    score: f32,
-    /// Trie node of the current item's prefix.
-    node: u32,
-    /// Catalog rows of the completed items.
-    session: Vec<u32>,
-    /// Cache rows of this beam's positions so far.
-    ancestry: Vec<u32>,
-    /// Code chosen at the last step (fed at the next position).
-    last_code: u32,
-}
-
 struct UserState {
     beam: usize,
     results: usize,
     counts: Vec<u32>,
-    beams: Vec<Beam>,
+    /// Some item is eligible: the search starts with one beam.
+    alive: bool,
 }
 
 /// Checks a request against the model and turns ids into catalog rows.
@@ -108,25 +97,13 @@ fn prepare(
         excluded.extend_from_slice(&history);
     }
     let counts = trie.eligible_counts(&excluded);
-    let start = Beam {
-        score: 0.0,
-        node: ROOT,
-        session: Vec::new(),
-        ancestry: Vec::new(),
-        last_code: 0,
-    };
-    let beams = if counts[ROOT as usize] > 0 {
-        vec![start]
-    } else {
-        Vec::new()
-    };
     Ok((
         history,
         UserState {
             beam: r.beam,
             results: r.results,
+            alive: counts[ROOT as usize] > 0,
             counts,
-            beams,
         },
     ))
 }
@@ -160,135 +137,70 @@ pub fn recommend<B: Backend>(
         .iter_mut()
         .map(|u| std::mem::take(&mut u.counts))
         .collect();
-    let counts = model.backend.counts(&counts)?;
+    let be = &model.backend;
+    let counts = be.counts(&counts)?;
+    let plan = BeamPlan {
+        widths: users.iter().map(|u| u.beam).collect(),
+        first: layout(users.iter().map(|u| usize::from(u.alive))),
+        cap,
+        positions: cfg.dec_len(),
+        items: cfg.session_len,
+        levels: big_l,
+    };
+    let mut beams = be.beams_start(&plan)?;
+    let mut rows = plan.first.clone();
     let last_t = cfg.dec_len() - 1; // the final item's last-code position is never scored
 
     for t in 0..last_t {
         let slot = t % (big_l + 1);
-        let mut codes = Vec::new();
-        let mut row_user = Vec::new();
-        let mut ancestry = Vec::new();
-        for (u, user) in users.iter().enumerate() {
-            for b in &user.beams {
-                codes.push(b.last_code);
-                row_user.push(u as u32);
-                ancestry.extend_from_slice(&b.ancestry);
-            }
-        }
+        let row_user: Vec<u32> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(u, r)| std::iter::repeat_n(u as u32, r.n))
+            .collect();
         if row_user.is_empty() {
             break;
         }
-        let logp = model.decode_step(&mut st, t, &codes, &row_user, &ancestry, None)?;
-        let Some(logp) = logp else {
-            // Unscored slot: every beam keeps its place and records its cache row.
-            let mut row = 0;
-            for user in &mut users {
-                for b in &mut user.beams {
-                    b.ancestry.push((t * cap + row) as u32);
-                    row += 1;
-                }
-            }
-            continue;
+        let inputs = be.beams_inputs(&beams);
+        let Some(logp) = model.decode_step(&mut st, t, &inputs, &row_user, None)? else {
+            continue; // unscored slot: every beam keeps its row
         };
-        // The constrained top-B runs on the backend (on a GPU next to the log-probs);
-        // only the survivors come back.
-        let chosen = {
-            let ins: Vec<Vec<BeamIn<'_>>> = users
-                .iter()
-                .map(|u| {
-                    u.beams
-                        .iter()
-                        .map(|b| BeamIn {
-                            score: b.score,
-                            node: b.node,
-                            session: &b.session,
-                        })
-                        .collect()
-                })
-                .collect();
-            let mut row0 = 0;
-            let groups: Vec<SelectGroup<'_>> = ins
-                .iter()
-                .zip(&users)
-                .enumerate()
-                .map(|(u, (beams, user))| {
-                    let g = SelectGroup {
-                        user: u,
-                        row0,
-                        width: user.beam,
-                        beams,
-                    };
-                    row0 += beams.len();
-                    g
-                })
-                .collect();
-            model
-                .backend
-                .select(&logp, &index, &counts, slot, &groups)?
+        // Room for every survivor the trie allows; the beams themselves stay in the
+        // backend (on a GPU, next to the log-probs) until the end.
+        let fanout = trie.max_fanout(slot);
+        let next = layout(
+            rows.iter()
+                .zip(&plan.widths)
+                .map(|(r, &w)| w.min(r.n.saturating_mul(fanout))),
+        );
+        let step = BeamStep {
+            t,
+            level: slot,
+            rows: &rows,
+            next: &next,
+            fanout,
+            trie,
         };
-        let mut row0 = 0;
-        for (user, cands) in users.iter_mut().zip(chosen) {
-            let n = user.beams.len();
-            advance(user, trie, &cands, slot, t, cap, row0);
-            row0 += n;
-        }
+        be.beams_step(&mut beams, &logp, &index, &counts, &step)?;
+        rows = next;
     }
+    let finished = be.beams_finish(&beams)?;
     Ok(users
-        .into_iter()
-        .map(|u| Response {
-            final_scores: u.beams.iter().map(|b| b.score).collect(),
-            sessions: u
-                .beams
+        .iter()
+        .zip(finished)
+        .map(|(u, f)| Response {
+            sessions: f
+                .sessions
                 .iter()
+                .zip(&f.scores)
                 .take(u.results)
-                .map(|b| Session {
-                    score: b.score,
-                    items: b.session.iter().map(|&i| cat.item_id(i as usize)).collect(),
-                    sids: b
-                        .session
-                        .iter()
-                        .map(|&i| cat.sid(i as usize).to_vec())
-                        .collect(),
+                .map(|(s, &score)| Session {
+                    score,
+                    items: s.iter().map(|&i| cat.item_id(i as usize)).collect(),
+                    sids: s.iter().map(|&i| cat.sid(i as usize).to_vec()).collect(),
                 })
                 .collect(),
+            final_scores: f.scores,
         })
         .collect())
-}
-
-/// Moves one user's beams (rows `row0..` of position `t`) to the chosen candidates.
-fn advance(
-    user: &mut UserState,
-    trie: &Trie,
-    cands: &[Candidate],
-    level: usize,
-    t: usize,
-    cap: usize,
-    row0: usize,
-) {
-    let last_level = level + 1 == trie.levels();
-    user.beams = cands
-        .iter()
-        .map(|c| {
-            let parent = &user.beams[c.beam as usize];
-            let mut ancestry = Vec::with_capacity(parent.ancestry.len() + 1);
-            ancestry.extend_from_slice(&parent.ancestry);
-            ancestry.push((t * cap + row0 + c.beam as usize) as u32);
-            let mut session = parent.session.clone();
-            let node = if last_level {
-                if let Some(item) = trie.leaf_item(c.child) {
-                    session.push(item as u32);
-                }
-                ROOT
-            } else {
-                c.child
-            };
-            Beam {
-                score: c.score,
-                node,
-                session,
-                ancestry,
-                last_code: c.code,
-            }
-        })
-        .collect();
 }

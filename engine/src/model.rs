@@ -1,7 +1,7 @@
 //! The OneRec forward pass written once over the `Backend` ops: the encoder, and one
 //! decoder position for a batch of beam rows with a KV cache.
 
-use crate::backend::{Backend, Ffn, KeyMap, Moe};
+use crate::backend::{Backend, BeamInputs, Ffn, IdList, KeyMap, Moe};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model_file::ModelFile;
@@ -213,16 +213,11 @@ impl<B: Backend> Model<B> {
             return Err(Error::request("the history is empty"));
         }
         let cat = &self.file.catalog;
-        let codes: Vec<Vec<u32>> = (0..self.cfg.n_levels)
-            .map(|l| hist.iter().map(|&it| cat.sid(it)[l]).collect())
-            .collect();
-        let pos: Vec<u32> = (0..h).map(|j| (n - h + j) as u32).collect();
-        let mut parts: Vec<(&B::Weight, &[u32])> = self
-            .enc_embed
-            .iter()
-            .zip(&codes)
-            .map(|(w, c)| (w, c.as_slice()))
-            .collect();
+        let codes: Vec<B::Ids> = (0..self.cfg.n_levels)
+            .map(|l| be.ids(&hist.iter().map(|&it| cat.sid(it)[l]).collect::<Vec<_>>()))
+            .collect::<Result<_>>()?;
+        let pos = be.ids(&(0..h).map(|j| (n - h + j) as u32).collect::<Vec<_>>())?;
+        let mut parts: Vec<(&B::Weight, &B::Ids)> = self.enc_embed.iter().zip(&codes).collect();
         parts.push((&self.enc_pos, &pos));
         let mut x = be.gather_sum(&parts, h)?;
         let spans = vec![(0u32, h as u32); h];
@@ -279,50 +274,43 @@ impl<B: Backend> Model<B> {
 
     /// Runs decoder position `t` for `rows` beam rows.
     ///
-    /// `codes[r]` is the code fed at a slot ≥ 1 (ignored at BOS slots), `row_user[r]` the
-    /// user a row belongs to, and `ancestry[r * t ..][..t]` the cache rows holding that
-    /// beam's positions `0..t`. Row `r` writes its own K/V to cache row `t * cap + r`.
-    /// Returns the log-probabilities `[rows, K]` of level `t mod (L+1)` when that slot is
-    /// scored, else `None`.
+    /// `inputs.codes[r]` is the code fed at a slot ≥ 1 (ignored at BOS slots),
+    /// `row_user[r]` the user a row belongs to, and `inputs.ancestry[r * T ..][..=t]`
+    /// (`T` = `dec_len`) the cache rows holding that beam's positions `0..=t`, the last
+    /// being `t * cap + r`, where row `r` writes its own K/V. Returns the
+    /// log-probabilities `[rows, K]` of level `t mod (L+1)` when that slot is scored,
+    /// else `None`.
     pub fn decode_step(
         &self,
         st: &mut DecodeState<B>,
         t: usize,
-        codes: &[u32],
+        inputs: &BeamInputs<'_, B::Ids>,
         row_user: &[u32],
-        ancestry: &[u32],
         mut routes: Option<&mut RouteLog>,
     ) -> Result<Option<B::Buf>> {
         let be = &self.backend;
         let rows = row_user.len();
         let big_l = self.cfg.n_levels;
         let slot = t % (big_l + 1);
-        if t >= self.cfg.dec_len()
-            || rows > st.cap
-            || codes.len() != rows
-            || ancestry.len() != rows * t
-        {
+        let positions = self.cfg.dec_len();
+        if t >= positions || rows > st.cap || inputs.codes.len() < rows {
             return Err(Error::request(format!(
                 "decode step {t}: inconsistent batch of {rows} rows"
             )));
         }
-        let pos = vec![t as u32; rows];
+        let pos = be.ids(&vec![t as u32; rows])?;
         let mut x = if slot == 0 {
-            be.gather_sum(
-                &[(&self.dec_bos, &vec![0u32; rows]), (&self.dec_pos, &pos)],
-                rows,
-            )?
+            let bos = be.ids(&vec![0u32; rows])?;
+            be.gather_sum(&[(&self.dec_bos, &bos), (&self.dec_pos, &pos)], rows)?
         } else {
             be.gather_sum(
-                &[(&self.dec_embed[slot - 1], codes), (&self.dec_pos, &pos)],
+                &[
+                    (&self.dec_embed[slot - 1], inputs.codes),
+                    (&self.dec_pos, &pos),
+                ],
                 rows,
             )?
         };
-        let mut index = Vec::with_capacity(rows * (t + 1));
-        for r in 0..rows {
-            index.extend_from_slice(&ancestry[r * t..(r + 1) * t]);
-            index.push((t * st.cap + r) as u32);
-        }
         let spans: Vec<(u32, u32)> = row_user
             .iter()
             .map(|&u| st.user_spans[u as usize])
@@ -343,7 +331,8 @@ impl<B: Backend> Model<B> {
             )?;
             let keys = KeyMap::Gather {
                 per_row: t + 1,
-                index: &index,
+                stride: positions,
+                index: inputs.ancestry,
             };
             let att = be.attention(&q, &st.self_k[i], &st.self_v[i], self.cfg.n_heads, keys)?;
             be.add_assign(&mut x, &be.matmul(&att, &layer.self_attn.o)?)?;
@@ -391,7 +380,8 @@ impl<B: Backend> Model<B> {
         let enc = self.encode(history, routes.as_deref_mut())?;
         let mut st = self.start_decode(&[&enc], 1)?;
         let mut out = Vec::new();
-        let mut ancestry = Vec::new();
+        // One beam in cache row 0 of every position: its ancestry is 0, 1, 2, ...
+        let ancestry = be.ids(&(0..self.cfg.dec_len() as u32).collect::<Vec<_>>())?;
         for t in 0..self.cfg.dec_len() {
             let (item, slot) = (t / (big_l + 1), t % (big_l + 1));
             let code = if slot == 0 {
@@ -399,12 +389,14 @@ impl<B: Backend> Model<B> {
             } else {
                 self.file.catalog.sid(targets[item])[slot - 1]
             };
-            if let Some(lp) =
-                self.decode_step(&mut st, t, &[code], &[0], &ancestry, routes.as_deref_mut())?
-            {
+            let codes = be.ids(&[code])?;
+            let inputs = BeamInputs {
+                codes: &codes,
+                ancestry: &ancestry,
+            };
+            if let Some(lp) = self.decode_step(&mut st, t, &inputs, &[0], routes.as_deref_mut())? {
                 out.extend(be.download(&lp)?);
             }
-            ancestry.push(t as u32);
         }
         Ok(out)
     }

@@ -18,6 +18,8 @@ pub struct Trie {
     leaf_item: Vec<u32>,
     /// `[N, L]`: the node at depth `d + 1` on each item's path.
     item_path: Vec<u32>,
+    /// The most children of any node at each depth.
+    fanout: Vec<usize>,
 }
 
 pub const ROOT: u32 = 0;
@@ -36,9 +38,11 @@ impl Trie {
         let mut item_path = vec![0u32; n * levels];
         // Ranges of `order` covered by the nodes of the current depth, in node order.
         let mut frontier: Vec<(usize, usize)> = vec![(0, n)];
+        let mut fanout = vec![0usize; levels];
         for depth in 0..levels {
             let mut next = Vec::new();
             for &(start, end) in &frontier {
+                let before = child_code.len();
                 let mut i = start;
                 while i < end {
                     let code = cat.sid(order[i] as usize)[depth];
@@ -61,6 +65,7 @@ impl Trie {
                     i = j;
                 }
                 child_start.push(child_code.len() as u32);
+                fanout[depth] = fanout[depth].max(child_code.len() - before);
             }
             frontier = next;
         }
@@ -75,7 +80,13 @@ impl Trie {
             item_count,
             leaf_item,
             item_path,
+            fanout,
         }
+    }
+
+    /// The most children any node at trie depth `level` has (the root is depth 0).
+    pub fn max_fanout(&self, level: usize) -> usize {
+        self.fanout.get(level).copied().unwrap_or(0)
     }
 
     pub fn levels(&self) -> usize {

@@ -4,25 +4,69 @@
 //! own the data flow; a backend owns memory and kernels. Buffers are row-major `f32`
 //! matrices as far as the caller is concerned (a backend may store them otherwise).
 
+pub mod beams;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod wgpu;
 
+pub use beams::{BeamInputs, BeamPlan, BeamStep, Finished, HostBeams, Rows};
+
 use crate::error::Result;
 use crate::tensor::{TensorView, WeightView};
 use crate::trie::Trie;
 
-/// Which keys each query row attends to.
-#[derive(Debug, Clone, Copy)]
-pub enum KeyMap<'a> {
-    /// Row `r` attends the contiguous key rows `spans[r].0 .. spans[r].0 + spans[r].1`.
-    Spans(&'a [(u32, u32)]),
-    /// Row `r` attends the `per_row` key rows `index[r * per_row ..][..per_row]`.
-    Gather { per_row: usize, index: &'a [u32] },
+/// What a caller may ask of a resident list of `u32` indices without reading it back.
+pub trait IdList {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every value is below this (what bounds checks before a launch use).
+    fn limit(&self) -> u64;
 }
 
-impl KeyMap<'_> {
+impl IdList for Vec<u32> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn limit(&self) -> u64 {
+        self.iter().max().map_or(0, |&m| m as u64 + 1)
+    }
+}
+
+/// Which keys each query row attends to; `I` is the backend's index list.
+pub enum KeyMap<'a, I: ?Sized> {
+    /// Row `r` attends the contiguous key rows `spans[r].0 .. spans[r].0 + spans[r].1`.
+    Spans(&'a [(u32, u32)]),
+    /// Row `r` attends the `per_row` key rows `index[r * stride ..][..per_row]`.
+    Gather {
+        per_row: usize,
+        stride: usize,
+        index: &'a I,
+    },
+}
+
+impl<I: ?Sized> Clone for KeyMap<'_, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<I: ?Sized> Copy for KeyMap<'_, I> {}
+
+impl<I: ?Sized> std::fmt::Debug for KeyMap<'_, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyMap::Spans(s) => write!(f, "Spans({s:?})"),
+            KeyMap::Gather {
+                per_row, stride, ..
+            } => write!(f, "Gather {{ per_row: {per_row}, stride: {stride} }}"),
+        }
+    }
+}
+
+impl<I: IdList + ?Sized> KeyMap<'_, I> {
     /// Checks the shapes every attention kernel relies on, so kernels can index freely:
     /// `q` `[R, d]`, `k`/`v` `[S, d]`, `d` split into `n_heads`, and a key map for `R`
     /// rows whose keys all lie in `0..S` (no row without keys). The message names the
@@ -59,15 +103,25 @@ impl KeyMap<'_> {
                     ));
                 }
             }
-            KeyMap::Gather { per_row, index } => {
-                if per_row == 0 || Some(index.len()) != rows.checked_mul(per_row) {
+            KeyMap::Gather {
+                per_row,
+                stride,
+                index,
+            } => {
+                let need = rows
+                    .checked_sub(1)
+                    .map_or(Some(0), |r| r.checked_mul(stride)?.checked_add(per_row));
+                if per_row == 0 || stride < per_row || need.is_none_or(|n| index.len() < n) {
                     return Err(format!(
-                        "attention: {} key indices for {rows} rows x {per_row}",
+                        "attention: {} key indices for {rows} rows x {per_row} (stride {stride})",
                         index.len()
                     ));
                 }
-                if let Some(i) = index.iter().find(|&&i| i as usize >= kr) {
-                    return Err(format!("attention: key row {i} outside {kr} keys"));
+                if index.limit() > kr as u64 {
+                    return Err(format!(
+                        "attention: key rows up to {} outside {kr} keys",
+                        index.limit() - 1
+                    ));
                 }
             }
         }
@@ -125,6 +179,10 @@ pub trait Backend: Send + Sync {
     type Weight: Send + Sync;
     /// An `f32` activation matrix `[rows, cols]`.
     type Buf: Send + Sync;
+    /// A list of `u32` indices (embedding rows, cache rows), resident.
+    type Ids: IdList + Send + Sync;
+    /// The beam state of one batch's session search, resident.
+    type Beams: Send + Sync;
     /// The SID trie, resident (made once per model).
     type Index: Send + Sync;
     /// Eligible-item counts per trie node of a batch of requests, resident for a request.
@@ -156,8 +214,12 @@ pub trait Backend: Send + Sync {
         self.zeros(rows, cols)
     }
 
-    /// `out[r] = Σ_p table_p[index_p[r]]`: embedding lookups summed (codes + positions).
-    fn gather_sum(&self, parts: &[(&Self::Weight, &[u32])], rows: usize) -> Result<Self::Buf>;
+    /// Makes a list of indices resident.
+    fn ids(&self, data: &[u32]) -> Result<Self::Ids>;
+
+    /// `out[r] = Σ_p table_p[index_p[r]]` for `r < rows`: embedding lookups summed
+    /// (codes + positions). An index list may be longer than `rows`.
+    fn gather_sum(&self, parts: &[(&Self::Weight, &Self::Ids)], rows: usize) -> Result<Self::Buf>;
 
     /// `y = x · Wᵀ`.
     fn matmul(&self, x: &Self::Buf, w: &Self::Weight) -> Result<Self::Buf>;
@@ -178,7 +240,7 @@ pub trait Backend: Send + Sync {
         k: &Self::Buf,
         v: &Self::Buf,
         n_heads: usize,
-        keys: KeyMap<'_>,
+        keys: KeyMap<'_, Self::Ids>,
     ) -> Result<Self::Buf>;
 
     /// `SwiGLU(x) = (silu(x Wgateᵀ) ⊙ x Wupᵀ) Wdownᵀ`.
@@ -204,17 +266,28 @@ pub trait Backend: Send + Sync {
     /// batch, in order) resident for the steps of one batch.
     fn counts(&self, per_user: &[Vec<u32>]) -> Result<Self::Counts>;
 
-    /// Constrained top-B of one decoding step at trie depth `level` (MODEL_SPEC
-    /// "Constrained session decoding"), per group: every (beam, code) pair where the code
-    /// is a child of the beam's node and the child's eligible count exceeds the number of
-    /// the beam's session items under it competes with score `beam.score + logp[row, code]`;
-    /// the best `width` survive, best first, ties to the lower beam, then the lower code.
-    fn select(
+    /// The beam state of a batch before its first position (see [`beams`]).
+    fn beams_start(&self, plan: &BeamPlan) -> Result<Self::Beams>;
+
+    /// What the next decoder position reads of the beams: each row's last code and
+    /// the cache rows of its ancestry.
+    fn beams_inputs<'a>(&self, beams: &'a Self::Beams) -> BeamInputs<'a, Self::Ids>;
+
+    /// One scored step (MODEL_SPEC "Constrained session decoding"), per request: every
+    /// (beam, code) pair where the code is a child of the beam's trie node and the
+    /// child's eligible count exceeds the number of the beam's session items under it
+    /// competes with score `beam.score + logp[row, code]`; the best `width` survive,
+    /// best first, ties to the lower beam, then the lower code, and become the beams of
+    /// the next position. Nothing needs to come back to the host.
+    fn beams_step(
         &self,
+        beams: &mut Self::Beams,
         logp: &Self::Buf,
         index: &Self::Index,
         counts: &Self::Counts,
-        level: usize,
-        groups: &[SelectGroup<'_>],
-    ) -> Result<Vec<Vec<Candidate>>>;
+        step: &BeamStep<'_>,
+    ) -> Result<()>;
+
+    /// The surviving beams of every request, best first: the one readback of a request.
+    fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>>;
 }

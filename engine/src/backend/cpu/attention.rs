@@ -10,7 +10,7 @@ pub fn attention(
     k: &CpuBuf,
     v: &CpuBuf,
     n_heads: usize,
-    keys: KeyMap<'_>,
+    keys: KeyMap<'_, Vec<u32>>,
 ) -> Result<CpuBuf> {
     keys.check(
         (q.rows, q.cols),
@@ -29,7 +29,9 @@ pub fn attention(
                 let start = s[r].0 as usize;
                 Box::new(move |j| start + j)
             }
-            KeyMap::Gather { per_row, index } => Box::new(move |j| index[r * per_row + j] as usize),
+            KeyMap::Gather { stride, index, .. } => {
+                Box::new(move |j| index[r * stride + j] as usize)
+            }
         };
         let n = match keys {
             KeyMap::Spans(s) => s[r].1 as usize,

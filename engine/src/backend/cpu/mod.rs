@@ -13,7 +13,10 @@ mod weight;
 
 pub use weight::CpuWeight;
 
-use super::{Backend, Candidate, Ffn, KeyMap, Moe, SelectGroup};
+use super::{
+    Backend, BeamInputs, BeamPlan, BeamStep, Candidate, Ffn, Finished, HostBeams, KeyMap, Moe,
+    SelectGroup,
+};
 use crate::error::{Error, Result};
 use crate::tensor::WeightView;
 use crate::trie::Trie;
@@ -66,6 +69,8 @@ fn check_cols(what: &str, got: usize, want: usize) -> Result<()> {
 impl Backend for CpuBackend {
     type Weight = CpuWeight;
     type Buf = CpuBuf;
+    type Ids = Vec<u32>;
+    type Beams = HostBeams<Vec<u32>>;
     type Index = Trie;
     type Counts = Vec<Vec<u32>>;
 
@@ -103,17 +108,22 @@ impl Backend for CpuBackend {
         (buf.rows, buf.cols)
     }
 
-    fn gather_sum(&self, parts: &[(&CpuWeight, &[u32])], rows: usize) -> Result<CpuBuf> {
+    fn ids(&self, data: &[u32]) -> Result<Vec<u32>> {
+        Ok(data.to_vec())
+    }
+
+    fn gather_sum(&self, parts: &[(&CpuWeight, &Vec<u32>)], rows: usize) -> Result<CpuBuf> {
         let cols = parts.first().map(|(w, _)| w.cols).unwrap_or(0);
         let mut out = CpuBuf::new(rows, cols);
         for (w, idx) in parts {
             check_cols("gather_sum", w.cols, cols)?;
-            if idx.len() != rows {
+            if idx.len() < rows {
                 return Err(err(format!(
                     "gather_sum: {} indices for {rows} rows",
                     idx.len()
                 )));
             }
+            let idx = &idx[..rows];
             if let Some(&bad) = idx.iter().find(|&&i| i as usize >= w.rows) {
                 return Err(err(format!(
                     "gather_sum: row {bad} of a {}-row table",
@@ -179,7 +189,7 @@ impl Backend for CpuBackend {
         k: &CpuBuf,
         v: &CpuBuf,
         n_heads: usize,
-        keys: KeyMap<'_>,
+        keys: KeyMap<'_, Vec<u32>>,
     ) -> Result<CpuBuf> {
         attention::attention(q, k, v, n_heads, keys)
     }
@@ -213,11 +223,41 @@ impl Backend for CpuBackend {
         Ok(per_user.to_vec())
     }
 
-    fn select(
+    fn beams_start(&self, plan: &BeamPlan) -> Result<Self::Beams> {
+        HostBeams::start(plan, |d| Ok(d.to_vec()))
+    }
+
+    fn beams_inputs<'a>(&self, beams: &'a Self::Beams) -> BeamInputs<'a, Vec<u32>> {
+        beams.inputs()
+    }
+
+    fn beams_step(
         &self,
+        beams: &mut Self::Beams,
         logp: &CpuBuf,
         index: &Trie,
         counts: &Vec<Vec<u32>>,
+        step: &BeamStep<'_>,
+    ) -> Result<()> {
+        beams.step(
+            step,
+            |groups| self.select(logp, index, counts, step.level, groups),
+            |d| Ok(d.to_vec()),
+        )
+    }
+
+    fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>> {
+        Ok(beams.finish())
+    }
+}
+
+impl CpuBackend {
+    /// Constrained top-B over host beams (the reference of every backend's beam step).
+    pub fn select(
+        &self,
+        logp: &CpuBuf,
+        index: &Trie,
+        counts: &[Vec<u32>],
         level: usize,
         groups: &[SelectGroup<'_>],
     ) -> Result<Vec<Vec<Candidate>>> {

@@ -16,7 +16,7 @@ impl CudaBackend {
         k: &CudaBuf,
         v: &CudaBuf,
         n_heads: usize,
-        keys: KeyMap<'_>,
+        keys: KeyMap<'_, Vec<u32>>,
     ) -> Result<CudaBuf> {
         keys.check(
             (q.rows, q.cols),
@@ -48,13 +48,18 @@ impl CudaBackend {
                     0,
                 )
             }
-            KeyMap::Gather { per_row, index } => {
+            KeyMap::Gather {
+                per_row,
+                stride,
+                index,
+            } => {
                 i32_of("keys", k.rows)?;
-                (
-                    None,
-                    Some(index.iter().map(|&i| i as i32).collect()),
-                    per_row,
-                )
+                // The kernel reads `per_row` keys per row back to back.
+                let packed = (0..rows)
+                    .flat_map(|r| &index[r * stride..r * stride + per_row])
+                    .map(|&i| i as i32)
+                    .collect();
+                (None, Some(packed), per_row)
             }
         };
         let out = self.new_f32(rows, d)?;

@@ -24,7 +24,10 @@ mod weight;
 pub use select::{CudaCounts, CudaIndex};
 pub use weight::CudaWeight;
 
-use super::{Backend, Candidate, Ffn, KeyMap, Moe, SelectGroup};
+use super::{
+    Backend, BeamInputs, BeamPlan, BeamStep, Candidate, Ffn, Finished, HostBeams, KeyMap, Moe,
+    SelectGroup,
+};
 use crate::error::{Error, Result};
 use crate::tensor::WeightView;
 use crate::trie::Trie;
@@ -207,6 +210,8 @@ fn check_cols(what: &str, got: usize, want: usize) -> Result<()> {
 impl Backend for CudaBackend {
     type Weight = CudaWeight;
     type Buf = CudaBuf;
+    type Ids = Vec<u32>;
+    type Beams = HostBeams<Vec<u32>>;
     type Index = CudaIndex;
     type Counts = CudaCounts;
 
@@ -281,7 +286,11 @@ impl Backend for CudaBackend {
         Ok(CudaBuf { rows, cols, data })
     }
 
-    fn gather_sum(&self, parts: &[(&CudaWeight, &[u32])], rows: usize) -> Result<CudaBuf> {
+    fn ids(&self, data: &[u32]) -> Result<Vec<u32>> {
+        Ok(data.to_vec())
+    }
+
+    fn gather_sum(&self, parts: &[(&CudaWeight, &Vec<u32>)], rows: usize) -> Result<CudaBuf> {
         let cols = parts.first().map(|(w, _)| w.cols).unwrap_or(0);
         if parts.is_empty() {
             return self.zeros(rows, 0);
@@ -289,12 +298,13 @@ impl Backend for CudaBackend {
         let out = self.new_f32(rows, cols)?;
         for (i, (w, idx)) in parts.iter().enumerate() {
             check_cols("gather_sum", w.cols, cols)?;
-            if idx.len() != rows {
+            if idx.len() < rows {
                 return Err(err(format!(
                     "gather_sum: {} indices for {rows} rows",
                     idx.len()
                 )));
             }
+            let idx = &idx[..rows];
             if let Some(&bad) = idx.iter().find(|&&i| i as usize >= w.rows) {
                 return Err(err(format!(
                     "gather_sum: row {bad} of a {}-row table",
@@ -404,7 +414,7 @@ impl Backend for CudaBackend {
         k: &CudaBuf,
         v: &CudaBuf,
         n_heads: usize,
-        keys: KeyMap<'_>,
+        keys: KeyMap<'_, Vec<u32>>,
     ) -> Result<CudaBuf> {
         self.attention_impl(q, k, v, n_heads, keys)
     }
@@ -449,7 +459,39 @@ impl Backend for CudaBackend {
         self.counts_impl(per_user)
     }
 
-    fn select(
+    fn beams_start(&self, plan: &BeamPlan) -> Result<Self::Beams> {
+        HostBeams::start(plan, |d| Ok(d.to_vec()))
+    }
+
+    fn beams_inputs<'a>(&self, beams: &'a Self::Beams) -> BeamInputs<'a, Vec<u32>> {
+        beams.inputs()
+    }
+
+    fn beams_step(
+        &self,
+        beams: &mut Self::Beams,
+        logp: &CudaBuf,
+        index: &CudaIndex,
+        counts: &CudaCounts,
+        step: &BeamStep<'_>,
+    ) -> Result<()> {
+        // The selection runs on the device; the survivors come back to the host beams.
+        beams.step(
+            step,
+            |groups| self.select(logp, index, counts, step.level, groups),
+            |d| Ok(d.to_vec()),
+        )
+    }
+
+    fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>> {
+        Ok(beams.finish())
+    }
+}
+
+impl CudaBackend {
+    /// Constrained top-B over host beams on the device (topk.cu): only the survivors
+    /// come back.
+    pub fn select(
         &self,
         logp: &CudaBuf,
         index: &CudaIndex,

@@ -4,7 +4,7 @@
 use super::context::{err, Bind};
 use super::shaders::{weight_define, Variant};
 use super::weight::WgpuWeight;
-use super::{WgpuBackend, WgpuBuf};
+use super::{WgpuBackend, WgpuBuf, WgpuIds};
 use crate::backend::{Ffn, KeyMap};
 use crate::error::Result;
 use bytemuck::{Pod, Zeroable};
@@ -174,7 +174,7 @@ struct GatherParams {
 
 pub fn gather_sum(
     be: &WgpuBackend,
-    parts: &[(&WgpuWeight, &[u32])],
+    parts: &[(&WgpuWeight, &WgpuIds)],
     rows: usize,
 ) -> Result<WgpuBuf> {
     let cols = parts.first().map(|(w, _)| w.cols).unwrap_or(0);
@@ -187,21 +187,20 @@ pub fn gather_sum(
     }
     let mut first = true;
     for (w, idx) in parts {
-        if w.cols != cols || idx.len() != rows {
+        if w.cols != cols || idx.len < rows {
             return Err(err(format!(
                 "gather_sum: table [{}, {}] with {} indices for [{rows}, {cols}]",
-                w.rows,
-                w.cols,
-                idx.len()
+                w.rows, w.cols, idx.len
             )));
         }
-        if let Some(&bad) = idx.iter().find(|&&i| i as usize >= w.rows) {
+        if idx.limit > w.rows as u64 {
             return Err(err(format!(
-                "gather_sum: row {bad} of a {}-row table",
+                "gather_sum: rows up to {} of a {}-row table",
+                idx.limit - 1,
                 w.rows
             )));
         }
-        let ib = be.ctx.upload(bytemuck::cast_slice(idx))?;
+        let ib = &idx.g;
         let pipe = be.ctx.pipe(&w_variant("gather.wgsl", w, &[])?, "main")?;
         // A split table writes only the rows it holds, so the first table zeroes `out`.
         if first && w.parts.len() > 1 {
@@ -227,7 +226,7 @@ pub fn gather_sum(
             be.ctx.dispatch(
                 &pipe,
                 bytemuck::bytes_of(&p),
-                &[(1, (&ib).into()), (2, wb), (3, (&out.g).into())],
+                &[(1, ib.into()), (2, wb), (3, (&out.g).into())],
                 n.div_ceil(256),
             )?;
         }
@@ -337,7 +336,7 @@ pub fn attention(
     k: &WgpuBuf,
     v: &WgpuBuf,
     n_heads: usize,
-    keys: KeyMap<'_>,
+    keys: KeyMap<'_, WgpuIds>,
 ) -> Result<WgpuBuf> {
     keys.check(
         (q.rows, q.cols),
@@ -354,18 +353,19 @@ pub fn attention(
     let d = q.cols;
     let hd = d / n_heads;
     let rows = q.rows;
-    let (define, per_row, max_keys, keybuf) = match keys {
+    let spans_buf;
+    let (define, per_row, stride, max_keys, keybuf) = match keys {
         KeyMap::Spans(spans) => {
             let flat: Vec<u32> = spans.iter().flat_map(|&(a, b)| [a, b]).collect();
             let max = spans.iter().map(|s| s.1 as usize).max().unwrap_or(1);
-            ("SPANS", 0, max, be.ctx.upload(bytemuck::cast_slice(&flat))?)
+            spans_buf = be.ctx.upload(bytemuck::cast_slice(&flat))?;
+            ("SPANS", 0, 0, max, &spans_buf)
         }
-        KeyMap::Gather { per_row, index } => (
-            "GATHER",
+        KeyMap::Gather {
             per_row,
-            per_row,
-            be.ctx.upload(bytemuck::cast_slice(index))?,
-        ),
+            stride,
+            index,
+        } => ("GATHER", per_row, stride, per_row, &index.g),
     };
     let out = be.new_buf(rows, d)?;
     if rows == 0 {
@@ -379,7 +379,7 @@ pub fn attention(
         per_row: u32_of(per_row, "keys per row")?,
         max_keys: u32_of(max_keys, "keys")?,
         scale: 1.0 / (hd as f32).sqrt(),
-        stride: u32_of(per_row, "keys per row")?,
+        stride: u32_of(stride, "key index stride")?,
     };
     let scores = be.new_buf(rows * n_heads, max_keys)?;
     let v_ = if k.half {
@@ -393,7 +393,7 @@ pub fn attention(
     let binds = [
         (1, (&q.g).into()),
         (2, (&k.g).into()),
-        (4, (&keybuf).into()),
+        (4, keybuf.into()),
         (6, (&scores.g).into()),
     ];
     ctx.dispatch(
@@ -404,7 +404,7 @@ pub fn attention(
     )?;
     // The softmax reads the spans (lengths) but never the gather index.
     let binds: &[(u32, Bind<'_>)] = if define == "SPANS" {
-        &[(4, (&keybuf).into()), (6, (&scores.g).into())]
+        &[(4, keybuf.into()), (6, (&scores.g).into())]
     } else {
         &[(6, (&scores.g).into())]
     };
@@ -416,7 +416,7 @@ pub fn attention(
     )?;
     let binds = [
         (3, (&v.g).into()),
-        (4, (&keybuf).into()),
+        (4, keybuf.into()),
         (5, (&out.g).into()),
         (6, (&scores.g).into()),
     ];

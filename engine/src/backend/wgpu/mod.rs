@@ -15,7 +15,9 @@ mod weight;
 pub use context::{Stats, StatsSnapshot};
 pub use weight::WgpuWeight;
 
-use super::{Backend, Candidate, Ffn, KeyMap, Moe, SelectGroup};
+use super::{
+    Backend, BeamInputs, BeamPlan, BeamStep, Ffn, Finished, HostBeams, IdList, KeyMap, Moe,
+};
 use crate::error::Result;
 use crate::tensor::{TensorView, WeightView};
 use crate::trie::Trie;
@@ -30,6 +32,23 @@ pub struct WgpuBuf {
     /// Stored as f16 (a KV cache on a device with SHADER_F16); only `write_rows`,
     /// `attention` and `download` accept such a buffer.
     pub half: bool,
+}
+
+/// A list of `u32` indices on the device, with a bound on its values known to the host
+/// (from the data uploaded, or from the kernel that wrote it).
+pub struct WgpuIds {
+    pub(crate) g: GpuBuf,
+    pub(crate) len: usize,
+    pub(crate) limit: u64,
+}
+
+impl IdList for WgpuIds {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn limit(&self) -> u64 {
+        self.limit
+    }
 }
 
 /// Options for tests and benchmarks; the defaults are what the product uses.
@@ -142,6 +161,12 @@ impl WgpuBackend {
         self.ctx.profile()
     }
 
+    /// Reads an index list back (tests).
+    pub fn read_ids(&self, ids: &WgpuIds) -> Result<Vec<u32>> {
+        let bytes = self.ctx.read(ids.g.raw(), 0, ids.len as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
     /// Whether the KV caches are stored in f16.
     pub fn kv_f16(&self) -> bool {
         self.ctx.kv_f16
@@ -173,6 +198,8 @@ impl WgpuBackend {
 impl Backend for WgpuBackend {
     type Weight = WgpuWeight;
     type Buf = WgpuBuf;
+    type Ids = WgpuIds;
+    type Beams = HostBeams<WgpuIds>;
     type Index = select::Index;
     type Counts = select::Counts;
 
@@ -224,7 +251,9 @@ impl Backend for WgpuBackend {
     fn download(&self, buf: &WgpuBuf) -> Result<Vec<f32>> {
         let n = buf.rows * buf.cols;
         if buf.half {
-            let bytes = self.ctx.read(buf.g.raw(), 0, (n * 2).next_multiple_of(4) as u64)?;
+            let bytes = self
+                .ctx
+                .read(buf.g.raw(), 0, (n * 2).next_multiple_of(4) as u64)?;
             return Ok(bytes
                 .chunks_exact(2)
                 .take(n)
@@ -260,7 +289,15 @@ impl Backend for WgpuBackend {
         (buf.rows, buf.cols)
     }
 
-    fn gather_sum(&self, parts: &[(&WgpuWeight, &[u32])], rows: usize) -> Result<WgpuBuf> {
+    fn ids(&self, data: &[u32]) -> Result<WgpuIds> {
+        Ok(WgpuIds {
+            g: self.ctx.upload(bytemuck::cast_slice(data))?,
+            len: data.len(),
+            limit: data.iter().max().map_or(0, |&m| m as u64 + 1),
+        })
+    }
+
+    fn gather_sum(&self, parts: &[(&WgpuWeight, &WgpuIds)], rows: usize) -> Result<WgpuBuf> {
         kernels::gather_sum(self, parts, rows)
     }
 
@@ -303,7 +340,7 @@ impl Backend for WgpuBackend {
         k: &WgpuBuf,
         v: &WgpuBuf,
         n_heads: usize,
-        keys: KeyMap<'_>,
+        keys: KeyMap<'_, WgpuIds>,
     ) -> Result<WgpuBuf> {
         kernels::attention(self, q, k, v, n_heads, keys)
     }
@@ -333,14 +370,30 @@ impl Backend for WgpuBackend {
         select::Counts::new(&self.ctx, per_user)
     }
 
-    fn select(
+    fn beams_start(&self, plan: &BeamPlan) -> Result<Self::Beams> {
+        HostBeams::start(plan, |d| self.ids(d))
+    }
+
+    fn beams_inputs<'a>(&self, beams: &'a Self::Beams) -> BeamInputs<'a, WgpuIds> {
+        beams.inputs()
+    }
+
+    fn beams_step(
         &self,
+        beams: &mut Self::Beams,
         logp: &WgpuBuf,
         index: &select::Index,
         counts: &select::Counts,
-        level: usize,
-        groups: &[SelectGroup<'_>],
-    ) -> Result<Vec<Vec<Candidate>>> {
-        select::select(self, logp, index, counts, level, groups)
+        step: &BeamStep<'_>,
+    ) -> Result<()> {
+        beams.step(
+            step,
+            |groups| select::select(self, logp, index, counts, step.level, groups),
+            |d| self.ids(d),
+        )
+    }
+
+    fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>> {
+        Ok(beams.finish())
     }
 }
