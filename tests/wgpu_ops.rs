@@ -591,6 +591,7 @@ fn beam_search_matches_cpu_exactly() {
                 positions: items * (levels + 1),
                 items,
                 levels,
+                codes: k,
             };
             let (ci, gi) = (cpu.index(&trie).unwrap(), g.index(&trie).unwrap());
             let (cc, gc) = (cpu.counts(&counts).unwrap(), g.counts(&counts).unwrap());

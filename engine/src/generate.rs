@@ -146,6 +146,7 @@ pub fn recommend<B: Backend>(
         positions: cfg.dec_len(),
         items: cfg.session_len,
         levels: big_l,
+        codes: cfg.codebook_size,
     };
     let mut beams = be.beams_start(&plan)?;
     let mut rows = plan.first.clone();

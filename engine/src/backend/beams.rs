@@ -53,6 +53,8 @@ pub struct BeamPlan {
     pub items: usize,
     /// SID levels `L`.
     pub levels: usize,
+    /// Codes per level `K` (every code fed back is below it).
+    pub codes: usize,
 }
 
 impl BeamPlan {
@@ -66,6 +68,7 @@ impl BeamPlan {
                 .all(|(r, &w)| r.n <= w.min(1))
             && self.first.iter().map(|r| r.row0 + r.n).max().unwrap_or(0) <= self.cap
             && self.levels > 0
+            && self.codes > 0
             && self
                 .cap
                 .checked_mul(self.positions)

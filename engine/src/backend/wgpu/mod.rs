@@ -1,23 +1,22 @@
 //! The WGSL runtime: the model on any GPU that wgpu reaches (Vulkan, Metal, DX12), and
 //! on lavapipe in CI. Weights are uploaded once in their file type and decoded in the
-//! shaders; activations, KV caches, MoE routing and the constrained top-B stay on the
-//! device; every op is recorded into one command encoder that is submitted only when a
-//! result must come back (the survivors of a selection step), so a decode step is one
-//! submission and its readback is `16 · B` bytes per request.
+//! shaders; activations, KV caches (f16 where the device has SHADER_F16), MoE routing,
+//! the constrained top-B and the beams themselves (scores, trie nodes, sessions,
+//! ancestries) stay on the device. Ops are recorded into one command encoder, submitted
+//! once per scored decode step without waiting; the only readback of a request is its
+//! final beams.
 
+mod beams;
 mod context;
 mod kernels;
 mod moe;
-mod select;
 pub mod shaders;
 mod weight;
 
 pub use context::{Stats, StatsSnapshot};
 pub use weight::WgpuWeight;
 
-use super::{
-    Backend, BeamInputs, BeamPlan, BeamStep, Ffn, Finished, HostBeams, IdList, KeyMap, Moe,
-};
+use super::{Backend, BeamInputs, BeamPlan, BeamStep, Ffn, Finished, IdList, KeyMap, Moe};
 use crate::error::Result;
 use crate::tensor::{TensorView, WeightView};
 use crate::trie::Trie;
@@ -199,9 +198,9 @@ impl Backend for WgpuBackend {
     type Weight = WgpuWeight;
     type Buf = WgpuBuf;
     type Ids = WgpuIds;
-    type Beams = HostBeams<WgpuIds>;
-    type Index = select::Index;
-    type Counts = select::Counts;
+    type Beams = beams::Beams;
+    type Index = beams::Index;
+    type Counts = beams::Counts;
 
     fn describe(&self) -> String {
         let i = &self.ctx.info;
@@ -362,38 +361,35 @@ impl Backend for WgpuBackend {
         kernels::log_softmax(self, x)
     }
 
-    fn index(&self, trie: &Trie) -> Result<select::Index> {
-        select::Index::new(&self.ctx, trie)
+    fn index(&self, trie: &Trie) -> Result<beams::Index> {
+        beams::Index::new(&self.ctx, trie)
     }
 
-    fn counts(&self, per_user: &[Vec<u32>]) -> Result<select::Counts> {
-        select::Counts::new(&self.ctx, per_user)
+    fn counts(&self, per_user: &[Vec<u32>]) -> Result<beams::Counts> {
+        beams::Counts::new(&self.ctx, per_user)
     }
 
-    fn beams_start(&self, plan: &BeamPlan) -> Result<Self::Beams> {
-        HostBeams::start(plan, |d| self.ids(d))
+    fn beams_start(&self, plan: &BeamPlan) -> Result<beams::Beams> {
+        beams::start(self, plan)
     }
 
-    fn beams_inputs<'a>(&self, beams: &'a Self::Beams) -> BeamInputs<'a, WgpuIds> {
-        beams.inputs()
+    fn beams_inputs<'a>(&self, b: &'a beams::Beams) -> BeamInputs<'a, WgpuIds> {
+        let (codes, ancestry) = b.inputs();
+        BeamInputs { codes, ancestry }
     }
 
     fn beams_step(
         &self,
-        beams: &mut Self::Beams,
+        b: &mut beams::Beams,
         logp: &WgpuBuf,
-        index: &select::Index,
-        counts: &select::Counts,
+        index: &beams::Index,
+        counts: &beams::Counts,
         step: &BeamStep<'_>,
     ) -> Result<()> {
-        beams.step(
-            step,
-            |groups| select::select(self, logp, index, counts, step.level, groups),
-            |d| self.ids(d),
-        )
+        beams::step(self, b, logp, index, counts, step)
     }
 
-    fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>> {
-        Ok(beams.finish())
+    fn beams_finish(&self, b: &beams::Beams) -> Result<Vec<Finished>> {
+        beams::finish(self, b)
     }
 }

@@ -13,6 +13,7 @@ pub const FILES: &[(&str, &str)] = &[
         "attention.wgsl",
         include_str!("../../../../shaders/attention.wgsl"),
     ),
+    ("beams.wgsl", include_str!("../../../../shaders/beams.wgsl")),
     (
         "elementwise.wgsl",
         include_str!("../../../../shaders/elementwise.wgsl"),
@@ -38,10 +39,6 @@ pub const FILES: &[(&str, &str)] = &[
     (
         "rms_norm.wgsl",
         include_str!("../../../../shaders/rms_norm.wgsl"),
-    ),
-    (
-        "select.wgsl",
-        include_str!("../../../../shaders/select.wgsl"),
     ),
     (
         "weights.wgsl",
@@ -107,7 +104,7 @@ pub fn variants() -> Vec<Variant> {
         "kv_cache.wgsl",
         "log_softmax.wgsl",
         "moe.wgsl",
-        "select.wgsl",
+        "beams.wgsl",
     ] {
         v.push(Variant::new(file, &[]));
     }
