@@ -201,3 +201,39 @@ fn same_as_cpu_for_every_weight_type(g: &WgpuBackend, tol: f32) {
         }
     }
 }
+
+/// What item 2 of the WGSL issue promises, counted: a request submits at most once per
+/// decode position and reads back only its final beams (the live count and each row's
+/// score, trie node and session), never anything per step.
+#[test]
+fn a_request_submits_once_per_step_and_reads_back_only_its_final_beams() {
+    if gpu().is_none() {
+        return;
+    }
+    let g = device(true);
+    for name in FIXTURES {
+        let file = Arc::new(ModelFile::open(&fixture(name)).unwrap());
+        let m = Model::new(g.clone(), file).unwrap();
+        let cfg = m.config().clone();
+        let trie = Trie::new(&m.file.catalog);
+        for (req, _) in requests(&load_golden(name)).into_iter().take(2) {
+            let before = g.stats();
+            let got = recommend(&m, &trie, std::slice::from_ref(&req)).unwrap();
+            let after = g.stats();
+            assert!(!got[0].final_scores.is_empty(), "{name}: the request keeps beams");
+            let positions = cfg.dec_len() as u64;
+            let submissions = after.submissions - before.submissions;
+            // One per scored position at most, plus the two reads at the end.
+            assert!(
+                submissions <= positions + 2,
+                "{name}: {submissions} submissions for {positions} positions"
+            );
+            let final_bytes = 4 + (req.beam * (2 + cfg.session_len) * 4) as u64;
+            let read = after.readback_bytes - before.readback_bytes;
+            assert!(
+                read <= final_bytes,
+                "{name}: {read} bytes read back, the final beams are {final_bytes}"
+            );
+        }
+    }
+}
