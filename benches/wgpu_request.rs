@@ -9,6 +9,7 @@
 //! (benches/compare_backends.sh makes the synthetic models and runs this.)
 
 use onerec_engine::backend::wgpu::{StatsSnapshot, WgpuBackend};
+use onerec_engine::backend::KeyMap;
 use onerec_engine::format::quant::encode;
 use onerec_engine::generate::recommend;
 use onerec_engine::tensor::{Blob, DType, TensorView};
@@ -68,6 +69,47 @@ fn matmul_gflops(g: &WgpuBackend, dtype: DType, m: usize, n: usize, k: usize, re
     2.0 * (m * n * k) as f64 / times[times.len() / 2] / 1e9
 }
 
+/// GFLOP/s (2 · rows · keys · d per call: scores plus weighted sum) of the decoder's
+/// cross-attention: `rows` beams of one user over its `keys` encoder rows, K/V in the
+/// device's cache type.
+fn cross_attention_gflops(
+    g: &WgpuBackend,
+    rows: usize,
+    keys: usize,
+    d: usize,
+    heads: usize,
+) -> f64 {
+    let x: Vec<f32> = (0..keys.max(rows) * d)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let q = g.upload(&x[..rows * d], rows, d).expect("upload");
+    let kv = g.upload(&x[..keys * d], keys, d).expect("upload");
+    let (mut k, mut v) = (
+        g.kv_cache(keys, d).expect("cache"),
+        g.kv_cache(keys, d).expect("cache"),
+    );
+    g.write_rows(&mut k, 0, &kv).expect("write");
+    g.write_rows(&mut v, 0, &kv).expect("write");
+    let spans = vec![(0u32, keys as u32); rows];
+    let run = || {
+        g.attention(&q, &k, &v, heads, KeyMap::Spans(&spans))
+            .expect("attention")
+    };
+    let _ = run();
+    g.sync().expect("sync");
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..4 {
+            std::hint::black_box(run());
+        }
+        g.sync().expect("sync");
+        times.push(t.elapsed().as_secs_f64() / 4.0);
+    }
+    times.sort_by(f64::total_cmp);
+    4.0 * (rows * keys * d) as f64 / times[1] / 1e9
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes --bench; the model is the first argument that is a directory.
@@ -124,6 +166,11 @@ fn main() {
             .collect();
         println!("kernel GFLOP/s {dtype}: {}", line.join(" | "));
     }
+    println!(
+        "kernel GFLOP/s cross-attention [B={beam} over {} keys, d {d}]: {:.2}",
+        cfg.max_history,
+        cross_attention_gflops(&g, beam, cfg.max_history, d, cfg.n_heads)
+    );
 
     let n = file.catalog.len() as u64;
     let history: Vec<u64> = (0..cfg.max_history as u64)

@@ -1,15 +1,15 @@
 // Multi-head scaled dot-product attention of query rows over selected key/value rows,
 // in three barrier-free passes (lavapipe runs workgroup barriers very slowly, GPUs run
-// these passes fine): `scores` (one invocation per row, head and key), `softmax` (one per
-// row and head, in place) and `weighted` (one per row and output column).
+// these passes fine): `scores` (one invocation per tile of 4 rows, head and key),
+// `softmax` (one per row and head, in place) and `weighted` (one per tile of 4 rows and
+// group of `p.cols` output columns).
 // Defines: SPANS (row r attends keys spans[r].x .. spans[r].x + spans[r].y: encoder and
 // cross-attention) or GATHER (row r attends keys index[r * stride ..][..per_row]: the
 // decoder's self-attention through each beam's ancestry in the KV cache).
-// KV_F16: keys and values are an f16 KV cache (kv_cache.wgsl), widened on load.
-// Scores live in `s` as [rows, heads, max_keys].
-#if KV_F16
-enable f16;
-#endif
+// KV_F16: keys and values are an f16 KV cache (kv_cache.wgsl), decoded on load.
+// Matrices are bound as vec4 arrays, so that where the head size is a multiple of 4 a
+// lane fetches 4 values at once (what makes lavapipe fast); other sizes read one value
+// at a time from the same bindings. Scores live in `s` as [rows, heads, max_keys].
 
 #include "grid.wgsl"
 
@@ -22,16 +22,21 @@ struct Params {
     max_keys: u32,  // stride of a score row
     scale: f32,
     stride: u32,    // GATHER: distance between the index lists of two rows
+    cols: u32,      // output columns per `weighted` invocation: 4 when vec4 loads apply, else 1
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 #if KV_F16
-@group(0) @binding(2) var<storage, read> k: array<f16>;
-@group(0) @binding(3) var<storage, read> v: array<f16>;
+// 8 halves per element.
+@group(0) @binding(2) var<storage, read> k: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<u32>>;
 #else
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
 #endif
 #if SPANS
 @group(0) @binding(4) var<storage, read> spans: array<vec2<u32>>;
@@ -41,6 +46,50 @@ struct Params {
 #endif
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> s: array<f32>;
+
+fn q1(i: u32) -> f32 {
+    return q[i >> 2u][i & 3u];
+}
+
+// `i % 4 == 0` for the 4-value loads.
+fn q4(i: u32) -> vec4<f32> {
+    return q[i >> 2u];
+}
+
+#if KV_F16
+fn half_pair(w: u32, i: u32) -> f32 {
+    return unpack2x16float(w)[i & 1u];
+}
+fn k1(i: u32) -> f32 {
+    return half_pair(k[i >> 3u][(i >> 1u) & 3u], i);
+}
+fn v1(i: u32) -> f32 {
+    return half_pair(v[i >> 3u][(i >> 1u) & 3u], i);
+}
+fn k4(i: u32) -> vec4<f32> {
+    let w = k[i >> 3u];
+    return select(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+                  vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), (i & 4u) != 0u);
+}
+fn v4(i: u32) -> vec4<f32> {
+    let w = v[i >> 3u];
+    return select(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+                  vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), (i & 4u) != 0u);
+}
+#else
+fn k1(i: u32) -> f32 {
+    return k[i >> 2u][i & 3u];
+}
+fn v1(i: u32) -> f32 {
+    return v[i >> 2u][i & 3u];
+}
+fn k4(i: u32) -> vec4<f32> {
+    return k[i >> 2u];
+}
+fn v4(i: u32) -> vec4<f32> {
+    return v[i >> 2u];
+}
+#endif
 
 fn n_keys(r: u32) -> u32 {
 #if SPANS
@@ -58,27 +107,90 @@ fn key_of(r: u32, j: u32) -> u32 {
 #endif
 }
 
+// Whether 4-value loads apply: every head starts on a multiple of 4.
+fn by4() -> bool {
+    return ((p.head_dim | p.d) & 3u) == 0u;
+}
+
+// Rows come in tiles of TILE; where a tile's rows read the same keys (the beams of one
+// user in cross-attention), each key or value loaded serves all of them.
+const TILE: u32 = 4u;
+
+fn tile_rows(r0: u32) -> u32 {
+    return min(TILE, p.rows - r0);
+}
+
+// Whether the rows of the tile at r0 attend exactly the same keys.
+fn shared_keys(r0: u32) -> bool {
+#if SPANS
+    if (tile_rows(r0) < TILE) {
+        return false;
+    }
+    let a = spans[r0];
+    return all(spans[r0 + 1u] == a) && all(spans[r0 + 2u] == a) && all(spans[r0 + 3u] == a);
+#else
+    return false;
+#endif
+}
+
+// q row segment at qo · k row segment at ko, over one head.
+fn dot_qk(qo: u32, ko: u32) -> f32 {
+    var acc = 0.0;
+    if (by4()) {
+        for (var e = 0u; e < p.head_dim; e += 4u) {
+            acc += dot(q4(qo + e), k4(ko + e));
+        }
+    } else {
+        for (var e = 0u; e < p.head_dim; e++) {
+            acc += q1(qo + e) * k1(ko + e);
+        }
+    }
+    return acc;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_group(wg, nwg) * 64u + lid;
-    if (i >= p.rows * p.n_heads * p.max_keys) {
+    let tiles = (p.rows + TILE - 1u) / TILE;
+    if (i >= tiles * p.n_heads * p.max_keys) {
         return;
     }
     let j = i % p.max_keys;
-    let rh = i / p.max_keys;
-    let r = rh / p.n_heads;
-    let h = rh % p.n_heads;
-    if (j >= n_keys(r)) {
+    let th = i / p.max_keys;
+    let r0 = (th / p.n_heads) * TILE;
+    let h = th % p.n_heads;
+    let hd = p.head_dim;
+    if (shared_keys(r0)) {
+        if (j >= n_keys(r0)) {
+            return;
+        }
+        let ko = key_of(r0, j) * p.d + h * hd;
+        let qo = r0 * p.d + h * hd;
+        var acc = vec4<f32>(0.0);
+        if (by4()) {
+            for (var e = 0u; e < hd; e += 4u) {
+                let kv = k4(ko + e);
+                acc += vec4<f32>(dot(q4(qo + e), kv), dot(q4(qo + p.d + e), kv),
+                                 dot(q4(qo + 2u * p.d + e), kv), dot(q4(qo + 3u * p.d + e), kv));
+            }
+        } else {
+            for (var e = 0u; e < hd; e++) {
+                let kv = k1(ko + e);
+                acc += kv * vec4<f32>(q1(qo + e), q1(qo + p.d + e), q1(qo + 2u * p.d + e), q1(qo + 3u * p.d + e));
+            }
+        }
+        for (var t = 0u; t < TILE; t++) {
+            s[((r0 + t) * p.n_heads + h) * p.max_keys + j] = acc[t] * p.scale;
+        }
         return;
     }
-    let hd = p.head_dim;
-    let qo = r * p.d + h * hd;
-    let ko = key_of(r, j) * p.d + h * hd;
-    var acc = 0.0;
-    for (var e = 0u; e < hd; e++) {
-        acc += q[qo + e] * f32(k[ko + e]);
+    for (var t = 0u; t < tile_rows(r0); t++) {
+        let r = r0 + t;
+        if (j < n_keys(r)) {
+            let acc = dot_qk(r * p.d + h * hd, key_of(r, j) * p.d + h * hd);
+            s[(r * p.n_heads + h) * p.max_keys + j] = acc * p.scale;
+        }
     }
-    s[i] = acc * p.scale;
 }
 
 @compute @workgroup_size(64, 1, 1)
@@ -105,20 +217,64 @@ fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
+// Σ_j s[o + j] · v[key(r, j) · d + c ..][..4] (or the one value at c).
+fn weighted_row(r: u32, o: u32, c: u32) -> vec4<f32> {
+    var acc = vec4<f32>(0.0);
+    let n = n_keys(r);
+    if (p.cols == 4u) {
+        for (var j = 0u; j < n; j++) {
+            acc += s[o + j] * v4(key_of(r, j) * p.d + c);
+        }
+    } else {
+        for (var j = 0u; j < n; j++) {
+            acc.x += s[o + j] * v1(key_of(r, j) * p.d + c);
+        }
+    }
+    return acc;
+}
+
 @compute @workgroup_size(64, 1, 1)
 fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_group(wg, nwg) * 64u + lid;
-    if (i >= p.rows * p.d) {
+    let tiles = (p.rows + TILE - 1u) / TILE;
+    let groups = p.d / p.cols;
+    if (i >= tiles * groups) {
         return;
     }
-    let r = i / p.d;
-    let c = i % p.d;
+    let r0 = (i / groups) * TILE;
+    let c = (i % groups) * p.cols;
     let h = c / p.head_dim;
-    let n = n_keys(r);
-    let o = (r * p.n_heads + h) * p.max_keys;
-    var acc = 0.0;
-    for (var j = 0u; j < n; j++) {
-        acc += s[o + j] * f32(v[key_of(r, j) * p.d + c]);
+    var acc: array<vec4<f32>, 4>;
+    if (shared_keys(r0)) {
+        let n = n_keys(r0);
+        let o = (r0 * p.n_heads + h) * p.max_keys;
+        let hs = p.n_heads * p.max_keys; // from one row's scores to the next row's
+        if (p.cols == 4u) {
+            for (var j = 0u; j < n; j++) {
+                let vv = v4(key_of(r0, j) * p.d + c);
+                acc[0] += s[o + j] * vv;
+                acc[1] += s[o + hs + j] * vv;
+                acc[2] += s[o + 2u * hs + j] * vv;
+                acc[3] += s[o + 3u * hs + j] * vv;
+            }
+        } else {
+            for (var j = 0u; j < n; j++) {
+                let vv = v1(key_of(r0, j) * p.d + c);
+                acc[0].x += s[o + j] * vv;
+                acc[1].x += s[o + hs + j] * vv;
+                acc[2].x += s[o + 2u * hs + j] * vv;
+                acc[3].x += s[o + 3u * hs + j] * vv;
+            }
+        }
+    } else {
+        for (var t = 0u; t < tile_rows(r0); t++) {
+            let r = r0 + t;
+            acc[t] = weighted_row(r, (r * p.n_heads + h) * p.max_keys, c);
+        }
     }
-    out[i] = acc;
+    for (var t = 0u; t < tile_rows(r0); t++) {
+        for (var e = 0u; e < p.cols; e++) {
+            out[(r0 + t) * p.d + c + e] = acc[t][e];
+        }
+    }
 }

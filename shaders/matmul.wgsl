@@ -66,6 +66,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (p.only_expert != 0xffffffffu && tile.x != p.only_expert) {
         return;
     }
+    // Experts get few tokens each: invocations whose rows all lie past the tile's end
+    // would only recompute its last row.
+    if (lid.y * TM >= tile.z) {
+        return;
+    }
     base += tile.x * p.w_estride;
     sbase += tile.x * p.s_estride;
     for (var i = 0u; i < TM; i++) {
@@ -76,6 +81,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         xr[i] = select(slot, slot_row[slot], p.gather_x != 0u);
     }
 #else
+    if ((wg.y * 8u + lid.y) * TM >= p.m) {
+        return;
+    }
     for (var i = 0u; i < TM; i++) {
         let r = (wg.y * 8u + lid.y) * TM + i;
         ok[i] = r < p.m;

@@ -220,7 +220,10 @@ fn a_request_submits_once_per_step_and_reads_back_only_its_final_beams() {
             let before = g.stats();
             let got = recommend(&m, &trie, std::slice::from_ref(&req)).unwrap();
             let after = g.stats();
-            assert!(!got[0].final_scores.is_empty(), "{name}: the request keeps beams");
+            assert!(
+                !got[0].final_scores.is_empty(),
+                "{name}: the request keeps beams"
+            );
             let positions = cfg.dec_len() as u64;
             let submissions = after.submissions - before.submissions;
             // One per scored position at most, plus the two reads at the end.

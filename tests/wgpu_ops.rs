@@ -298,9 +298,18 @@ fn attention_matches_cpu() {
     let cpu = CpuBackend::new();
     let mut rng = Rng::new(5);
     let Some(g) = gpu() else { return };
-    for &(heads, hd) in &[(4usize, 8usize), (3, 8), (2, 64), (1, 96), (8, 64)] {
+    // Head sizes that are not a multiple of 4 take the kernels' one-value-at-a-time path.
+    for &(heads, hd) in &[
+        (4usize, 8usize),
+        (3, 8),
+        (2, 64),
+        (1, 96),
+        (8, 64),
+        (3, 5),
+        (2, 6),
+    ] {
         let d = heads * hd;
-        let (rows, keys) = (9, 150);
+        let (rows, keys) = (13, 150);
         let (q, k, v) = (rng.vec(rows * d), rng.vec(keys * d), rng.vec(keys * d));
         let spans: Vec<(u32, u32)> = (0..rows)
             .map(|_| {
@@ -314,8 +323,18 @@ fn attention_matches_cpu() {
         let stride = per_row + rng.below(5);
         let index: Vec<u32> = (0..rows * stride).map(|_| rng.below(keys) as u32).collect();
         let gindex = g.ids(&index).unwrap();
+        // Cross-attention: consecutive rows (one user's beams) share their keys, so the
+        // kernels' shared-tile path runs, with tiles that straddle two users.
+        let user_span: Vec<(u32, u32)> = (0..3)
+            .map(|_| {
+                let s = rng.below(keys);
+                (s as u32, (1 + rng.below(keys - s)) as u32)
+            })
+            .collect();
+        let shared: Vec<(u32, u32)> = (0..rows).map(|r| user_span[r / 5]).collect();
         for (km, gkm) in [
             (KeyMap::Spans(&spans), KeyMap::Spans(&spans)),
+            (KeyMap::Spans(&shared), KeyMap::Spans(&shared)),
             (
                 KeyMap::Gather {
                     per_row,
@@ -383,66 +402,80 @@ fn f16_kv_cache_matches_cpu() {
             .map(|v| half::f16::from_f32(v).to_f32())
             .collect()
     };
-    let (heads, hd, rows, keys) = (4usize, 16usize, 7usize, 90usize);
-    let d = heads * hd;
-    let q = rng.vec(rows * d);
-    let (k, v) = (round(rng.vec(keys * d)), round(rng.vec(keys * d)));
-    // Written in two ragged pieces, at an odd row, so the element offset is odd too.
-    let (mut kc, mut vc) = (
-        g.kv_cache(keys + 3, d).unwrap(),
-        g.kv_cache(keys + 3, d).unwrap(),
-    );
-    for (cache, x) in [(&mut kc, &k), (&mut vc, &v)] {
-        let first = 37;
-        g.write_rows(cache, 3, &g.upload(&x[..first * d], first, d).unwrap())
+    // Head sizes that are a multiple of 4 (4-value loads) and not (one at a time).
+    for &(heads, hd) in &[(4usize, 16usize), (3, 5)] {
+        let (rows, keys) = (7usize, 90usize);
+        let d = heads * hd;
+        let q = rng.vec(rows * d);
+        let (k, v) = (round(rng.vec(keys * d)), round(rng.vec(keys * d)));
+        // Written in two ragged pieces, at an odd row, so the element offset is odd too.
+        let (mut kc, mut vc) = (
+            g.kv_cache(keys + 3, d).unwrap(),
+            g.kv_cache(keys + 3, d).unwrap(),
+        );
+        for (cache, x) in [(&mut kc, &k), (&mut vc, &v)] {
+            let first = 37;
+            g.write_rows(cache, 3, &g.upload(&x[..first * d], first, d).unwrap())
+                .unwrap();
+            g.write_rows(
+                cache,
+                3 + first,
+                &g.upload(&x[first * d..], keys - first, d).unwrap(),
+            )
             .unwrap();
-        g.write_rows(
-            cache,
-            3 + first,
-            &g.upload(&x[first * d..], keys - first, d).unwrap(),
-        )
-        .unwrap();
+        }
+        let back = g.download(&kc).unwrap();
+        assert_eq!(
+            &back[..3 * d],
+            &vec![0.0; 3 * d][..],
+            "rows before the write"
+        );
+        assert_eq!(&back[3 * d..], &k[..], "f16 cache rows");
+        let index: Vec<u32> = (0..rows * 11).map(|_| 3 + rng.below(keys) as u32).collect();
+        let km = KeyMap::Gather {
+            per_row: 11,
+            stride: 11,
+            index: &index,
+        };
+        let gindex = g.ids(&index).unwrap();
+        let gkm = KeyMap::Gather {
+            per_row: 11,
+            stride: 11,
+            index: &gindex,
+        };
+        let mut kk = vec![0.0; 3 * d];
+        kk.extend_from_slice(&k);
+        let mut vv = vec![0.0; 3 * d];
+        vv.extend_from_slice(&v);
+        let c = |x: &[f32], r| cpu.upload(x, r, d).unwrap();
+        let want = cpu
+            .attention(
+                &c(&q, rows),
+                &c(&kk, keys + 3),
+                &c(&vv, keys + 3),
+                heads,
+                km,
+            )
+            .unwrap();
+        let got = g
+            .download(
+                &g.attention(&g.upload(&q, rows, d).unwrap(), &kc, &vc, heads, gkm)
+                    .unwrap(),
+            )
+            .unwrap();
+        cmp("attention over an f16 cache", &got, &want.data, TOL);
     }
-    let back = g.download(&kc).unwrap();
-    assert_eq!(
-        &back[..3 * d],
-        &vec![0.0; 3 * d][..],
-        "rows before the write"
-    );
-    assert_eq!(&back[3 * d..], &k[..], "f16 cache rows");
-    let index: Vec<u32> = (0..rows * 11).map(|_| 3 + rng.below(keys) as u32).collect();
-    let km = KeyMap::Gather {
-        per_row: 11,
-        stride: 11,
-        index: &index,
-    };
+    let (heads, d, rows, keys) = (4usize, 64usize, 7usize, 90usize);
+    let q = rng.vec(rows * d);
+    let kk = rng.vec((keys + 3) * d);
+    let kc = g.kv_cache(keys + 3, d).unwrap();
+    let index: Vec<u32> = (0..rows * 11).map(|_| rng.below(keys) as u32).collect();
     let gindex = g.ids(&index).unwrap();
     let gkm = KeyMap::Gather {
         per_row: 11,
         stride: 11,
         index: &gindex,
     };
-    let mut kk = vec![0.0; 3 * d];
-    kk.extend_from_slice(&k);
-    let mut vv = vec![0.0; 3 * d];
-    vv.extend_from_slice(&v);
-    let c = |x: &[f32], r| cpu.upload(x, r, d).unwrap();
-    let want = cpu
-        .attention(
-            &c(&q, rows),
-            &c(&kk, keys + 3),
-            &c(&vv, keys + 3),
-            heads,
-            km,
-        )
-        .unwrap();
-    let got = g
-        .download(
-            &g.attention(&g.upload(&q, rows, d).unwrap(), &kc, &vc, heads, gkm)
-                .unwrap(),
-        )
-        .unwrap();
-    cmp("attention over an f16 cache", &got, &want.data, TOL);
     // A plain f32 buffer is not a cache: mixing precisions is an error, not garbage.
     let plain = g.upload(&kk, keys + 3, d).unwrap();
     assert!(g

@@ -300,6 +300,8 @@ struct AttnParams {
     max_keys: u32,
     scale: f32,
     stride: u32,
+    cols: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -329,6 +331,8 @@ pub fn store_f16(be: &WgpuBackend, dst: &WgpuBuf, offset: usize, src: &WgpuBuf) 
         p.n.div_ceil(256),
     )
 }
+
+const ATTN_TILE: usize = 4;
 
 pub fn attention(
     be: &WgpuBackend,
@@ -371,6 +375,8 @@ pub fn attention(
     if rows == 0 {
         return Ok(out);
     }
+    // attention.wgsl reads 4 values at a time where every head starts on a multiple of 4.
+    let cols_per = if (hd | d) % 4 == 0 { 4 } else { 1 };
     let p = AttnParams {
         rows: u32_of(rows, "rows")?,
         d: u32_of(d, "d")?,
@@ -380,6 +386,8 @@ pub fn attention(
         max_keys: u32_of(max_keys, "keys")?,
         scale: 1.0 / (hd as f32).sqrt(),
         stride: u32_of(stride, "key index stride")?,
+        cols: cols_per as u32,
+        _pad: [0; 3],
     };
     let scores = be.new_buf(rows * n_heads, max_keys)?;
     let v_ = if k.half {
@@ -389,7 +397,9 @@ pub fn attention(
     };
     let pb = bytemuck::bytes_of(&p);
     let ctx = &be.ctx;
-    let n_scores = u32_of(rows * n_heads * max_keys, "attention scores")?;
+    // `scores` and `weighted` work on tiles of ATTN_TILE rows (attention.wgsl TILE).
+    let tiles = rows.div_ceil(ATTN_TILE);
+    let n_scores = u32_of(tiles * n_heads * max_keys, "attention scores")?;
     let binds = [
         (1, (&q.g).into()),
         (2, (&k.g).into()),
@@ -424,7 +434,7 @@ pub fn attention(
         &*ctx.pipe(&v_, "weighted")?,
         pb,
         &binds,
-        u32_of(rows * d, "attention outputs")?.div_ceil(64),
+        u32_of(tiles * (d / cols_per), "attention outputs")?.div_ceil(64),
     )?;
     Ok(out)
 }
