@@ -91,7 +91,7 @@ impl Config {
                 )));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(Error::config(format!(
                 "`d_model` ({}) must be a multiple of `n_heads` ({})",
                 self.d_model, self.n_heads

@@ -70,7 +70,7 @@ impl DType {
             DType::F16 | DType::BF16 => 2 * n,
             DType::I64 => 8 * n,
             DType::Q8_0 | DType::Q4_0 => {
-                if cols % QUANT_BLOCK != 0 {
+                if !cols.is_multiple_of(QUANT_BLOCK) {
                     return None;
                 }
                 let quants = if self == DType::Q8_0 { n } else { n / 2 };

@@ -105,7 +105,7 @@ fn parse(b: &[u8]) -> std::result::Result<Parsed, String> {
     }
     let data_offset = data_offset as usize;
     let data_len = data_len as usize;
-    if data_offset % ALIGN != 0 || PREAMBLE + header_len > data_offset {
+    if !data_offset.is_multiple_of(ALIGN) || PREAMBLE + header_len > data_offset {
         return Err(format!(
             "corrupted preamble: header of {header_len} bytes, data at {data_offset}"
         ));

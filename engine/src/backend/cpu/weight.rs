@@ -51,7 +51,7 @@ impl CpuWeight {
                 },
             })
         };
-        let aligned = view.bytes.as_ptr() as usize % std::mem::align_of::<f32>() == 0;
+        let aligned = (view.bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
         let zero_copy = match view.dtype {
             DType::F32 => aligned && cfg!(target_endian = "little"),
             // The kernels read these through byte loads: any alignment will do.

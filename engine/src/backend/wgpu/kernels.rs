@@ -376,7 +376,7 @@ pub fn attention(
         return Ok(out);
     }
     // attention.wgsl reads 4 values at a time where every head starts on a multiple of 4.
-    let cols_per = if (hd | d) % 4 == 0 { 4 } else { 1 };
+    let cols_per = if (hd | d).is_multiple_of(4) { 4 } else { 1 };
     let p = AttnParams {
         rows: u32_of(rows, "rows")?,
         d: u32_of(d, "d")?,
