@@ -1,6 +1,7 @@
 //! Constrained session beam search (MODEL_SPEC "Constrained session decoding") for a
-//! batch of requests: the trie, exclusions, beam bookkeeping and the KV-cache ancestry
-//! live here, above the backend.
+//! batch of requests: validation, exclusions (eligible counts) and the layout of each
+//! position's rows live here, above the backend; the beams themselves (scores, trie
+//! nodes, sessions, KV-cache ancestries) live in the backend (`backend/beams.rs`).
 
 use crate::backend::beams::layout;
 use crate::backend::{Backend, BeamPlan, BeamStep};
