@@ -148,18 +148,18 @@ struct Beam {
     code: u32,
 }
 
-/// The beam state on the host; `I` is the backend's index list, refreshed after each
-/// step for the next position.
-pub struct HostBeams<I> {
+/// The beam state on the host, for backends whose index lists are host vectors; the
+/// lists the next position reads are rebuilt after each step.
+pub struct HostBeams {
     plan: BeamPlan,
     rows: Vec<Rows>,
     beams: Vec<Vec<Beam>>,
-    codes: I,
-    ancestry: I,
+    codes: Vec<u32>,
+    ancestry: Vec<u32>,
 }
 
-impl<I> HostBeams<I> {
-    pub fn start(plan: &BeamPlan, ids: impl Fn(&[u32]) -> Result<I>) -> Result<Self> {
+impl HostBeams {
+    pub fn start(plan: &BeamPlan) -> Result<Self> {
         plan.check()?;
         let beams = plan
             .first
@@ -180,14 +180,14 @@ impl<I> HostBeams<I> {
             plan: plan.clone(),
             rows: plan.first.clone(),
             beams,
-            codes: ids(&[])?,
-            ancestry: ids(&[])?,
+            codes: Vec::new(),
+            ancestry: Vec::new(),
         };
-        hb.refresh(&ids)?;
+        hb.refresh();
         Ok(hb)
     }
 
-    pub fn inputs(&self) -> BeamInputs<'_, I> {
+    pub fn inputs(&self) -> BeamInputs<'_, Vec<u32>> {
         BeamInputs {
             codes: &self.codes,
             ancestry: &self.ancestry,
@@ -200,7 +200,6 @@ impl<I> HostBeams<I> {
         &mut self,
         step: &BeamStep<'_>,
         select: impl FnOnce(&[SelectGroup<'_>]) -> Result<Vec<Vec<Candidate>>>,
-        ids: impl Fn(&[u32]) -> Result<I>,
     ) -> Result<()> {
         step.check(&self.plan, &self.rows)?;
         let chosen = if self.beams.iter().all(Vec::is_empty) {
@@ -268,11 +267,12 @@ impl<I> HostBeams<I> {
             self.beams[g] = new;
         }
         self.rows = step.next.to_vec();
-        self.refresh(&ids)
+        self.refresh();
+        Ok(())
     }
 
     /// Rebuilds the index lists of the current rows.
-    fn refresh(&mut self, ids: &impl Fn(&[u32]) -> Result<I>) -> Result<()> {
+    fn refresh(&mut self) {
         let (cap, tn) = (self.plan.cap, self.plan.positions);
         let mut codes = vec![0u32; cap];
         let mut anc: Vec<u32> = (0..cap * tn)
@@ -285,9 +285,8 @@ impl<I> HostBeams<I> {
                 anc[r * tn..r * tn + b.ancestry.len()].copy_from_slice(&b.ancestry);
             }
         }
-        self.codes = ids(&codes)?;
-        self.ancestry = ids(&anc)?;
-        Ok(())
+        self.codes = codes;
+        self.ancestry = anc;
     }
 
     pub fn finish(&self) -> Vec<Finished> {

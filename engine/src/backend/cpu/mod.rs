@@ -70,7 +70,7 @@ impl Backend for CpuBackend {
     type Weight = CpuWeight;
     type Buf = CpuBuf;
     type Ids = Vec<u32>;
-    type Beams = HostBeams<Vec<u32>>;
+    type Beams = HostBeams;
     type Index = Trie;
     type Counts = Vec<Vec<u32>>;
 
@@ -224,7 +224,7 @@ impl Backend for CpuBackend {
     }
 
     fn beams_start(&self, plan: &BeamPlan) -> Result<Self::Beams> {
-        HostBeams::start(plan, |d| Ok(d.to_vec()))
+        HostBeams::start(plan)
     }
 
     fn beams_inputs<'a>(&self, beams: &'a Self::Beams) -> BeamInputs<'a, Vec<u32>> {
@@ -239,11 +239,9 @@ impl Backend for CpuBackend {
         counts: &Vec<Vec<u32>>,
         step: &BeamStep<'_>,
     ) -> Result<()> {
-        beams.step(
-            step,
-            |groups| self.select(logp, index, counts, step.level, groups),
-            |d| Ok(d.to_vec()),
-        )
+        beams.step(step, |groups| {
+            self.select(logp, index, counts, step.level, groups)
+        })
     }
 
     fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>> {

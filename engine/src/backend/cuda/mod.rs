@@ -211,7 +211,7 @@ impl Backend for CudaBackend {
     type Weight = CudaWeight;
     type Buf = CudaBuf;
     type Ids = Vec<u32>;
-    type Beams = HostBeams<Vec<u32>>;
+    type Beams = HostBeams;
     type Index = CudaIndex;
     type Counts = CudaCounts;
 
@@ -460,7 +460,7 @@ impl Backend for CudaBackend {
     }
 
     fn beams_start(&self, plan: &BeamPlan) -> Result<Self::Beams> {
-        HostBeams::start(plan, |d| Ok(d.to_vec()))
+        HostBeams::start(plan)
     }
 
     fn beams_inputs<'a>(&self, beams: &'a Self::Beams) -> BeamInputs<'a, Vec<u32>> {
@@ -476,11 +476,9 @@ impl Backend for CudaBackend {
         step: &BeamStep<'_>,
     ) -> Result<()> {
         // The selection runs on the device; the survivors come back to the host beams.
-        beams.step(
-            step,
-            |groups| self.select(logp, index, counts, step.level, groups),
-            |d| Ok(d.to_vec()),
-        )
+        beams.step(step, |groups| {
+            self.select(logp, index, counts, step.level, groups)
+        })
     }
 
     fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>> {
