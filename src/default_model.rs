@@ -48,7 +48,9 @@ pub fn dataset_dir() -> Option<PathBuf> {
 /// MovieLens titles ("Title (year)") by item id, from `ml-100k.item` in `dir`; `None` when
 /// the file is absent or unreadable (titles are a nicety: ids are printed instead).
 pub fn titles_in(dir: &Path) -> Option<HashMap<u64, String>> {
-    let text = std::fs::read_to_string(dir.join("ml-100k.item")).ok()?;
+    // A regular file of bounded size only: a FIFO or a device there must not hang or
+    // exhaust memory (the real file is about 100 KB).
+    let text = onerec_engine::fsutil::read_small_text(&dir.join("ml-100k.item"), 16 << 20).ok()?;
     let mut out = HashMap::new();
     // Tab-separated: item_id, movie_title, release_year, genres; first line is a header.
     for line in text.lines().skip(1) {

@@ -8,6 +8,7 @@ mod errors;
 mod ffi;
 mod golden;
 mod quantize;
+mod reliability;
 mod shaders;
 mod wgpu_e2e;
 mod wgpu_ops;

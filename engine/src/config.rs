@@ -3,7 +3,10 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+/// Unknown fields are an error: MODEL_SPEC lists every field, and a misspelt optional
+/// one (`top-k`) would otherwise silently fall back to its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub d_model: usize,
     pub n_heads: usize,
@@ -27,9 +30,6 @@ pub struct Config {
     pub max_history: usize,
     pub rms_eps: f32,
 }
-
-/// Sizes beyond these are rejected as nonsense before any allocation is attempted.
-const MAX_DIM: usize = 1 << 20;
 
 impl Config {
     pub fn from_json(text: &str) -> Result<Self> {
@@ -59,6 +59,83 @@ impl Config {
         self.moe_dec_layers.contains(&layer)
     }
 
+    /// Every size field with the largest value this engine accepts and why. The limits
+    /// are far above any real OneRec model (MODEL_SPEC's paper scale: d_model 1024, 8
+    /// heads, 8+8 layers, 24 experts top-2, 3 × 8192 codes, sessions of 5, 256 history
+    /// items) and are checked before anything is sized from the config, so a few bytes
+    /// of JSON cannot make the loader build huge tables.
+    fn limits(&self) -> [(&'static str, usize, usize, &'static str); 12] {
+        [
+            (
+                "d_model",
+                self.d_model,
+                1 << 16,
+                "the widest transformers use 16K-32K",
+            ),
+            (
+                "n_heads",
+                self.n_heads,
+                1 << 10,
+                "models use at most a few hundred heads",
+            ),
+            (
+                "n_enc_layers",
+                self.n_enc_layers,
+                256,
+                "the deepest transformers have ~128 layers",
+            ),
+            (
+                "n_dec_layers",
+                self.n_dec_layers,
+                256,
+                "the deepest transformers have ~128 layers",
+            ),
+            (
+                "d_ff",
+                self.d_ff,
+                1 << 18,
+                "dense FFNs are a few times d_model",
+            ),
+            (
+                "n_experts",
+                self.n_experts,
+                1 << 12,
+                "the largest MoE models use a few hundred experts",
+            ),
+            ("top_k", self.top_k, 1 << 12, "at most n_experts"),
+            (
+                "d_expert",
+                self.d_expert,
+                1 << 18,
+                "an expert is no wider than a dense FFN",
+            ),
+            (
+                "n_levels",
+                self.n_levels,
+                16,
+                "OneRec's semantic IDs have 3 levels",
+            ),
+            (
+                "codebook_size",
+                self.codebook_size,
+                1 << 20,
+                "OneRec uses 8192 codes per level",
+            ),
+            (
+                "session_len",
+                self.session_len,
+                256,
+                "OneRec generates sessions of 5-10 items",
+            ),
+            (
+                "max_history",
+                self.max_history,
+                1 << 16,
+                "lifelong encoders keep a few thousand items",
+            ),
+        ]
+    }
+
     pub fn validate(&self) -> Result<()> {
         let positive = [
             ("d_model", self.d_model),
@@ -74,20 +151,11 @@ impl Config {
             if v == 0 {
                 return Err(Error::config(format!("`{name}` must be > 0")));
             }
-            if v > MAX_DIM {
-                return Err(Error::config(format!(
-                    "`{name}` = {v} is larger than {MAX_DIM}"
-                )));
-            }
         }
-        for (name, v) in [
-            ("d_ff", self.d_ff),
-            ("n_experts", self.n_experts),
-            ("d_expert", self.d_expert),
-        ] {
-            if v > MAX_DIM {
+        for (name, v, limit, why) in self.limits() {
+            if v > limit {
                 return Err(Error::config(format!(
-                    "`{name}` = {v} is larger than {MAX_DIM}"
+                    "`{name}` = {v} is larger than {limit}, the limit of this engine ({why})"
                 )));
             }
         }
@@ -96,9 +164,6 @@ impl Config {
                 "`d_model` ({}) must be a multiple of `n_heads` ({})",
                 self.d_model, self.n_heads
             )));
-        }
-        if self.codebook_size > i32::MAX as usize {
-            return Err(Error::config("`codebook_size` does not fit in i32"));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {
             return Err(Error::config(format!(
@@ -110,13 +175,22 @@ impl Config {
             ("moe_enc_layers", &self.moe_enc_layers, self.n_enc_layers),
             ("moe_dec_layers", &self.moe_dec_layers, self.n_dec_layers),
         ] {
-            for (i, &l) in layers.iter().enumerate() {
+            // Linear: a list longer than the layer count must repeat a layer or name one
+            // that does not exist, so its length is checked before anything else.
+            if layers.len() > n {
+                return Err(Error::config(format!(
+                    "`{name}` lists {} layers, but there are only {n}",
+                    layers.len()
+                )));
+            }
+            let mut seen = vec![false; n];
+            for &l in layers.iter() {
                 if l >= n {
                     return Err(Error::config(format!(
                         "`{name}` names layer {l}, but there are only {n} layers"
                     )));
                 }
-                if layers[..i].contains(&l) {
+                if std::mem::replace(&mut seen[l], true) {
                     return Err(Error::config(format!("`{name}` lists layer {l} twice")));
                 }
             }

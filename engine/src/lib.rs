@@ -9,6 +9,7 @@ mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod format;
+pub mod fsutil;
 pub mod generate;
 pub mod model;
 pub mod model_file;

@@ -66,6 +66,14 @@ impl ModelFile {
         }
     }
 
+    /// A checkpoint held in memory: the text of its `config.json` and the bytes of its
+    /// `model.safetensors` (what `open` reads from a directory; the fuzz targets use it).
+    pub fn from_checkpoint_bytes(config_json: &str, safetensors: Arc<Blob>) -> Result<Self> {
+        let config = Config::from_json(config_json)?;
+        let here = Path::new("(memory)");
+        crate::checkpoint::from_blob(config, safetensors, here, here)
+    }
+
     /// Builds a model from parts; checks every weight against the config's schema and
     /// reads the catalog.
     pub fn from_parts(
@@ -161,6 +169,18 @@ impl ModelFile {
                 format!(
                     "expected I32 [{}, {l}], got {} {:?}",
                     ids.shape[0], sids.dtype, sids.shape
+                ),
+            ));
+        }
+        // Backends index items with u32 and keep u32::MAX as "no item"; no catalog comes
+        // near this (Kuaishou's is in the hundreds of millions).
+        if ids.shape[0] >= u32::MAX as usize {
+            return Err(Error::tensor(
+                ids.name,
+                format!(
+                    "{} items: more than this engine supports ({})",
+                    ids.shape[0],
+                    u32::MAX - 1
                 ),
             ));
         }

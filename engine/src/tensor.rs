@@ -64,19 +64,22 @@ impl DType {
     /// (q8: one i8 per value; q4: 8 values per little-endian u32, value `8w + n` in
     /// nibble `n`), then one f16 scale per block row-major, zero-padded to 4 bytes.
     pub fn matrix_bytes(self, rows: usize, cols: usize) -> Option<usize> {
+        // Every step checked: shapes come from files, and a wrapped size would let a
+        // tiny tensor pass for a huge one.
         let n = rows.checked_mul(cols)?;
-        Some(match self {
-            DType::F32 | DType::I32 => 4 * n,
-            DType::F16 | DType::BF16 => 2 * n,
-            DType::I64 => 8 * n,
+        match self {
+            DType::F32 | DType::I32 => n.checked_mul(4),
+            DType::F16 | DType::BF16 => n.checked_mul(2),
+            DType::I64 => n.checked_mul(8),
             DType::Q8_0 | DType::Q4_0 => {
                 if !cols.is_multiple_of(QUANT_BLOCK) {
                     return None;
                 }
                 let quants = if self == DType::Q8_0 { n } else { n / 2 };
-                quants + (2 * (n / QUANT_BLOCK)).next_multiple_of(4)
+                let scales = (2 * (n / QUANT_BLOCK)).checked_next_multiple_of(4)?;
+                quants.checked_add(scales)
             }
-        })
+        }
     }
 
     /// Bytes of a tensor of `shape`: a stack of `[rows, last]` matrices.

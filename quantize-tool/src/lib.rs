@@ -2,6 +2,8 @@
 //! into one self-contained OneRec model file (docs/FORMAT.md) with its weights stored as
 //! f32, f16, q8_0 or q4_0, and reports what each tensor became.
 
+pub mod cleanup;
+pub mod paths;
 pub mod policy;
 pub mod quality;
 pub mod report;
@@ -152,6 +154,9 @@ fn metadata(args: &Args, keep: &policy::KeepF16) -> serde_json::Map<String, serd
 /// Reads the input, converts every tensor and (unless a dry run) writes the file.
 pub fn quantize(args: &Args) -> Result<Report> {
     let input = &args.input;
+    if let (Some(out), false) = (&args.output, args.dry_run) {
+        paths::check_output(input, out)?;
+    }
     let file = ModelFile::open(input).with_context(|| format!("reading {}", input.display()))?;
     let keep = policy::KeepF16::new(&args.keep_f16)?;
     let plan = plan(&file, args, &keep)?;
@@ -169,12 +174,16 @@ pub fn quantize(args: &Args) -> Result<Report> {
         })
         .collect();
     let f32_file_bytes = FileWriter::planned_bytes(&file.config, &f32_specs, &meta)?;
-    let mut writer = match (&args.output, args.dry_run) {
-        (Some(out), false) => Some(
-            FileWriter::create(out, &file.config, &specs, meta.clone())
-                .with_context(|| format!("writing {}", out.display()))?,
-        ),
-        _ => None,
+    let (mut writer, _registered) = match (&args.output, args.dry_run) {
+        (Some(out), false) => {
+            let (w, r) = cleanup::create_registered(
+                || FileWriter::create(out, &file.config, &specs, meta.clone()),
+                FileWriter::temp_path,
+            )
+            .with_context(|| format!("writing {}", out.display()))?;
+            (Some(w), Some(r))
+        }
+        _ => (None, None),
     };
     let file_bytes = FileWriter::planned_bytes(&file.config, &specs, &meta)?;
 

@@ -28,6 +28,8 @@ pub const ALIGN: usize = 256;
 pub const PREAMBLE: usize = 64;
 /// Bytes of the preamble covered by the header CRC (everything before the CRC itself).
 const PREAMBLE_CRC_SPAN: usize = 32;
+/// The reserved bytes of the preamble, after the header CRC; zero in version 1.
+const PREAMBLE_RESERVED: std::ops::Range<usize> = 36..PREAMBLE;
 
 /// The JSON header.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,8 +63,9 @@ pub(crate) fn crc_hex(crc: u32) -> String {
     format!("{crc:08x}")
 }
 
+/// Exactly 8 lowercase hex digits, as written by `crc_hex` (`from_str_radix` alone would
+/// also take uppercase digits and a leading `+`).
 pub(crate) fn parse_crc_hex(s: &str) -> Option<u32> {
-    (s.len() == 8)
-        .then(|| u32::from_str_radix(s, 16).ok())
-        .flatten()
+    let strict = s.len() == 8 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    strict.then(|| u32::from_str_radix(s, 16).ok()).flatten()
 }

@@ -2,7 +2,9 @@
 //! Tensor checksums are only compared by `ModelFile::verify` (reading every byte at
 //! load would page in the whole file, which a memory-mapped engine avoids).
 
-use super::{parse_crc_hex, Header, ALIGN, MAGIC, PREAMBLE, PREAMBLE_CRC_SPAN, VERSION};
+use super::{
+    parse_crc_hex, Header, ALIGN, MAGIC, PREAMBLE, PREAMBLE_CRC_SPAN, PREAMBLE_RESERVED, VERSION,
+};
 use crate::error::{Error, Result};
 use crate::model_file::{Integrity, ModelFile, TensorEntry};
 use crate::tensor::{Blob, DType};
@@ -14,18 +16,13 @@ use std::sync::Arc;
 pub fn sniff(path: &Path) -> bool {
     use std::io::Read;
     let mut buf = [0u8; 8];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok()
+    crate::fsutil::open_regular(path).is_ok_and(|mut f| f.read_exact(&mut buf).is_ok())
         && buf == MAGIC
 }
 
 /// Maps and opens a model file.
 pub fn open(path: &Path) -> Result<ModelFile> {
-    let file = std::fs::File::open(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let file = crate::fsutil::open_regular(path)?;
     // SAFETY: the map is read-only; a file changed underneath a running engine is outside
     // what any mmap-based loader can defend against (`verify` detects it after the fact).
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
@@ -83,6 +80,14 @@ fn parse(b: &[u8]) -> std::result::Result<Parsed, String> {
             "format version {version} is not supported (this engine reads version {VERSION})"
         ));
     }
+    // A version-1 writer leaves them zero; anything else was written by something this
+    // reader does not understand (or is corruption the CRC does not cover).
+    if b[PREAMBLE_RESERVED].iter().any(|&x| x != 0) {
+        return Err(format!(
+            "corrupted preamble: reserved bytes {}..{} are not zero",
+            PREAMBLE_RESERVED.start, PREAMBLE_RESERVED.end
+        ));
+    }
     let header_len = u32_at(b, 12) as usize;
     let data_offset = u64_at(b, 16);
     let data_len = u64_at(b, 24);
@@ -105,7 +110,7 @@ fn parse(b: &[u8]) -> std::result::Result<Parsed, String> {
     }
     let data_offset = data_offset as usize;
     let data_len = data_len as usize;
-    if !data_offset.is_multiple_of(ALIGN) || PREAMBLE + header_len > data_offset {
+    if !data_offset.is_multiple_of(ALIGN) || PREAMBLE.saturating_add(header_len) > data_offset {
         return Err(format!(
             "corrupted preamble: header of {header_len} bytes, data at {data_offset}"
         ));
@@ -136,7 +141,7 @@ fn parse(b: &[u8]) -> std::result::Result<Parsed, String> {
         let dtype = DType::from_name(&t.dtype)
             .ok_or_else(|| err(format!("unsupported dtype `{}`", t.dtype)))?;
         let crc = parse_crc_hex(&t.crc32)
-            .ok_or_else(|| err(format!("crc32 `{}` is not 8 hex digits", t.crc32)))?;
+            .ok_or_else(|| err(format!("crc32 `{}` is not 8 lowercase hex digits", t.crc32)))?;
         if t.offset % ALIGN != 0 {
             return Err(err(format!(
                 "offset {} is not a multiple of {ALIGN}",

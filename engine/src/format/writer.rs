@@ -64,6 +64,7 @@ fn layout(
 ) -> Result<(Header, usize), WriteError> {
     config.validate()?;
     let mut table: Vec<HeaderTensor> = Vec::with_capacity(tensors.len());
+    let mut names = std::collections::HashSet::with_capacity(tensors.len());
     let mut offset = 0usize;
     for t in tensors {
         let bytes = t
@@ -73,7 +74,7 @@ fn layout(
                 name: t.name.clone(),
                 msg: format!("{} cannot hold shape {:?}", t.dtype, t.shape),
             })?;
-        if table.iter().any(|h| h.name == t.name) {
+        if !names.insert(t.name.as_str()) {
             return Err(Error::Tensor {
                 name: t.name.clone(),
                 msg: "appears twice".into(),
@@ -119,6 +120,11 @@ impl FileWriter {
                 .last()
                 .map(|t| t.offset + t.bytes)
                 .unwrap_or(0))
+    }
+
+    /// The temporary file being written (renamed to the target by `finish`).
+    pub fn temp_path(&self) -> &Path {
+        self.out.get_ref().path()
     }
 
     /// Lays the file out (offsets follow from the shapes) and opens a temporary file in
