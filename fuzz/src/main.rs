@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value = "target/fuzz-artifacts")]
     artifacts: PathBuf,
     /// An input running longer than this is a hang.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 60_000)]
     hang_ms: u64,
     /// Runs these inputs once each (to reproduce an artifact) instead of fuzzing.
     #[arg(long, num_args = 1..)]
@@ -195,7 +195,7 @@ fn run(args: Args) -> Result<bool> {
         let took = start.elapsed();
         slowest = slowest.max(took);
         execs += 1;
-        if took > Duration::from_secs(1) {
+        if took > target.slow_limit() {
             slow += 1;
             let p = save(&args.artifacts, "slow", target, &input);
             eprintln!("SLOW: {took:?}, saved to {}", p.display());
@@ -227,10 +227,11 @@ fn run(args: Args) -> Result<bool> {
     let secs = epoch.elapsed().as_secs_f64();
     println!(
         "{}: {execs} execs in {secs:.0} s ({:.0}/s), {} distinct outcomes, {crashes} crashes, \
-         {slow} slow (>1 s; slowest {slowest:?}), 0 hangs, peak RSS {} kB, seed {}",
+         {slow} slow (>{:?}; slowest {slowest:?}), 0 hangs, peak RSS {} kB, seed {}",
         target.name(),
         execs as f64 / secs,
         seen.len(),
+        target.slow_limit(),
         peak_rss_kb(),
         args.seed
     );

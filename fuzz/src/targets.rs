@@ -48,6 +48,15 @@ impl Target {
         }
     }
 
+    /// An input running longer than this is reported as slow and fails the run: the
+    /// readers are linear in the input, a beam search is not (beam 4096, 3 users).
+    pub fn slow_limit(self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self {
+            Target::ModelFile | Target::Checkpoint => 1,
+            Target::Request => 30,
+        })
+    }
+
     pub fn mutate(self, rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
         match self {
             Target::ModelFile if rng.chance(2) => mutate_model_header(rng, data, other),
@@ -61,9 +70,12 @@ impl Target {
 fn class<T>(r: &onerec_engine::error::Result<T>) -> String {
     match r {
         Ok(_) => "ok".into(),
+        // Up to the first quoted part (names and values copied from the input would make
+        // nearly every mutant a new class), digits dropped.
         Err(e) => e
             .to_string()
             .chars()
+            .take_while(|c| !matches!(c, '`' | '"' | '\''))
             .filter(|c| !c.is_ascii_digit())
             .take(120)
             .collect(),
@@ -198,7 +210,11 @@ fn requests(data: &[u8], ids: &[u64]) -> Vec<Request> {
     let n = 1 + byte() as usize % 3;
     (0..n)
         .map(|_| {
-            let beam = u16::from_le_bytes([byte(), byte()]) as usize % 5000;
+            // Mostly small beams (fast), one in 16 up to 5000 (past MAX_BEAM).
+            let beam = match byte() % 16 {
+                0 => u16::from_le_bytes([byte(), byte()]) as usize % 5000,
+                _ => byte() as usize % 64,
+            };
             let results = match byte() % 4 {
                 0 => beam + 1,
                 _ => 1 + byte() as usize % beam.max(1),
