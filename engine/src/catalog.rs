@@ -1,6 +1,7 @@
 //! The item catalog: item ids, their semantic IDs, and the lookup between them.
 
 pub mod file;
+pub mod model_out;
 pub mod sid_assign;
 pub mod snapshot;
 pub mod update;

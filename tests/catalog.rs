@@ -1,0 +1,577 @@
+//! The live catalog (issue 14): SIDs for new items as the tokenizer gives them, updates
+//! validated as a whole, snapshots swapped under load on the CPU and on wgpu, the
+//! catalog file.
+
+use crate::common::fixture;
+use crate::wgpu_ops::gpu;
+use onerec_engine::catalog::{
+    file, update, Catalog, CatalogContents, CatalogSnapshot, CatalogUpdate, Codebooks, NewItem,
+    SidSource, UpdateError,
+};
+use onerec_engine::{BackendKind, CpuBackend, Engine, Error, ModelFile, Request, WgpuBackend};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+fn golden() -> Value {
+    let path = fixture("catalog/sid_golden.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn case<'a>(g: &'a Value, name: &str) -> &'a Value {
+    g["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+fn u64s(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn sids(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn codebooks(c: &Value) -> Arc<Codebooks> {
+    let (l, k, d) = (
+        c["levels"].as_u64().unwrap() as usize,
+        c["codebook_size"].as_u64().unwrap() as usize,
+        c["dim"].as_u64().unwrap() as usize,
+    );
+    let data: Vec<f32> = c["codebooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(f32s)
+        .collect();
+    Arc::new(Codebooks::new(l, k, d, &data).unwrap())
+}
+
+fn contents(ids: Vec<u64>, s: &[Vec<u32>], c: &Value) -> CatalogContents {
+    let (l, k) = (
+        c["levels"].as_u64().unwrap() as usize,
+        c["codebook_size"].as_u64().unwrap() as usize,
+    );
+    let flat = s.iter().flatten().map(|&x| x as i64).collect();
+    CatalogContents::all_active(Catalog::new(ids, flat, l, k).unwrap(), Some(codebooks(c))).unwrap()
+}
+
+/// The case's catalog, and its new items as an update by embedding.
+fn catalog_and_update(c: &Value) -> (CatalogContents, CatalogUpdate) {
+    let cat = contents(u64s(&c["catalog_ids"]), &sids(&c["catalog_sids"]), c);
+    let add = u64s(&c["new_ids"])
+        .into_iter()
+        .zip(c["new_embeddings"].as_array().unwrap())
+        .map(|(id, e)| NewItem {
+            id,
+            sid: SidSource::Embedding(f32s(e)),
+        })
+        .collect();
+    (
+        cat,
+        CatalogUpdate {
+            add,
+            ..Default::default()
+        },
+    )
+}
+
+fn sid_of(c: &CatalogContents, id: u64) -> Vec<u32> {
+    c.catalog.sid(c.catalog.index_of(id).unwrap()).to_vec()
+}
+
+/// Every golden case: the engine gives new items exactly the SIDs the reference
+/// tokenizer's `assign_new` gives, collisions included (last code moved; both codes
+/// moved when the prefix is full; new items colliding with each other).
+#[test]
+fn new_items_get_the_tokenizers_sids() {
+    let g = golden();
+    let mut moved = 0;
+    for c in g["cases"].as_array().unwrap() {
+        let (cat, up) = catalog_and_update(c);
+        let next = update::apply(&cat, &up).unwrap();
+        let want = sids(&c["expected_sids"]);
+        for (i, id) in u64s(&c["new_ids"]).into_iter().enumerate() {
+            assert_eq!(sid_of(&next, id), want[i], "{}: item {id}", c["name"]);
+        }
+        moved += sids(&c["fit_sids"])
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a != b)
+            .count();
+    }
+    // The cases hold collisions the rule had to resolve (see make_catalog_golden.py).
+    assert!(
+        moved >= 10,
+        "only {moved} SIDs differ from the fit: the golden lost its collisions"
+    );
+}
+
+/// Held-out items the tokenizer's rule gives their own SIDs back are recommended again
+/// exactly where the full catalog recommended them; while held out, never.
+#[test]
+fn held_out_items_come_back_where_the_full_catalog_had_them() {
+    let g = golden();
+    let c = case(&g, "fixture_holdout");
+    let engine = Engine::load(&fixture("moe_dec_l2"), BackendKind::Cpu).unwrap();
+    let full = contents(u64s(&c["all_ids"]), &sids(&c["all_sids"]), c);
+    engine.replace_catalog(full).unwrap();
+    let held: HashSet<u64> = u64s(&c["new_ids"]).into_iter().collect();
+    let rest = u64s(&c["catalog_ids"]);
+    let reqs: Vec<Request> = (0..12)
+        .map(|i| {
+            let mut r = Request::new(rest[i * 7..i * 7 + 3 + i % 4].to_vec(), 24, 8);
+            r.exclude_history = i % 2 == 0;
+            r
+        })
+        .collect();
+    let want = engine.recommend(&reqs).unwrap();
+    let shown: usize = want
+        .iter()
+        .flat_map(|r| r.sessions.iter().flat_map(|s| &s.items))
+        .filter(|i| held.contains(i))
+        .count();
+    assert!(
+        shown > 0,
+        "the held-out items never appear in the full catalog's answers"
+    );
+
+    let (cat, up) = catalog_and_update(c);
+    engine.replace_catalog(cat).unwrap();
+    for r in engine.recommend(&reqs).unwrap() {
+        for s in &r.sessions {
+            assert!(
+                s.items.iter().all(|i| !held.contains(i)),
+                "held-out item served"
+            );
+        }
+    }
+    let snap = engine.update_catalog(&up).unwrap();
+    for (id, sid) in u64s(&c["new_ids"]).into_iter().zip(sids(&c["fit_sids"])) {
+        assert_eq!(sid_of(snap.contents(), id), sid, "item {id}");
+    }
+    let got = engine.recommend(&reqs).unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.final_scores, w.final_scores, "request {i}");
+        let items = |r: &onerec_engine::Response| -> Vec<Vec<u64>> {
+            r.sessions.iter().map(|s| s.items.clone()).collect()
+        };
+        assert_eq!(items(g), items(w), "request {i}");
+    }
+}
+
+fn fixture_engine(kind: BackendKind) -> Engine {
+    Engine::load(&fixture("moe_dec_l2"), kind).unwrap()
+}
+
+fn version_and_ptr(e: &Engine) -> (u64, *const CatalogSnapshot) {
+    let s = e.catalog();
+    (s.version(), Arc::as_ptr(&s))
+}
+
+/// Every bad update is a named error and the serving snapshot stays the same one.
+#[test]
+fn bad_updates_are_named_and_change_nothing() {
+    let e = fixture_engine(BackendKind::Cpu);
+    let cat = e.catalog();
+    let id = |r: usize| cat.catalog().item_id(r);
+    let sid = |r: usize| cat.catalog().sid(r).to_vec();
+    // One removed item to re-enable wrongly below.
+    e.update_catalog(&CatalogUpdate {
+        remove: vec![id(5)],
+        ..Default::default()
+    })
+    .unwrap();
+    let before = version_and_ptr(&e);
+    let free_sid = {
+        let taken: HashSet<Vec<u32>> = (0..cat.catalog().len()).map(sid).collect();
+        (0..32u32)
+            .flat_map(|a| (0..32u32).map(move |b| vec![a, b]))
+            .find(|s| !taken.contains(s))
+            .unwrap()
+    };
+    let add = |i: u64, s: SidSource| NewItem { id: i, sid: s };
+    let cases: Vec<(CatalogUpdate, fn(&UpdateError) -> bool)> = vec![
+        (
+            CatalogUpdate {
+                remove: vec![id(1), id(1)],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::DuplicateIds { .. }),
+        ),
+        (
+            CatalogUpdate {
+                remove: vec![id(1)],
+                enable: vec![id(1)],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::DuplicateIds { .. }),
+        ),
+        (
+            CatalogUpdate {
+                remove: vec![id(1), 987654321],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::UnknownIds { ids, .. } if ids == &[987654321]),
+        ),
+        (
+            CatalogUpdate {
+                enable: vec![123456789],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::UnknownIds { .. }),
+        ),
+        (
+            CatalogUpdate {
+                remove: vec![id(5)],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::AlreadyRemoved { .. }),
+        ),
+        (
+            CatalogUpdate {
+                enable: vec![id(2)],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::NotRemoved { .. }),
+        ),
+        (
+            CatalogUpdate {
+                add: vec![add(id(3), SidSource::Sid(free_sid.clone()))],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::AlreadyInCatalog { .. }),
+        ),
+        (
+            CatalogUpdate {
+                add: vec![add(7, SidSource::Sid(vec![1, 2, 3]))],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::BadSid { .. }),
+        ),
+        (
+            CatalogUpdate {
+                add: vec![add(7, SidSource::Sid(vec![1, 32]))],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::BadSid { .. }),
+        ),
+        (
+            CatalogUpdate {
+                add: vec![add(7, SidSource::Sid(sid(4)))],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::SidTaken { .. }),
+        ),
+        (
+            // The removed item keeps its SID: no new item may take it.
+            CatalogUpdate {
+                add: vec![add(7, SidSource::Sid(sid(5)))],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::SidTaken { .. }),
+        ),
+        (
+            CatalogUpdate {
+                add: vec![
+                    add(7, SidSource::Sid(free_sid.clone())),
+                    add(8, SidSource::Sid(free_sid.clone())),
+                ],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::SidTaken { holder: 7, .. }),
+        ),
+        (
+            // The fixture's model file has no codebooks.
+            CatalogUpdate {
+                add: vec![add(7, SidSource::Embedding(vec![0.0; 16]))],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::NoCodebooks { .. }),
+        ),
+        (
+            // A good part does not make a bad update pass.
+            CatalogUpdate {
+                add: vec![add(7, SidSource::Sid(free_sid.clone()))],
+                remove: vec![id(9), 55555],
+                ..Default::default()
+            },
+            |e| matches!(e, UpdateError::UnknownIds { .. }),
+        ),
+    ];
+    for (i, (up, want)) in cases.iter().enumerate() {
+        match e.update_catalog(up) {
+            Err(Error::CatalogUpdate(err)) => {
+                assert!(want(&err), "case {i}: {err}");
+                assert!(!err.to_string().is_empty());
+            }
+            other => panic!("case {i}: expected a named update error, got {other:?}"),
+        }
+        assert_eq!(version_and_ptr(&e), before, "case {i} changed the snapshot");
+    }
+    // Embedding errors, with codebooks.
+    let g = golden();
+    let c = case(&g, "crowded_prefix");
+    let (cat, _) = catalog_and_update(c);
+    let bad = [
+        (vec![0.0f32; 5], "width"),
+        (vec![0.0, f32::NAN, 0.0, 0.0, 0.0, 0.0], "finite"),
+    ];
+    for (emb, what) in bad {
+        let up = CatalogUpdate {
+            add: vec![add(77, SidSource::Embedding(emb))],
+            ..Default::default()
+        };
+        let err = update::apply(&cat, &up).unwrap_err();
+        let ok = match what {
+            "width" => matches!(
+                err,
+                UpdateError::EmbeddingWidth {
+                    got: 5,
+                    want: 6,
+                    ..
+                }
+            ),
+            _ => matches!(err, UpdateError::EmbeddingNotFinite { index: 1, .. }),
+        };
+        assert!(ok, "{what}: {err}");
+    }
+    // Removing every active item is refused.
+    let all: Vec<u64> = (0..cat.catalog.len())
+        .map(|r| cat.catalog.item_id(r))
+        .collect();
+    let up = CatalogUpdate {
+        remove: all,
+        ..Default::default()
+    };
+    assert!(matches!(
+        update::apply(&cat, &up),
+        Err(UpdateError::NothingActive)
+    ));
+}
+
+/// Remove, serve (history may still name the removed item), re-enable, add by SID.
+#[test]
+fn removed_items_are_never_served_and_come_back_when_enabled() {
+    let e = fixture_engine(BackendKind::Cpu);
+    let cat = e.catalog();
+    let hist: Vec<u64> = (0..4).map(|r| cat.catalog().item_id(r)).collect();
+    let req = Request::new(hist.clone(), 32, 16);
+    let want = e.recommend(std::slice::from_ref(&req)).unwrap().remove(0);
+    let top: Vec<u64> = want.sessions[0].items.clone();
+    let removed = vec![top[0], top[1], hist[0]];
+    let snap = e
+        .update_catalog(&CatalogUpdate {
+            remove: removed.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(snap.version(), 1);
+    assert!(!snap.is_active(top[0]) && snap.is_active(top[2]));
+    let got = e.recommend(std::slice::from_ref(&req)).unwrap().remove(0);
+    assert_eq!(got.catalog_version, 1);
+    assert!(!got.sessions.is_empty());
+    for s in &got.sessions {
+        assert!(
+            s.items.iter().all(|i| !removed.contains(i)),
+            "removed item served: {s:?}"
+        );
+    }
+    // A new item by explicit SID takes a free SID and is served.
+    let taken: HashSet<Vec<u32>> = (0..cat.catalog().len())
+        .map(|r| cat.catalog().sid(r).to_vec())
+        .collect();
+    let free = (0..32u32)
+        .flat_map(|a| (0..32u32).map(move |b| vec![a, b]))
+        .find(|s| !taken.contains(s))
+        .unwrap();
+    let snap = e
+        .update_catalog(&CatalogUpdate {
+            add: vec![NewItem {
+                id: 424242,
+                sid: SidSource::Sid(free.clone()),
+            }],
+            enable: removed.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(sid_of(snap.contents(), 424242), free);
+    assert!(snap.is_active(424242) && snap.is_active(top[0]));
+    // The new item can be a history item at once.
+    e.recommend(&[Request::new(vec![424242], 4, 2)]).unwrap();
+    // Re-enabled: the first answer's sessions are back (the new item may add some).
+    let again = e.recommend(std::slice::from_ref(&req)).unwrap().remove(0);
+    assert_eq!(again.catalog_version, 2);
+    assert!(again.sessions.iter().any(|s| s.items == top));
+}
+
+/// Several threads recommend without pause while another applies a series of updates:
+/// every response comes from one snapshot (its items all active there), the snapshots a
+/// thread sees never go back, nothing deadlocks, and every old snapshot is freed once
+/// its last request ends.
+fn concurrent_updates(e: Engine, rounds: usize) {
+    let e = Arc::new(e);
+    let first = e.catalog();
+    let ids: Vec<u64> = first.catalog().item_ids().to_vec();
+    // Version v + 1 removes a window of items and re-enables the previous window.
+    let window = |v: usize| -> Vec<u64> { ids[(v * 17) % 200..(v * 17) % 200 + 30].to_vec() };
+    let mut active: Vec<HashSet<u64>> = vec![ids.iter().copied().collect()];
+    for v in 0..rounds {
+        let mut s: HashSet<u64> = ids.iter().copied().collect();
+        for id in window(v) {
+            s.remove(&id);
+        }
+        active.push(s);
+    }
+    let old: Weak<CatalogSnapshot> = Arc::downgrade(&first);
+    drop(first);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hist: Vec<u64> = ids[250..256].to_vec();
+    let readers: Vec<_> = (0..3)
+        .map(|t| {
+            let (e, stop, hist, active) = (e.clone(), stop.clone(), hist.clone(), active.clone());
+            std::thread::spawn(move || {
+                let mut last = 0;
+                let mut served = 0;
+                while !stop.load(Ordering::Relaxed) || served == 0 {
+                    let mut r = Request::new(hist[t..].to_vec(), 16, 16);
+                    r.exclude_history = true;
+                    let got = e.recommend(&[r]).unwrap().remove(0);
+                    let v = got.catalog_version as usize;
+                    assert!(v >= last, "thread {t}: snapshot {v} after {last}");
+                    last = v;
+                    for s in &got.sessions {
+                        for i in &s.items {
+                            assert!(
+                                active[v].contains(i),
+                                "item {i} is not active in snapshot {v}"
+                            );
+                        }
+                    }
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    let mut weaks = vec![old];
+    for v in 0..rounds {
+        let mut up = CatalogUpdate {
+            remove: window(v),
+            ..Default::default()
+        };
+        if v > 0 {
+            up.enable = window(v - 1);
+            let keep: HashSet<u64> = up.remove.iter().copied().collect();
+            up.enable.retain(|i| !keep.contains(i));
+            up.remove.retain(|i| !window(v - 1).contains(i));
+        }
+        let snap = e.update_catalog(&up).unwrap();
+        assert_eq!(snap.version() as usize, v + 1);
+        weaks.push(Arc::downgrade(&snap));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let served: usize = readers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(served >= 3);
+    // Only the serving snapshot is alive; every older one (and its resident trie) is gone.
+    let (cur, older) = weaks.split_last().unwrap();
+    for (v, w) in older.iter().enumerate() {
+        assert!(w.upgrade().is_none(), "snapshot {v} is still alive");
+    }
+    let cur = cur.upgrade().unwrap();
+    assert_eq!(
+        Arc::strong_count(&cur),
+        2,
+        "the engine and this test hold the last one"
+    );
+}
+
+#[test]
+fn concurrent_updates_on_the_cpu() {
+    concurrent_updates(fixture_engine(BackendKind::Cpu), 12);
+}
+
+#[test]
+fn concurrent_updates_on_wgpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let file = Arc::new(ModelFile::open(&fixture("moe_dec_l2")).unwrap());
+    concurrent_updates(
+        Engine::with_backend(file, WgpuBackend::new().unwrap()).unwrap(),
+        8,
+    );
+}
+
+#[test]
+fn catalog_files_round_trip_and_reject_damage() {
+    let e = Engine::with_backend(
+        Arc::new(ModelFile::open(&fixture("moe_dec_l2")).unwrap()),
+        CpuBackend::new(),
+    )
+    .unwrap();
+    let id = e.catalog().catalog().item_id(3);
+    let snap = e
+        .update_catalog(&CatalogUpdate {
+            remove: vec![id],
+            ..Default::default()
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.onerec-catalog");
+    file::write(&path, snap.contents()).unwrap();
+    let (cat, removed) = file::read(&path).unwrap();
+    assert_eq!(cat.item_ids(), snap.catalog().item_ids());
+    assert_eq!(removed, snap.contents().removed_flags());
+    assert!(file::sniff(&path));
+    let bytes = std::fs::read(&path).unwrap();
+    for at in [0, 9, 13, 30, 41, bytes.len() - 1] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x40;
+        assert!(
+            file::decode(&b, &path).is_err(),
+            "byte {at} flipped and still read"
+        );
+    }
+    assert!(file::decode(&bytes[..bytes.len() - 3], &path).is_err());
+    // Items claimed beyond the bytes present: an error, not an allocation.
+    let mut b = bytes.clone();
+    b[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+    let crc = crc32fast::hash(&b[..36]).to_le_bytes();
+    b[36..40].copy_from_slice(&crc);
+    assert!(file::decode(&b, &path).is_err());
+    // A catalog with other levels than the model's is refused by the engine.
+    let other = Catalog::new(vec![1, 2], vec![0, 1, 0, 2, 0, 0], 3, 32).unwrap();
+    let before = version_and_ptr(&e);
+    assert!(e
+        .replace_catalog(CatalogContents::all_active(other, None).unwrap())
+        .is_err());
+    assert_eq!(version_and_ptr(&e), before);
+}
