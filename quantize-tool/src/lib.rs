@@ -129,8 +129,8 @@ fn plan(file: &ModelFile, args: &Args, keep: &policy::KeepF16) -> Result<Vec<(Te
         schema::CATALOG_EMBEDDINGS,
         schema::CATALOG_REMOVED,
     ]
-        .into_iter()
-        .filter(|n| file.entry(n).is_some());
+    .into_iter()
+    .filter(|n| file.entry(n).is_some());
     for name in [schema::CATALOG_ITEM_IDS, schema::CATALOG_SIDS]
         .into_iter()
         .chain(optional)
