@@ -508,7 +508,10 @@ fn concurrent_updates(e: Engine, rounds: usize) {
         seen.extend(s);
     }
     // The readers really ran across swaps (each request takes a few ms here).
-    assert!(seen.len() >= 2, "{served} requests saw only snapshots {seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "{served} requests saw only snapshots {seen:?}"
+    );
     // Only the serving snapshot is alive; every older one (and its resident trie) is gone.
     let (cur, older) = weaks.split_last().unwrap();
     for (v, w) in older.iter().enumerate() {
@@ -581,4 +584,314 @@ fn catalog_files_round_trip_and_reject_damage() {
         .replace_catalog(CatalogContents::all_active(other, None).unwrap())
         .is_err());
     assert_eq!(version_and_ptr(&e), before);
+}
+
+/// The C API: an update applies, a bad one is a status with a message and changes
+/// nothing, bad pointers are refused.
+#[test]
+fn the_c_api_updates_the_catalog() {
+    use onerec_ffi::*;
+    use std::ffi::{CStr, CString};
+    let path = CString::new(fixture("moe_dec_l2").to_str().unwrap()).unwrap();
+    let mut params = onerec_model_default_params();
+    params.backend = ONEREC_BACKEND_CPU;
+    let mut model = std::ptr::null_mut();
+    assert_eq!(
+        unsafe { onerec_model_load(path.as_ptr(), params, &mut model) },
+        onerec_status::Ok
+    );
+    let file = ModelFile::open(&fixture("moe_dec_l2")).unwrap();
+    let (a, b) = (file.catalog.item_id(0), file.catalog.item_id(1));
+    let taken = file.catalog.sid(2).to_vec();
+    let mut version = 99u64;
+    let st = unsafe {
+        onerec_model_update_catalog(
+            model,
+            std::ptr::null(),
+            0,
+            &a,
+            1,
+            std::ptr::null(),
+            0,
+            &mut version,
+        )
+    };
+    assert_eq!(st, onerec_status::Ok);
+    assert_eq!(version, 1);
+    let last_error = || {
+        unsafe { CStr::from_ptr(onerec_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    // Removing it again: refused, named, nothing changes.
+    let st = unsafe {
+        onerec_model_update_catalog(
+            model,
+            std::ptr::null(),
+            0,
+            &a,
+            1,
+            std::ptr::null(),
+            0,
+            &mut version,
+        )
+    };
+    assert_eq!(st, onerec_status::InvalidArgument);
+    assert!(last_error().contains("already removed"), "{}", last_error());
+    assert_eq!(version, 1);
+    let item = onerec_catalog_item {
+        id: 5,
+        sid: taken.as_ptr(),
+        n_sid: taken.len(),
+        embedding: std::ptr::null(),
+        n_embedding: 0,
+    };
+    let st = unsafe {
+        onerec_model_update_catalog(
+            model,
+            &item,
+            1,
+            &b,
+            1,
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(st, onerec_status::InvalidArgument, "{}", last_error());
+    assert!(last_error().contains("already held"), "{}", last_error());
+    let both = onerec_catalog_item {
+        embedding: [0.0f32].as_ptr(),
+        n_embedding: 1,
+        ..item
+    };
+    let st = unsafe {
+        onerec_model_update_catalog(
+            model,
+            &both,
+            1,
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(st, onerec_status::InvalidArgument);
+    let st = unsafe {
+        onerec_model_update_catalog(
+            model,
+            std::ptr::null(),
+            1,
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(st, onerec_status::NullPointer);
+    // Re-enable it through the API, then load a catalog file.
+    let st = unsafe {
+        onerec_model_update_catalog(
+            model,
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            0,
+            &a,
+            1,
+            &mut version,
+        )
+    };
+    assert_eq!(st, onerec_status::Ok);
+    assert_eq!(version, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let cat_path = dir.path().join("c.catalog");
+    file::write(&cat_path, &file.catalog_contents().unwrap()).unwrap();
+    let c_path = CString::new(cat_path.to_str().unwrap()).unwrap();
+    assert_eq!(
+        unsafe { onerec_model_load_catalog(model, c_path.as_ptr(), &mut version) },
+        onerec_status::Ok
+    );
+    assert_eq!(version, 3);
+    let bad = CString::new(fixture("moe_dec_l2/config.json").to_str().unwrap()).unwrap();
+    assert_eq!(
+        unsafe { onerec_model_load_catalog(model, bad.as_ptr(), &mut version) },
+        onerec_status::InvalidModel
+    );
+    assert_eq!(version, 3);
+    unsafe { onerec_model_free(model) };
+}
+
+fn onerec(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_onerec"))
+        .args(args)
+        .output()
+        .expect("run onerec")
+}
+
+/// `onerec catalog`: add by SID to a new model file (weights byte for byte), remove into
+/// a catalog file, list; bad input exits non-zero with one line.
+#[test]
+fn the_cli_lists_and_changes_a_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("m.onerec");
+    onerec_quantize::run_from([
+        "onerec-quantize",
+        "--input",
+        fixture("moe_dec_l2").to_str().unwrap(),
+        "--output",
+        q.to_str().unwrap(),
+        "--dtype",
+        "f32",
+        "--quiet",
+    ])
+    .unwrap();
+    let src = ModelFile::open(&q).unwrap();
+    let taken: HashSet<Vec<u32>> = (0..src.catalog.len())
+        .map(|r| src.catalog.sid(r).to_vec())
+        .collect();
+    let free: Vec<Vec<u32>> = (0..32u32)
+        .flat_map(|a| (0..32u32).map(move |b| vec![a, b]))
+        .filter(|s| !taken.contains(s))
+        .take(2)
+        .collect();
+    let items = dir.path().join("new.jsonl");
+    std::fs::write(
+        &items,
+        format!(
+            "{{\"id\": 18446744073709551615, \"sid\": {:?}}}\n\n{{\"id\": \"77\", \"sid\": {:?}}}\n",
+            free[0], free[1]
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("m2.onerec");
+    let (m, o, i) = (
+        q.to_str().unwrap(),
+        out.to_str().unwrap(),
+        items.to_str().unwrap(),
+    );
+    let r = onerec(&[
+        "catalog",
+        "add",
+        "--model",
+        m,
+        "--items",
+        i,
+        "--write-model",
+        o,
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let new = ModelFile::open(&out).unwrap();
+    new.verify().unwrap();
+    assert_eq!(new.catalog.len(), src.catalog.len() + 2);
+    let row = new.catalog.index_of(u64::MAX).unwrap();
+    assert_eq!(new.catalog.sid(row), &free[0][..]);
+    for name in src.names.iter().filter(|n| !n.starts_with("catalog.")) {
+        assert_eq!(
+            src.tensor(name).unwrap().bytes,
+            new.tensor(name).unwrap().bytes,
+            "{name}"
+        );
+    }
+    // The new model serves the new item as a history item.
+    let e = Engine::load(&out, BackendKind::Cpu).unwrap();
+    e.recommend(&[Request::new(vec![77], 4, 2)]).unwrap();
+
+    // Remove into a catalog file; list it.
+    let cat = dir.path().join("c.catalog");
+    let c = cat.to_str().unwrap();
+    let gone = src.catalog.item_id(0).to_string();
+    let r = onerec(&[
+        "catalog",
+        "remove",
+        "--model",
+        o,
+        "--ids",
+        &gone,
+        "--write-catalog",
+        c,
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = onerec(&["catalog", "list", "--model", o, "--catalog", c]);
+    let text = String::from_utf8(r.stdout).unwrap();
+    assert_eq!(text.lines().count(), src.catalog.len() + 2);
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with(&format!("{gone}\t")) && l.ends_with("\tremoved")));
+    // Removed into the model file too: the engine loads it with the item removed.
+    let o2 = dir.path().join("m3.onerec");
+    let r = onerec(&[
+        "catalog",
+        "remove",
+        "--model",
+        o,
+        "--ids",
+        &gone,
+        "--write-model",
+        o2.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let e = Engine::load(&o2, BackendKind::Cpu).unwrap();
+    assert!(!e.catalog().is_active(src.catalog.item_id(0)));
+
+    // Bad input: one line, non-zero, nothing written.
+    let bad_out = dir.path().join("never.onerec");
+    let b = bad_out.to_str().unwrap();
+    std::fs::write(
+        &items,
+        "{\"id\": 5, \"sid\": [1, 2], \"embedding\": [0.5]}\n",
+    )
+    .unwrap();
+    for args in [
+        vec![
+            "catalog",
+            "add",
+            "--model",
+            m,
+            "--items",
+            i,
+            "--write-model",
+            b,
+        ],
+        vec![
+            "catalog",
+            "remove",
+            "--model",
+            m,
+            "--ids",
+            "1,x",
+            "--write-model",
+            b,
+        ],
+        vec![
+            "catalog",
+            "remove",
+            "--model",
+            m,
+            "--ids",
+            "12345",
+            "--write-model",
+            b,
+        ],
+        vec![
+            "catalog",
+            "add",
+            "--model",
+            m,
+            "--items",
+            "/nonexistent.jsonl",
+            "--write-model",
+            b,
+        ],
+        vec!["catalog", "list", "--model", m, "--catalog", m],
+    ] {
+        let r = onerec(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+    assert!(!bad_out.exists());
 }
