@@ -895,3 +895,81 @@ fn the_cli_lists_and_changes_a_catalog() {
     }
     assert!(!bad_out.exists());
 }
+
+/// The built-in MovieLens model: items its full catalog recommends are held out of the
+/// catalog the engine serves (never recommended then), added back with their SIDs
+/// (explicit: the built-in model file has no codebooks or embeddings, see docs/CATALOG.md),
+/// and the answers are again exactly the full catalog's.
+#[test]
+fn movielens_items_held_out_and_added_back_by_sid_are_recommended_again() {
+    let path = crate::common::repo_root().join("models/default/model.onerec");
+    let e = Engine::load(&path, BackendKind::Cpu).unwrap();
+    let reqs: Vec<Request> = [
+        vec![50, 172, 181],
+        vec![1, 2, 3, 4],
+        vec![100, 258, 286, 300],
+    ]
+    .into_iter()
+    .map(|h| {
+        let mut r = Request::new(h, 16, 4);
+        r.exclude_history = true;
+        r
+    })
+    .collect();
+    let want = e.recommend(&reqs).unwrap();
+    let full = e.catalog();
+    let mut held: Vec<u64> = want
+        .iter()
+        .flat_map(|r| r.sessions.iter().flat_map(|s| s.items.clone()))
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    // Histories must stay in the catalog the engine serves.
+    held.retain(|i| reqs.iter().all(|r| !r.history.contains(i)));
+    held.truncate(20);
+    assert!(held.len() >= 10);
+    let cat = full.catalog();
+    let keep: Vec<usize> = (0..cat.len())
+        .filter(|&r| !held.contains(&cat.item_id(r)))
+        .collect();
+    let rest = Catalog::new(
+        keep.iter().map(|&r| cat.item_id(r)).collect(),
+        keep.iter()
+            .flat_map(|&r| cat.sid(r).iter().map(|&c| c as i64))
+            .collect(),
+        cat.levels(),
+        cat.codebook_size(),
+    )
+    .unwrap();
+    e.replace_catalog(CatalogContents::all_active(rest, None).unwrap())
+        .unwrap();
+    for r in e.recommend(&reqs).unwrap() {
+        assert!(!r.sessions.is_empty());
+        for s in &r.sessions {
+            assert!(
+                s.items.iter().all(|i| !held.contains(i)),
+                "held-out item served"
+            );
+        }
+    }
+    let add = held
+        .iter()
+        .map(|&id| NewItem {
+            id,
+            sid: SidSource::Sid(cat.sid(cat.index_of(id).unwrap()).to_vec()),
+        })
+        .collect();
+    e.update_catalog(&CatalogUpdate {
+        add,
+        ..Default::default()
+    })
+    .unwrap();
+    let got = e.recommend(&reqs).unwrap();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.final_scores, w.final_scores, "request {i}");
+        let items = |r: &onerec_engine::Response| -> Vec<Vec<u64>> {
+            r.sessions.iter().map(|s| s.items.clone()).collect()
+        };
+        assert_eq!(items(g), items(w), "request {i}");
+    }
+}
