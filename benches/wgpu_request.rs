@@ -13,7 +13,6 @@ use onerec_engine::backend::KeyMap;
 use onerec_engine::format::quant::encode;
 use onerec_engine::generate::recommend;
 use onerec_engine::tensor::{Blob, DType, TensorView};
-use onerec_engine::trie::Trie;
 use onerec_engine::{Backend, CpuBackend, Model, ModelFile, Request};
 use std::sync::Arc;
 use std::time::Instant;
@@ -177,8 +176,8 @@ fn main() {
         .map(|i| file.catalog.item_id(((1 + (i * 7919) % n) - 1) as usize))
         .collect();
     let req = Request::new(history.clone(), beam, beam.min(10));
-    let trie = Trie::new(&file.catalog);
     let gm = Model::new(g.clone(), file.clone()).expect("wgpu model");
+    let trie = gm.file_snapshot().expect("catalog");
     recommend(&gm, &trie, std::slice::from_ref(&req)).expect("warm-up");
     let s0 = g.stats();
     let hist_rows = file.catalog.resolve(&history).expect("history");

@@ -22,6 +22,8 @@ enum Command {
     Recommend(RecommendArgs),
     /// Print a model's config, catalog size and tensors; `--verify` checks every byte.
     Inspect(crate::inspect::InspectArgs),
+    /// List a model's catalog, or add, remove or re-enable items without touching the weights.
+    Catalog(crate::catalog_cmd::CatalogArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +62,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Recommend(a) => recommend(a),
         Command::Inspect(a) => crate::inspect::inspect(a),
+        Command::Catalog(a) => crate::catalog_cmd::run(a),
     }
 }
 

@@ -802,7 +802,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
                 let Some(m) = cuda_model(name, kv_f16) else {
                     return;
                 };
-                let trie = Trie::new(&m.file.catalog);
+                let trie = m.file_snapshot().unwrap();
                 let g = load_golden(name);
                 let reqs: Vec<(Request, &serde_json::Value)> = requests(&g);
                 for (i, (req, want)) in reqs.iter().enumerate() {
@@ -898,16 +898,23 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
                     e < 1e-4,
                     "{what}: teacher-forced log-probs {e:.3e} from the CPU's"
                 );
-                let trie = Trie::new(&file.catalog);
+                let (cpu_cat, gpu_cat) =
+                    (cpu.file_snapshot().unwrap(), gpu.file_snapshot().unwrap());
                 for (i, (req, _)) in requests(&g).iter().enumerate() {
-                    let want =
-                        onerec_engine::generate::recommend(&cpu, &trie, std::slice::from_ref(req))
-                            .unwrap()
-                            .remove(0);
-                    let got =
-                        onerec_engine::generate::recommend(&gpu, &trie, std::slice::from_ref(req))
-                            .unwrap()
-                            .remove(0);
+                    let want = onerec_engine::generate::recommend(
+                        &cpu,
+                        &cpu_cat,
+                        std::slice::from_ref(req),
+                    )
+                    .unwrap()
+                    .remove(0);
+                    let got = onerec_engine::generate::recommend(
+                        &gpu,
+                        &gpu_cat,
+                        std::slice::from_ref(req),
+                    )
+                    .unwrap()
+                    .remove(0);
                     same_response(&format!("{what} request {i}"), &got, &want, 1e-3, 1e-3);
                 }
             }

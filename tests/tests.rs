@@ -1,5 +1,6 @@
 //! The one integration-test binary (one link on 2 cores); each module is one area.
 
+mod catalog;
 mod cli;
 mod common;
 mod cuda;

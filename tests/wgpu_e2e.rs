@@ -10,7 +10,6 @@ use onerec_engine::generate::recommend;
 use onerec_engine::model::RouteLog;
 use onerec_engine::model_file::TensorEntry;
 use onerec_engine::tensor::{to_f32, Blob, DType};
-use onerec_engine::trie::Trie;
 use onerec_engine::{
     Backend, BackendKind, CpuBackend, Engine, Model, ModelFile, Request, Response,
 };
@@ -166,7 +165,7 @@ fn same(what: &str, got: &Response, want: &Response, tol: f32) {
 }
 
 fn run<B: Backend>(m: &Model<B>, reqs: &[Request]) -> Vec<Response> {
-    recommend(m, &Trie::new(&m.file.catalog), reqs).unwrap()
+    recommend(m, &m.file_snapshot().unwrap(), reqs).unwrap()
 }
 
 #[test]
@@ -215,7 +214,7 @@ fn a_request_submits_once_per_step_and_reads_back_only_its_final_beams() {
         let file = Arc::new(ModelFile::open(&fixture(name)).unwrap());
         let m = Model::new(g.clone(), file).unwrap();
         let cfg = m.config().clone();
-        let trie = Trie::new(&m.file.catalog);
+        let trie = m.file_snapshot().unwrap();
         for (req, _) in requests(&load_golden(name)).into_iter().take(2) {
             let before = g.stats();
             let got = recommend(&m, &trie, std::slice::from_ref(&req)).unwrap();

@@ -1,11 +1,23 @@
 //! The item catalog: item ids, their semantic IDs, and the lookup between them.
 
+pub mod file;
+pub mod model_out;
+pub mod sid_assign;
+pub mod snapshot;
+pub mod update;
+
+pub use sid_assign::Codebooks;
+pub use snapshot::{CatalogContents, CatalogSnapshot};
+pub use update::{CatalogUpdate, NewItem, SidSource, UpdateError};
+
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
 pub struct Catalog {
     levels: usize,
+    /// `K`: codes are in `[0, K)`.
+    codebook: usize,
     item_ids: Vec<u64>,
     /// `[N, L]` codes, row-major.
     sids: Vec<u32>,
@@ -51,6 +63,7 @@ impl Catalog {
         }
         let cat = Catalog {
             levels,
+            codebook,
             item_ids,
             sids: codes,
             index,
@@ -98,6 +111,10 @@ impl Catalog {
 
     pub fn levels(&self) -> usize {
         self.levels
+    }
+
+    pub fn codebook_size(&self) -> usize {
+        self.codebook
     }
 
     pub fn item_id(&self, index: usize) -> u64 {

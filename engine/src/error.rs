@@ -20,6 +20,8 @@ pub enum Error {
     MissingTensor(String),
     #[error("invalid catalog: {0}")]
     Catalog(String),
+    #[error("catalog update refused: {0}")]
+    CatalogUpdate(#[from] crate::catalog::UpdateError),
     #[error("invalid request: {0}")]
     Request(String),
     #[error("unknown item id(s) {0}")]

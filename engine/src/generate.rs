@@ -5,9 +5,10 @@
 
 use crate::backend::beams::layout;
 use crate::backend::{Backend, BeamPlan, BeamStep};
+use crate::catalog::CatalogSnapshot;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::trie::{Trie, ROOT};
+use crate::trie::ROOT;
 
 /// Beam widths above this are refused: the KV cache grows linearly with it and no
 /// OneRec deployment uses more than a few hundred.
@@ -50,6 +51,8 @@ pub struct Response {
     pub sessions: Vec<Session>,
     /// Scores of every beam that survived to the end, best first (for parity checks).
     pub final_scores: Vec<f32>,
+    /// The catalog snapshot that served the request (`CatalogSnapshot::version`).
+    pub catalog_version: u64,
 }
 
 struct UserState {
@@ -61,11 +64,8 @@ struct UserState {
 }
 
 /// Checks a request against the model and turns ids into catalog rows.
-fn prepare(
-    model_catalog: &crate::catalog::Catalog,
-    trie: &Trie,
-    r: &Request,
-) -> Result<(Vec<usize>, UserState)> {
+fn prepare(snap: &CatalogSnapshot, r: &Request) -> Result<(Vec<usize>, UserState)> {
+    let model_catalog = snap.catalog();
     if r.history.is_empty() {
         return Err(Error::request(
             "the history is empty: give at least one item",
@@ -97,7 +97,9 @@ fn prepare(
     if r.exclude_history {
         excluded.extend_from_slice(&history);
     }
-    let counts = trie.eligible_counts(&excluded);
+    // Removed items stay known (a history may name them) but are never eligible.
+    excluded.extend_from_slice(snap.removed_rows());
+    let counts = snap.trie().eligible_counts(&excluded);
     Ok((
         history,
         UserState {
@@ -109,31 +111,34 @@ fn prepare(
     ))
 }
 
+/// Serves `requests` from one catalog snapshot, held to the end (made by
+/// `Model::snapshot` for this model's backend).
 pub fn recommend<B: Backend>(
     model: &Model<B>,
-    trie: &Trie,
+    snap: &CatalogSnapshot,
     requests: &[Request],
 ) -> Result<Vec<Response>> {
     let cfg = model.config().clone();
-    let cat = &model.file.catalog;
+    let cat = snap.catalog();
+    let trie = snap.trie();
+    let index: &B::Index = snap.resident()?;
     let big_l = cfg.n_levels;
     let mut users = Vec::with_capacity(requests.len());
     let mut encs = Vec::with_capacity(requests.len());
     for (i, r) in requests.iter().enumerate() {
-        let (history, user) = prepare(cat, trie, r).map_err(|e| {
+        let (history, user) = prepare(snap, r).map_err(|e| {
             if requests.len() > 1 {
                 Error::request(format!("request {i}: {e}"))
             } else {
                 e
             }
         })?;
-        encs.push(model.encode(&history, None)?);
+        encs.push(model.encode_in(cat, &history, None)?);
         users.push(user);
     }
     let cap: usize = users.iter().map(|u| u.beam).sum();
     let enc_refs: Vec<&B::Buf> = encs.iter().collect();
     let mut st = model.start_decode(&enc_refs, cap)?;
-    let index = model.index(trie)?;
     let counts: Vec<Vec<u32>> = users
         .iter_mut()
         .map(|u| std::mem::take(&mut u.counts))
@@ -183,7 +188,7 @@ pub fn recommend<B: Backend>(
             fanout,
             trie,
         };
-        be.beams_step(&mut beams, &logp, &index, &counts, &step)?;
+        be.beams_step(&mut beams, &logp, index, &counts, &step)?;
         rows = next;
     }
     let finished = be.beams_finish(&beams)?;
@@ -203,6 +208,7 @@ pub fn recommend<B: Backend>(
                 })
                 .collect(),
             final_scores: f.scores,
+            catalog_version: snap.version(),
         })
         .collect())
 }

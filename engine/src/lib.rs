@@ -26,10 +26,13 @@ pub use generate::{Request, Response, Session, MAX_BEAM};
 pub use model::Model;
 pub use model_file::ModelFile;
 
+pub use catalog::{CatalogSnapshot, CatalogUpdate};
+
+use arc_swap::ArcSwap;
+use catalog::CatalogContents;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
-use trie::Trie;
+use std::sync::{Arc, Mutex};
 
 /// Which backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,13 +62,17 @@ impl FromStr for BackendKind {
 
 /// A model on one backend, behind an object-safe face so callers need not be generic.
 trait Runner: Send + Sync {
-    fn recommend(&self, trie: &Trie, requests: &[Request]) -> Result<Vec<Response>>;
+    fn recommend(&self, snap: &CatalogSnapshot, requests: &[Request]) -> Result<Vec<Response>>;
+    fn snapshot(&self, contents: Arc<CatalogContents>, version: u64) -> Result<CatalogSnapshot>;
     fn describe(&self) -> String;
 }
 
 impl<B: Backend> Runner for Model<B> {
-    fn recommend(&self, trie: &Trie, requests: &[Request]) -> Result<Vec<Response>> {
-        generate::recommend(self, trie, requests)
+    fn recommend(&self, snap: &CatalogSnapshot, requests: &[Request]) -> Result<Vec<Response>> {
+        generate::recommend(self, snap, requests)
+    }
+    fn snapshot(&self, contents: Arc<CatalogContents>, version: u64) -> Result<CatalogSnapshot> {
+        Model::snapshot(self, contents, version)
     }
     fn describe(&self) -> String {
         self.backend.describe()
@@ -76,7 +83,10 @@ impl<B: Backend> Runner for Model<B> {
 /// serve several threads.
 pub struct Engine {
     file: Arc<ModelFile>,
-    trie: Trie,
+    /// The live catalog: a request loads the current snapshot once and keeps it.
+    catalog: ArcSwap<CatalogSnapshot>,
+    /// Serialises updates (each reads the current snapshot and swaps in the next).
+    catalog_writer: Mutex<()>,
     runner: Box<dyn Runner>,
 }
 
@@ -104,16 +114,24 @@ impl Engine {
                 None => Box::new(Model::new(CpuBackend::new(), file.clone())?),
             },
         };
-        let trie = Trie::new(&file.catalog);
-        Ok(Engine { file, trie, runner })
+        Self::serve(file, runner)
+    }
+
+    fn serve(file: Arc<ModelFile>, runner: Box<dyn Runner>) -> Result<Self> {
+        let snap = runner.snapshot(Arc::new(file.catalog_contents()?), 0)?;
+        Ok(Engine {
+            file,
+            catalog: ArcSwap::from_pointee(snap),
+            catalog_writer: Mutex::new(()),
+            runner,
+        })
     }
 
     /// Serves `file` on a backend the caller made (to choose its options, such as
     /// `WgpuOptions` or `CudaOptions`).
     pub fn with_backend<B: Backend + 'static>(file: Arc<ModelFile>, backend: B) -> Result<Self> {
         let runner: Box<dyn Runner> = Box::new(Model::new(backend, file.clone())?);
-        let trie = Trie::new(&file.catalog);
-        Ok(Engine { file, trie, runner })
+        Self::serve(file, runner)
     }
 
     pub fn config(&self) -> &Config {
@@ -130,7 +148,50 @@ impl Engine {
 
     /// Recommends sessions for a batch of requests (one per user), decoded together.
     pub fn recommend(&self, requests: &[Request]) -> Result<Vec<Response>> {
-        self.runner.recommend(&self.trie, requests)
+        let snap = self.catalog.load_full();
+        self.runner.recommend(&snap, requests)
+    }
+
+    /// The catalog snapshot serving now. Holding it keeps it (and its resident trie)
+    /// alive; it never changes.
+    pub fn catalog(&self) -> Arc<CatalogSnapshot> {
+        self.catalog.load_full()
+    }
+
+    /// Applies an update to the serving catalog: validated as a whole against the
+    /// current snapshot, then the next snapshot is built (trie, backend upload) and
+    /// swapped in. On error nothing changes. Requests in flight finish on the snapshot
+    /// they started with.
+    pub fn update_catalog(&self, update: &CatalogUpdate) -> Result<Arc<CatalogSnapshot>> {
+        let _writer = self
+            .catalog_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let cur = self.catalog.load_full();
+        let next = catalog::update::apply(cur.contents(), update)?;
+        self.swap_in(Arc::new(next), cur.version() + 1)
+    }
+
+    /// Serves `contents` (such as a catalog file's, `catalog::file::read`) from now on;
+    /// the model's codebooks stay.
+    pub fn replace_catalog(&self, contents: CatalogContents) -> Result<Arc<CatalogSnapshot>> {
+        let _writer = self
+            .catalog_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let version = self.catalog.load().version() + 1;
+        self.swap_in(Arc::new(contents), version)
+    }
+
+    fn swap_in(
+        &self,
+        contents: Arc<CatalogContents>,
+        version: u64,
+    ) -> Result<Arc<CatalogSnapshot>> {
+        let snap = Arc::new(self.runner.snapshot(contents, version)?);
+        self.catalog.store(snap.clone());
+        log::info!("catalog version {version} serving ({snap:?})");
+        Ok(snap)
     }
 }
 

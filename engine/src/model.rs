@@ -2,12 +2,14 @@
 //! decoder position for a batch of beam rows with a KV cache.
 
 use crate::backend::{Backend, BeamInputs, Ffn, IdList, KeyMap, Moe};
+use crate::catalog::snapshot::ResidentIndex;
+use crate::catalog::{Catalog, CatalogContents, CatalogSnapshot};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model_file::ModelFile;
 use crate::tensor::WeightView;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 struct Attn<W> {
     q: W,
@@ -55,8 +57,6 @@ pub struct Model<B: Backend> {
     dec_layers: Vec<DecLayer<B::Weight>>,
     dec_norm: B::Weight,
     head: Vec<B::Weight>,
-    /// The trie made resident on first use (`Backend::index`).
-    index: Mutex<Option<Arc<B::Index>>>,
 }
 
 /// Per-request decoder state: self-attention KV caches and cross-attention K/V.
@@ -163,7 +163,6 @@ impl<B: Backend> Model<B> {
             dec_layers,
             dec_norm: w("dec.norm")?,
             head: levels("head")?,
-            index: Mutex::new(None),
             cfg,
             file,
             backend,
@@ -174,16 +173,30 @@ impl<B: Backend> Model<B> {
         &self.cfg
     }
 
-    /// The backend's resident copy of `trie`, made on first use. A model serves one
-    /// catalog, so the first trie is the only one.
-    pub fn index(&self, trie: &crate::trie::Trie) -> Result<Arc<B::Index>> {
-        let mut slot = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = slot.as_ref() {
-            return Ok(i.clone());
+    /// A catalog snapshot for this model: its trie, made resident on this backend
+    /// (uploaded here, before any request can see it).
+    pub fn snapshot(
+        &self,
+        contents: Arc<CatalogContents>,
+        version: u64,
+    ) -> Result<CatalogSnapshot> {
+        let (l, k) = (self.cfg.n_levels, self.cfg.codebook_size);
+        let cat = &contents.catalog;
+        if cat.levels() != l || cat.codebook_size() != k {
+            return Err(Error::Catalog(format!(
+                "the catalog's SIDs have {} levels of {} codes, the model {l} of {k}",
+                cat.levels(),
+                cat.codebook_size()
+            )));
         }
-        let i = Arc::new(self.backend.index(trie)?);
-        *slot = Some(i.clone());
-        Ok(i)
+        CatalogSnapshot::build(contents, version, |trie| {
+            Ok(Box::new(self.backend.index(trie)?) as ResidentIndex)
+        })
+    }
+
+    /// The catalog of the model file as snapshot version 0.
+    pub fn file_snapshot(&self) -> Result<CatalogSnapshot> {
+        self.snapshot(Arc::new(self.file.catalog_contents()?), 0)
     }
 
     fn feed_forward(
@@ -204,7 +217,17 @@ impl<B: Backend> Model<B> {
 
     /// Encodes one history given as catalog rows, oldest first; keeps the newest
     /// `max_history` items. Returns `enc_out` `[h, d]`.
-    pub fn encode(&self, history: &[usize], mut routes: Option<&mut RouteLog>) -> Result<B::Buf> {
+    pub fn encode(&self, history: &[usize], routes: Option<&mut RouteLog>) -> Result<B::Buf> {
+        self.encode_in(&self.file.catalog, history, routes)
+    }
+
+    /// [`Model::encode`] with `history` as rows of `cat` (a live catalog's snapshot).
+    pub fn encode_in(
+        &self,
+        cat: &Catalog,
+        history: &[usize],
+        mut routes: Option<&mut RouteLog>,
+    ) -> Result<B::Buf> {
         let be = &self.backend;
         let n = self.cfg.max_history;
         let hist = &history[history.len().saturating_sub(n)..];
@@ -212,7 +235,6 @@ impl<B: Backend> Model<B> {
         if h == 0 {
             return Err(Error::request("the history is empty"));
         }
-        let cat = &self.file.catalog;
         let codes: Vec<B::Ids> = (0..self.cfg.n_levels)
             .map(|l| be.ids(&hist.iter().map(|&it| cat.sid(it)[l]).collect::<Vec<_>>()))
             .collect::<Result<_>>()?;

@@ -127,7 +127,13 @@ impl ModelFile {
         let known: std::collections::HashSet<&str> = expected
             .iter()
             .map(|(n, _)| n.as_str())
-            .chain([schema::CATALOG_ITEM_IDS, schema::CATALOG_SIDS])
+            .chain([
+                schema::CATALOG_ITEM_IDS,
+                schema::CATALOG_SIDS,
+                schema::CATALOG_CODEBOOKS,
+                schema::CATALOG_EMBEDDINGS,
+                schema::CATALOG_REMOVED,
+            ])
             .collect();
         if let Some(extra) = names.iter().find(|n| !known.contains(n.as_str())) {
             return Err(Error::tensor(

@@ -56,3 +56,10 @@ fn ffn_shapes(c: &Config, p: &str, moe: bool, push: &mut impl FnMut(String, Vec<
 
 pub const CATALOG_ITEM_IDS: &str = "catalog.item_ids";
 pub const CATALOG_SIDS: &str = "catalog.sids";
+/// Optional: the tokenizer's centroids `[L, K, D]` (float), to give new items SIDs.
+pub const CATALOG_CODEBOOKS: &str = "catalog.codebooks";
+/// Optional: the embedding `[N, D]` (float) the tokenizer clustered, per catalog row.
+pub const CATALOG_EMBEDDINGS: &str = "catalog.embeddings";
+/// Optional: `[N]` I32, 1 where a catalog row is removed (kept for histories, never
+/// recommended); absent means every item is active.
+pub const CATALOG_REMOVED: &str = "catalog.removed";

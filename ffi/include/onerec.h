@@ -259,7 +259,7 @@ typedef struct onerec_model_info {
      */
     size_t max_history;
     /**
-     * Items in the catalog: the only ids a history or a result can hold.
+     * Items in the serving catalog, removed ones included: the only ids a history can hold.
      */
     size_t n_items;
     /**
@@ -267,6 +267,20 @@ typedef struct onerec_model_info {
      */
     size_t max_beam;
 } onerec_model_info;
+
+/**
+ * A new item for onerec_model_update_catalog(): its id and exactly one of a semantic
+ * ID (`sid`, `n_sid` = the model's n_levels codes) or an embedding (`embedding`,
+ * `n_embedding` values, given a SID with the model's codebooks); the other pointer is
+ * NULL with length 0.
+ */
+typedef struct onerec_catalog_item {
+    uint64_t id;
+    const uint32_t *sid;
+    size_t n_sid;
+    const float *embedding;
+    size_t n_embedding;
+} onerec_catalog_item;
 
 /**
  * A GPU backend when one is built in and usable, else the CPU.
@@ -481,6 +495,45 @@ const char *onerec_last_error(void);
  * Thread safety: may be called from any thread at any time.
  */
 const char *onerec_status_name(uint32_t status);
+
+/**
+ * Applies one catalog update to `model`: adds `add` (n_add items), removes the
+ * `remove` ids (they stay known to histories but are never recommended) and re-enables
+ * the `enable` ids. The update is checked as a whole: on any error nothing changes.
+ * On success writes the new catalog version (0 = the catalog the model loaded, +1 per
+ * update) to `*out_version` when `out_version` is not NULL.
+ *
+ * Arguments: each array may be NULL only when its length is 0.
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_INVALID_ARGUMENT (unknown or duplicate ids,
+ * a bad or taken SID, an embedding of the wrong width, no codebooks in the model file:
+ * onerec_last_error() names it), ONEREC_STATUS_NULL_POINTER, or
+ * ONEREC_STATUS_BACKEND_FAILED (the new trie could not be uploaded).
+ * Ownership: nothing is kept from the arguments.
+ * Thread safety: thread-safe; updates from several threads apply one after another,
+ * and requests running meanwhile are not disturbed.
+ */
+onerec_status onerec_model_update_catalog(const struct onerec_model *model,
+                                          const struct onerec_catalog_item *add,
+                                          size_t n_add,
+                                          const uint64_t *remove,
+                                          size_t n_remove,
+                                          const uint64_t *enable,
+                                          size_t n_enable,
+                                          uint64_t *out_version);
+
+/**
+ * Serves the catalog file at `path` (written by `onerec catalog ... --write-catalog`)
+ * from now on, in place of the current catalog; the model's codebooks stay. On error
+ * nothing changes. Writes the new catalog version to `*out_version` when it is not NULL.
+ *
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_IO, ONEREC_STATUS_INVALID_MODEL (not a
+ * catalog file, damaged, or SIDs of another shape than the model's),
+ * ONEREC_STATUS_NULL_POINTER or ONEREC_STATUS_BACKEND_FAILED.
+ * Thread safety: thread-safe, as onerec_model_update_catalog().
+ */
+onerec_status onerec_model_load_catalog(const struct onerec_model *model,
+                                        const char *path,
+                                        uint64_t *out_version);
 
 #ifdef __cplusplus
 }  // extern "C"

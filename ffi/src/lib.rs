@@ -14,7 +14,10 @@ mod guard;
 mod model;
 mod request;
 mod status;
+// The live catalog (update, load) comes last in the header.
+mod catalog;
 
+pub use catalog::*;
 pub use context::*;
 pub use model::*;
 pub use request::*;

@@ -49,7 +49,7 @@ pub struct onerec_model_info {
     pub codebook_size: usize,
     /// History items the encoder reads (older items only count for exclusion).
     pub max_history: usize,
-    /// Items in the catalog: the only ids a history or a result can hold.
+    /// Items in the serving catalog, removed ones included: the only ids a history can hold.
     pub n_items: usize,
     /// The largest beam width a request may ask for.
     pub max_beam: usize,
@@ -79,7 +79,7 @@ fn backend_kind(b: onerec_backend) -> Result<BackendKind, FfiError> {
     }
 }
 
-fn path_of(path: &CStr) -> Result<PathBuf, FfiError> {
+pub(crate) fn path_of(path: &CStr) -> Result<PathBuf, FfiError> {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;
@@ -164,7 +164,7 @@ pub unsafe extern "C" fn onerec_model_get_info(
             n_levels: cfg.n_levels,
             codebook_size: cfg.codebook_size,
             max_history: cfg.max_history,
-            n_items: model.engine.file().catalog.len(),
+            n_items: model.engine.catalog().catalog().len(),
             max_beam: MAX_BEAM,
         };
         unsafe { out.write(info) };

@@ -126,7 +126,17 @@ fn plan(file: &ModelFile, args: &Args, keep: &policy::KeepF16) -> Result<Vec<(Te
         let dtype = policy::stored_dtype(&name, &shape, args.dtype, keep.matches(&name));
         out.push((TensorSpec { name, dtype, shape }, t.dtype));
     }
-    for name in [schema::CATALOG_ITEM_IDS, schema::CATALOG_SIDS] {
+    let optional = [
+        schema::CATALOG_CODEBOOKS,
+        schema::CATALOG_EMBEDDINGS,
+        schema::CATALOG_REMOVED,
+    ]
+    .into_iter()
+    .filter(|n| file.entry(n).is_some());
+    for name in [schema::CATALOG_ITEM_IDS, schema::CATALOG_SIDS]
+        .into_iter()
+        .chain(optional)
+    {
         let t = file.tensor(name)?;
         out.push((
             TensorSpec {

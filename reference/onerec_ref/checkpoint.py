@@ -12,6 +12,9 @@ from .config import OneRecConfig
 from .model import OneRec
 
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+# Optional float32 catalog tensors (docs/CATALOG.md): the tokenizer's centroids
+# [L, K, D] and the embedding [N, D] it clustered per catalog row.
+CATALOG_EXTRAS = ("catalog.codebooks", "catalog.embeddings")
 
 
 @torch.no_grad()
@@ -22,13 +25,19 @@ def round_params_(model: OneRec, dtype: str) -> None:
         p.copy_(p.to(DTYPES[dtype]).to(torch.float32))
 
 
-def save_checkpoint(path: str | Path, model: OneRec, catalog: Catalog, dtype: str = "F32") -> None:
+def save_checkpoint(path: str | Path, model: OneRec, catalog: Catalog, dtype: str = "F32",
+                    extras: dict | None = None) -> None:
+    """`extras`: optional CATALOG_EXTRAS name -> numpy array, stored float32."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.cfg.save(path / "config.json")
     tensors = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in model.state_dict().items()}
     tensors["catalog.item_ids"] = torch.from_numpy(catalog.item_ids.copy())
     tensors["catalog.sids"] = torch.from_numpy(catalog.sids.copy())
+    for name, v in (extras or {}).items():
+        if name not in CATALOG_EXTRAS:
+            raise ValueError(f"unknown catalog tensor {name}")
+        tensors[name] = torch.from_numpy(v.astype("float32")).contiguous()
     save_file(tensors, str(path / "model.safetensors"))
 
 
@@ -39,6 +48,8 @@ def load_checkpoint(path: str | Path) -> tuple[OneRec, Catalog, str]:
     tensors = load_file(str(path / "model.safetensors"))
     item_ids = tensors.pop("catalog.item_ids")
     sids = tensors.pop("catalog.sids")
+    for name in CATALOG_EXTRAS:
+        tensors.pop(name, None)
     if item_ids.dtype != torch.int64 or sids.dtype != torch.int32:
         raise ValueError(f"catalog dtypes {item_ids.dtype}, {sids.dtype}; want int64, int32")
     if sids.ndim != 2 or sids.shape[1] != cfg.n_levels:

@@ -77,6 +77,8 @@ def load_model_file(path: str | Path) -> tuple[OneRec, Catalog, dict]:
         dtypes[t["name"]] = t["dtype"]
     catalog = Catalog(arrays.pop("catalog.item_ids").astype(np.int64),
                       arrays.pop("catalog.sids").astype(np.int32), cfg.codebook_size)
+    for name in ("catalog.codebooks", "catalog.embeddings", "catalog.removed"):
+        arrays.pop(name, None)  # docs/CATALOG.md: used by catalog updates, not the model
     model = OneRec(cfg)
     model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
                            for k, v in arrays.items()})

@@ -114,7 +114,10 @@ def main() -> None:
         train_log = json.loads((out / "train_log.json").read_text())
     else:
         model, train_log = train_onerec.train(mcfg, cfg["train"], split, row_of, sids, seed)
-        save_checkpoint(ckpt, model, catalog, "F32")
+        # The codebooks give new items SIDs in the engine; the embeddings let a test
+        # check it gives the ones the tokenizer gives (docs/CATALOG.md).
+        extras = {"catalog.codebooks": np.stack(cents), "catalog.embeddings": emb}
+        save_checkpoint(ckpt, model, catalog, "F32", extras)
         (out / "train_log.json").write_text(json.dumps(train_log, indent=1))
     lap("onerec_training", t0)
 

@@ -124,3 +124,60 @@ def resolve_collisions(codes: np.ndarray, cents: list[np.ndarray], inputs: np.nd
                                         for l in range(L)],
     }
     return sids.astype(np.int32), stats
+
+
+def assign_new(emb: np.ndarray, cents: list[np.ndarray], taken: set[tuple]) -> np.ndarray:
+    """SIDs for new items given the SIDs already taken: what the engine does on the device
+    (engine/src/catalog/sid_assign.rs) and docs/DECISIONS.md "Catalog updates" states.
+
+    Each item takes the nearest centroid level by level on its residual (no balancing:
+    one item does not move a cluster). Items whose SIDs coincide, or hit a taken SID,
+    are then separated by `resolve_collisions`' rule: within a group, the one nearest
+    its last centroid (then the earlier row) keeps the SID unless `taken` holds it; each
+    other one moves its last code to the nearest centroid whose SID is free, and if the
+    prefix is full, its last two codes. A moved item never lands on another new item's
+    own SID. Returns int32 [N, L]."""
+    n, L = len(emb), len(cents)
+    r = emb.astype(np.float64)
+    codes, inputs = [], []
+    for level in range(L):
+        c = np.argmin(_sqdist(r, cents[level]), axis=1)
+        codes.append(c)
+        inputs.append(r)
+        r = r - cents[level][c]
+    codes, inputs = np.stack(codes, 1), np.stack(inputs)
+    last = L - 1
+    err = ((inputs[last] - cents[last][codes[:, last]]) ** 2).sum(1)
+    groups: dict[tuple, list[int]] = {}
+    for i, sid in enumerate(map(tuple, codes.tolist())):
+        groups.setdefault(sid, []).append(i)
+    occupied = set(taken) | set(groups)
+    sids = codes.copy()
+    for sid in sorted(groups):
+        members = sorted(groups[sid], key=lambda i: (err[i], i))
+        movers = members if sid in taken else members[1:]
+        for i in movers:
+            done = False
+            for c in np.argsort(_sqdist(inputs[last][i : i + 1], cents[last])[0], kind="stable"):
+                cand = tuple(sid[:last]) + (int(c),)
+                if cand not in occupied:
+                    sids[i, last] = c
+                    occupied.add(cand)
+                    done = True
+                    break
+            if not done and last > 0:
+                r_prev = inputs[last - 1][i : i + 1]
+                for c2 in np.argsort(_sqdist(r_prev, cents[last - 1])[0], kind="stable"):
+                    r_last = r_prev - cents[last - 1][c2]
+                    for c in np.argsort(_sqdist(r_last, cents[last])[0], kind="stable"):
+                        cand = tuple(sid[: last - 1]) + (int(c2), int(c))
+                        if cand not in occupied:
+                            sids[i, last - 1:] = (c2, c)
+                            occupied.add(cand)
+                            done = True
+                            break
+                    if done:
+                        break
+            if not done:
+                raise RuntimeError(f"cannot give new item row {i} a unique SID: codebook too small")
+    return sids.astype(np.int32)

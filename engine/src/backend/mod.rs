@@ -183,8 +183,8 @@ pub trait Backend: Send + Sync {
     type Ids: IdList + Send + Sync;
     /// The beam state of one batch's session search, resident.
     type Beams: Send + Sync;
-    /// The SID trie, resident (made once per model).
-    type Index: Send + Sync;
+    /// The SID trie, resident (made once per catalog snapshot, before it serves).
+    type Index: Send + Sync + 'static;
     /// Eligible-item counts per trie node of a batch of requests, resident for a request.
     type Counts: Send + Sync;
 
