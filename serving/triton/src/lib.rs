@@ -5,7 +5,8 @@
 //! Triton's dynamic batcher hands to one execute call are decoded as one engine batch, and
 //! every request gets its own response and its own error (docs/SERVING.md).
 //!
-//! Every exported function runs inside `catch_unwind`: no panic crosses into Triton.
+//! Every exported function runs inside `catch_unwind`: no panic crosses into Triton. They
+//! are `unsafe` for Rust callers: Triton passes the live objects they dereference.
 
 mod error;
 mod logger;
@@ -55,8 +56,12 @@ fn guard(what: &str, f: impl FnOnce() -> Result<(), ServeError>) -> sys::Err {
     }
 }
 
+/// # Safety
+/// Called by Triton, with the live objects of its backend API.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_Initialize(_backend: *mut sys::TRITONBACKEND_Backend) -> sys::Err {
+pub unsafe extern "C" fn TRITONBACKEND_Initialize(
+    _backend: *mut sys::TRITONBACKEND_Backend,
+) -> sys::Err {
     guard("backend initialize", || {
         logger::install();
         let (mut major, mut minor) = (0u32, 0u32);
@@ -79,8 +84,12 @@ pub extern "C" fn TRITONBACKEND_Initialize(_backend: *mut sys::TRITONBACKEND_Bac
     })
 }
 
+/// # Safety
+/// Called by Triton, with the live objects of its backend API.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_Finalize(_backend: *mut sys::TRITONBACKEND_Backend) -> sys::Err {
+pub unsafe extern "C" fn TRITONBACKEND_Finalize(
+    _backend: *mut sys::TRITONBACKEND_Backend,
+) -> sys::Err {
     ptr::null_mut()
 }
 
@@ -133,13 +142,21 @@ fn model_initialize(model: *mut sys::TRITONBACKEND_Model) -> Result<(), ServeErr
     Ok(())
 }
 
+/// # Safety
+/// Called by Triton, with the live objects of its backend API.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut sys::TRITONBACKEND_Model) -> sys::Err {
+pub unsafe extern "C" fn TRITONBACKEND_ModelInitialize(
+    model: *mut sys::TRITONBACKEND_Model,
+) -> sys::Err {
     guard("model initialize", || model_initialize(model))
 }
 
+/// # Safety
+/// Called by Triton, with the live objects of its backend API.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut sys::TRITONBACKEND_Model) -> sys::Err {
+pub unsafe extern "C" fn TRITONBACKEND_ModelFinalize(
+    model: *mut sys::TRITONBACKEND_Model,
+) -> sys::Err {
     guard("model finalize", || {
         let mut raw = ptr::null_mut();
         // SAFETY: live model; the state is the box we set (or null).
@@ -217,15 +234,19 @@ fn instance_initialize(instance: *mut sys::TRITONBACKEND_ModelInstance) -> Resul
     Ok(())
 }
 
+/// # Safety
+/// Called by Triton, with the live objects of its backend API.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
     instance: *mut sys::TRITONBACKEND_ModelInstance,
 ) -> sys::Err {
     guard("instance initialize", || instance_initialize(instance))
 }
 
+/// # Safety
+/// Called by Triton, with the live objects of its backend API.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
     instance: *mut sys::TRITONBACKEND_ModelInstance,
 ) -> sys::Err {
     guard("instance finalize", || {
@@ -239,13 +260,16 @@ pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
     })
 }
 
-/// Output tensors of one response, as little-endian bytes.
+/// One output tensor: name, type, shape and little-endian bytes.
+type Tensor = (&'static str, sys::DataType, Vec<i64>, Vec<u8>);
+
+/// Output tensors of one response.
 fn outputs(
     r: &Response,
     s: &Settings,
     session_len: usize,
     levels: usize,
-) -> Result<Vec<(&'static str, sys::DataType, Vec<i64>, Vec<u8>)>, ServeError> {
+) -> Result<Vec<Tensor>, ServeError> {
     let n = r.sessions.len();
     if let Some(bad) = r.sessions.iter().find(|x| x.items.len() != session_len) {
         return Err(ServeError::Internal(format!(
@@ -339,8 +363,10 @@ fn respond(
     written.is_ok()
 }
 
+/// # Safety
+/// Called by Triton, with the live objects of its backend API.
 #[no_mangle]
-pub extern "C" fn TRITONBACKEND_ModelInstanceExecute(
+pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceExecute(
     instance: *mut sys::TRITONBACKEND_ModelInstance,
     requests: *mut *mut sys::TRITONBACKEND_Request,
     request_count: u32,

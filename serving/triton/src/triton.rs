@@ -179,14 +179,16 @@ pub fn write_output(
             shape.len() as u32,
         )
     })?;
-    if data.is_empty() {
-        return Ok(());
-    }
+    // Every output needs its buffer, even an empty one (a request with no eligible item
+    // answers zero sessions): Triton reads it when it serializes the response.
     let (mut buf, mut mem, mut mem_id) = (ptr::null_mut::<c_void>(), sys::MEMORY_CPU, 0i64);
     // SAFETY: live output; out-parameters valid.
     take(unsafe {
         sys::TRITONBACKEND_OutputBuffer(output, &mut buf, data.len() as u64, &mut mem, &mut mem_id)
     })?;
+    if data.is_empty() {
+        return Ok(());
+    }
     if buf.is_null() || (mem != sys::MEMORY_CPU && mem != sys::MEMORY_CPU_PINNED) {
         return Err(ServeError::Internal(format!(
             "output {name}: Triton gave no host buffer"
