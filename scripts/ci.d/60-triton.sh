@@ -7,6 +7,7 @@
 # stops the server on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/env.sh
 out=target/triton-ci
 venv=target/triton-venv
 rm -rf "$out" && mkdir -p "$out"
@@ -22,8 +23,15 @@ export LD_LIBRARY_PATH="$site/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRAR
 echo "-- backend and CLI"
 cargo build --release -q -p onerec-triton
 cargo build --release -q -p onerec --bin onerec
-python3 serving/triton/tests/repo.py "$out" target/release/libtriton_onerec.so \
-    onerec_default=models/default/model.onerec moe_dec_l2=tests/fixtures/moe_dec_l2 \
+# The built-in model on two CPU instances, the fixture on one, and (where a GPU adapter is
+# required, as in CI with lavapipe) the fixture again on the wgpu backend.
+models=(onerec_default=models/default/model.onerec,instances=2 moe_dec_l2=tests/fixtures/moe_dec_l2)
+wgpu=()
+if [ "${ONEREC_REQUIRE_GPU:-0}" = 1 ]; then
+    models+=(moe_dec_l2_wgpu=tests/fixtures/moe_dec_l2,backend=wgpu,kv_precision=f32)
+    wgpu=(--wgpu)
+fi
+python3 serving/triton/tests/repo.py "$out" target/release/libtriton_onerec.so "${models[@]}" \
     --max-batch 16 --delay-us 50000 --beam 32 --results 10
 
 # Three free loopback ports, chosen by the kernel.
@@ -56,7 +64,7 @@ curl -sf "http://127.0.0.1:$http_port/v2/health/ready" >/dev/null \
 
 "$venv/bin/python" serving/triton/tests/test_server.py \
     --http "127.0.0.1:$http_port" --grpc "127.0.0.1:$grpc_port" \
-    --cli target/release/onerec --fixture tests/fixtures/moe_dec_l2 \
+    --cli target/release/onerec --fixture tests/fixtures/moe_dec_l2 "${wgpu[@]}" \
     || { tail -30 "$out/server.log" >&2; exit 1; }
 # The server must still be up after every bad request.
 curl -sf "http://127.0.0.1:$http_port/v2/health/live" >/dev/null || { echo "tritonserver died" >&2; exit 1; }

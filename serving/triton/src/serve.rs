@@ -2,6 +2,7 @@
 
 use crate::error::ServeError;
 use crate::request::validate;
+use onerec_engine::catalog::Catalog;
 use onerec_engine::{Engine, Request, Response};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -31,7 +32,18 @@ pub fn serve(
     max_beam: usize,
     parsed: Vec<Result<Request, ServeError>>,
 ) -> Vec<Result<Response, ServeError>> {
-    let catalog = &engine.file().catalog;
+    serve_with(&engine.file().catalog, max_beam, parsed, |batch| {
+        recommend_batch(engine, batch)
+    })
+}
+
+/// [`serve`] over any batch decoder (tests inject failures through it).
+fn serve_with(
+    catalog: &Catalog,
+    max_beam: usize,
+    parsed: Vec<Result<Request, ServeError>>,
+    recommend: impl Fn(&[Request]) -> Result<Vec<Response>, ServeError>,
+) -> Vec<Result<Response, ServeError>> {
     let mut out: Vec<Option<Result<Response, ServeError>>> = Vec::with_capacity(parsed.len());
     let mut batch = Vec::new();
     let mut slots = Vec::new();
@@ -46,7 +58,7 @@ pub fn serve(
         }
     }
     if !batch.is_empty() {
-        match recommend_batch(engine, &batch) {
+        match recommend(&batch) {
             Ok(responses) => {
                 for (slot, r) in slots.iter().zip(responses) {
                     out[*slot] = Some(Ok(r));
@@ -60,7 +72,7 @@ pub fn serve(
                 );
                 for (slot, r) in slots.iter().zip(&batch) {
                     out[*slot] = Some(
-                        recommend_batch(engine, std::slice::from_ref(r))
+                        recommend(std::slice::from_ref(r))
                             .map(|mut v| v.pop().expect("one response per request")),
                     );
                 }
@@ -132,6 +144,32 @@ mod tests {
         assert!(out[6].is_ok());
         for o in &out[1..6] {
             assert!(o.as_ref().unwrap_err().is_client_error());
+        }
+    }
+
+    #[test]
+    fn a_failing_batch_falls_back_to_one_by_one() {
+        let e = engine();
+        let ids = e.file().catalog.item_ids().to_vec();
+        let poison = vec![ids[3]];
+        // A failure the checks cannot foresee, in whatever batch holds the poison request.
+        let run = |b: &[Request]| {
+            if b.iter().any(|r| r.history == poison) {
+                Err(ServeError::Internal("boom".into()))
+            } else {
+                recommend_batch(&e, b)
+            }
+        };
+        let reqs = [vec![ids[0]], poison.clone(), vec![ids[1], ids[2]]];
+        let parsed = reqs
+            .iter()
+            .map(|h| Ok(Request::new(h.clone(), 4, 2)))
+            .collect();
+        let out = serve_with(&e.file().catalog, 32, parsed, run);
+        assert!(out[1].as_ref().unwrap_err().to_string().contains("boom"));
+        for i in [0, 2] {
+            let want = e.recommend(&[Request::new(reqs[i].clone(), 4, 2)]).unwrap();
+            assert_eq!(out[i].as_ref().unwrap(), &want[0], "request {i}");
         }
     }
 }

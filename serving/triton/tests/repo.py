@@ -1,7 +1,10 @@
 """Lays out a Triton model repository and backend folder for the OneRec backend.
 
-    python3 serving/triton/tests/repo.py OUT LIB NAME=MODEL_PATH [NAME=MODEL_PATH ...]
+    python3 serving/triton/tests/repo.py OUT LIB NAME=MODEL_PATH[,key=value...] [...]
         [--max-batch 16] [--delay-us 2000] [--instances 1] [--beam 32] [--results 10]
+
+Per model, `instances=N` overrides --instances and any other key=value becomes a backend
+parameter (`backend=wgpu`, `kv_precision=f32`, ...).
 
 OUT/backends/onerec/libtriton_onerec.so is LIB (copied); OUT/models/NAME/config.pbtxt and
 OUT/models/NAME/1/model.onerec (a model file, copied) or OUT/models/NAME/1/model/ (a
@@ -35,11 +38,7 @@ output [
 ]
 instance_group [ {{ count: {instances} kind: KIND_CPU }} ]
 parameters [
-  {{ key: "model_file" value: {{ string_value: "{model_file}" }} }},
-  {{ key: "backend" value: {{ string_value: "cpu" }} }},
-  {{ key: "beam" value: {{ string_value: "{beam}" }} }},
-  {{ key: "results" value: {{ string_value: "{results}" }} }},
-  {{ key: "max_beam" value: {{ string_value: "256" }} }}
+{parameters}
 ]
 """
 
@@ -61,21 +60,28 @@ def main() -> None:
     shutil.copy(a.lib, backend / "libtriton_onerec.so")
     models = out / "models"
     for spec in a.models:
-        name, path = spec.split("=", 1)
+        name, rest = spec.split("=", 1)
+        path, *options = rest.split(",")
+        params = {"backend": "cpu", "beam": str(a.beam), "results": str(min(a.results, a.beam)),
+                  "max_beam": "256"}
+        params.update(o.split("=", 1) for o in options)
+        instances = params.pop("instances", str(a.instances))
         src = Path(path)
         version = models / name / "1"
         if version.exists():
             shutil.rmtree(version)
         version.mkdir(parents=True)
         if src.is_dir():
-            model_file = "model"
-            shutil.copytree(src, version / model_file)
+            params["model_file"] = "model"
+            shutil.copytree(src, version / "model")
         else:
-            model_file = "model.onerec"
-            shutil.copy(src, version / model_file)
+            params["model_file"] = "model.onerec"
+            shutil.copy(src, version / "model.onerec")
+        parameters = ",\n".join(f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }}'
+                                for k, v in params.items())
         (models / name / "config.pbtxt").write_text(CONFIG.format(
-            name=name, max_batch=a.max_batch, delay_us=a.delay_us, instances=a.instances,
-            beam=a.beam, results=min(a.results, a.beam), model_file=model_file))
+            name=name, max_batch=a.max_batch, delay_us=a.delay_us, instances=instances,
+            parameters=parameters))
 
 
 if __name__ == "__main__":

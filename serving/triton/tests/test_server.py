@@ -23,6 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 DEFAULT = "onerec_default"
 FIXTURE = "moe_dec_l2"
+WGPU = "moe_dec_l2_wgpu"  # the fixture on the wgpu backend (lavapipe in CI), f32 KV cache
 
 
 def inputs(mod, history, beam=None, results=None, exclude=None, exclude_history=None,
@@ -63,7 +64,7 @@ def sessions(result):
 class Checker:
     def __init__(self, a):
         self.cli = a.cli
-        self.models = {DEFAULT: None, FIXTURE: a.fixture}
+        self.models = {DEFAULT: None, FIXTURE: a.fixture, WGPU: a.fixture}
         self.clients = {"http": (http, http.InferenceServerClient(a.http)),
                         "grpc": (grpc, grpc.InferenceServerClient(a.grpc))}
         self.checked = 0
@@ -95,12 +96,12 @@ class Checker:
                 f"{what} session {k}: score {g['score']} vs CLI {w['score']}"
         self.checked += 1
 
-    def good(self, model, req, protos=("http", "grpc")):
+    def good(self, model, req, protos=("http", "grpc"), tol=1e-5):
         want = self.expected(model, req)
         for proto in protos:
             # Requests sent one at a time decode alone, as the CLI does: the same numbers.
             short = {k: v for k, v in req.items() if k in ("beam", "results", "exclude_history")}
-            self.same(sessions(self.infer(proto, model, req)), want, 1e-5, f"{model}/{proto} {short}")
+            self.same(sessions(self.infer(proto, model, req)), want, tol, f"{model}/{proto} {short}")
         return want
 
     def bad(self, proto, model, make_inputs, needle, what):
@@ -121,11 +122,12 @@ def main() -> int:
     ap.add_argument("--grpc", required=True)
     ap.add_argument("--cli", required=True)
     ap.add_argument("--fixture", required=True)
+    ap.add_argument("--wgpu", action="store_true", help=f"the repository holds {WGPU}")
     a = ap.parse_args()
     c = Checker(a)
     for proto, (_, client) in c.clients.items():
         assert client.is_server_ready(), proto
-        for m in (DEFAULT, FIXTURE):
+        for m in (DEFAULT, FIXTURE) + ((WGPU,) if a.wgpu else ()):
             assert client.is_model_ready(m), f"{m} not ready over {proto}"
 
     print("-- answers equal the CLI's (HTTP and gRPC)")
@@ -143,6 +145,11 @@ def main() -> int:
     want = c.expected(DEFAULT, {"history": [50, 172, 181], "beam": 32, "results": 10})
     c.same(sessions(c.clients["http"][1].infer(DEFAULT, inputs(http, [50, 172, 181]))),
            want, 1e-5, "config defaults")
+
+    if a.wgpu:
+        print("-- the wgpu backend inside Triton (CLI on the CPU; the contract's f32 tolerance)")
+        for r in golden[:8]:
+            c.good(WGPU, r, tol=1e-3)
 
     print("-- bad requests fail alone; the server keeps serving")
     fixture_ids = golden[0]["history"]
