@@ -158,6 +158,7 @@ def main() -> int:
         (lambda m: inputs(m, []), "empty", "empty history"),
         (lambda m: inputs(m, [50], beam=0), "beam", "beam 0"),
         (lambda m: inputs(m, [50], beam=100000), "beam", "beam too large"),
+        (lambda m: inputs(m, [50], beam=300), "max_beam", "beam above the model's max_beam"),
         (lambda m: inputs(m, [50], beam=4, results=5), "results", "results > beam"),
         (lambda m: inputs(m, [50], history_dtype="FP32"), "HISTORY", "wrong dtype"),
         (lambda m: [_with(m.InferInput("HISTORY", [2, 1], "INT64"), np.array([[50], [172]], np.int64))],
