@@ -14,7 +14,9 @@ rm -rf "$out" && mkdir -p "$out"
 
 echo "-- Python packages (pip cache reused)"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check 'nvidia-pytriton==0.7.0' 'tritonclient[http,grpc]==2.73.0'
+# Only the server binary and its libraries are used from nvidia-pytriton: not its Python deps.
+"$venv/bin/pip" install -q --disable-pip-version-check --no-deps 'nvidia-pytriton==0.7.0'
+"$venv/bin/pip" install -q --disable-pip-version-check 'tritonclient[http,grpc]==2.73.0'
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 server="$site/pytriton/tritonserver/bin/tritonserver"
 export LD_LIBRARY_PATH="$site/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
