@@ -1,0 +1,285 @@
+//! One Triton request's tensors → one engine `Request`, checked before it joins a batch so
+//! that a bad request gets its own error and never fails its neighbours.
+
+use crate::error::ServeError;
+use crate::settings::{IdType, Settings};
+use crate::sys;
+use onerec_engine::catalog::Catalog;
+use onerec_engine::{Request, MAX_BEAM};
+
+pub const HISTORY: &str = "HISTORY";
+pub const EXCLUDE: &str = "EXCLUDE";
+pub const BEAM: &str = "BEAM";
+pub const RESULTS: &str = "RESULTS";
+pub const EXCLUDE_HISTORY: &str = "EXCLUDE_HISTORY";
+
+/// An input tensor as Triton delivered it (bytes already gathered into host memory).
+#[derive(Debug, Clone)]
+pub struct RawInput {
+    pub datatype: sys::DataType,
+    pub shape: Vec<i64>,
+    pub data: Vec<u8>,
+}
+
+/// Looks an input up by name (`None`: the client did not send it).
+pub trait Inputs {
+    fn get(&self, name: &str) -> Result<Option<RawInput>, ServeError>;
+}
+
+fn type_name(t: sys::DataType) -> &'static str {
+    match t {
+        sys::TYPE_BOOL => "BOOL",
+        sys::TYPE_UINT8 => "UINT8",
+        sys::TYPE_UINT32 => "UINT32",
+        sys::TYPE_UINT64 => "UINT64",
+        sys::TYPE_INT32 => "INT32",
+        sys::TYPE_INT64 => "INT64",
+        sys::TYPE_FP32 => "FP32",
+        _ => "another type",
+    }
+}
+
+/// The element count of `input` after the leading batch dimension of 1 (when batched).
+fn elements(name: &str, input: &RawInput, batched: bool) -> Result<usize, ServeError> {
+    let dims = if batched {
+        match input.shape.split_first() {
+            Some((1, rest)) => rest,
+            _ => {
+                return Err(ServeError::Input(format!(
+                    "input {name} has shape {:?}: one user per request (batch dimension 1)",
+                    input.shape
+                )))
+            }
+        }
+    } else {
+        &input.shape[..]
+    };
+    if dims.len() > 1 || dims.iter().any(|&d| d < 0) {
+        return Err(ServeError::Input(format!(
+            "input {name} has shape {:?}: expected a vector",
+            input.shape
+        )));
+    }
+    Ok(dims.first().map_or(1, |&d| d as usize))
+}
+
+fn ids(name: &str, input: &RawInput, s: &Settings) -> Result<Vec<u64>, ServeError> {
+    let want = match s.id_type {
+        IdType::Int64 => sys::TYPE_INT64,
+        IdType::Uint64 => sys::TYPE_UINT64,
+    };
+    if input.datatype != want {
+        return Err(ServeError::Input(format!(
+            "input {name} is {}: expected {}",
+            type_name(input.datatype),
+            type_name(want)
+        )));
+    }
+    let n = elements(name, input, s.batched)?;
+    if input.data.len() != n.saturating_mul(8) {
+        return Err(ServeError::Input(format!(
+            "input {name}: {} bytes for {n} ids",
+            input.data.len()
+        )));
+    }
+    // Both types carry the id's 64 bits as they are (INT64 is u64 bit-for-bit).
+    Ok(input
+        .data
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("chunks of 8")))
+        .collect())
+}
+
+/// A one-element integer input (INT32, INT64, UINT32 or UINT64).
+fn scalar(name: &str, input: &RawInput, batched: bool) -> Result<i128, ServeError> {
+    if elements(name, input, batched)? != 1 {
+        return Err(ServeError::Input(format!(
+            "input {name} has shape {:?}: expected one value",
+            input.shape
+        )));
+    }
+    let d = &input.data;
+    let v = match (input.datatype, d.len()) {
+        (sys::TYPE_INT32, 4) => i32::from_le_bytes(d[..4].try_into().unwrap()) as i128,
+        (sys::TYPE_UINT32, 4) => u32::from_le_bytes(d[..4].try_into().unwrap()) as i128,
+        (sys::TYPE_INT64, 8) => i64::from_le_bytes(d[..8].try_into().unwrap()) as i128,
+        (sys::TYPE_UINT64, 8) => u64::from_le_bytes(d[..8].try_into().unwrap()) as i128,
+        (t, n) => {
+            return Err(ServeError::Input(format!(
+                "input {name} is {} with {n} bytes: expected one INT32 or INT64",
+                type_name(t)
+            )))
+        }
+    };
+    Ok(v)
+}
+
+fn width(name: &str, v: i128) -> Result<usize, ServeError> {
+    if v < 1 || v > MAX_BEAM as i128 {
+        return Err(ServeError::Input(format!(
+            "{name} must be in 1..={MAX_BEAM}, got {v}"
+        )));
+    }
+    Ok(v as usize)
+}
+
+/// Builds the engine request from the tensors, with the model's defaults where the
+/// optional inputs are absent.
+pub fn build(inputs: &dyn Inputs, s: &Settings) -> Result<Request, ServeError> {
+    let history = match inputs.get(HISTORY)? {
+        Some(t) => ids(HISTORY, &t, s)?,
+        None => return Err(ServeError::Input("input HISTORY is missing".into())),
+    };
+    let exclude = match inputs.get(EXCLUDE)? {
+        Some(t) => ids(EXCLUDE, &t, s)?,
+        None => Vec::new(),
+    };
+    let beam = match inputs.get(BEAM)? {
+        Some(t) => width(BEAM, scalar(BEAM, &t, s.batched)?)?,
+        None => s.beam,
+    };
+    let results = match inputs.get(RESULTS)? {
+        Some(t) => width(RESULTS, scalar(RESULTS, &t, s.batched)?)?,
+        // The configured default, never more than the request's own beam.
+        None => s.results.min(beam),
+    };
+    let exclude_history = match inputs.get(EXCLUDE_HISTORY)? {
+        Some(t) => {
+            if t.datatype != sys::TYPE_BOOL || elements(EXCLUDE_HISTORY, &t, s.batched)? != 1 {
+                return Err(ServeError::Input(format!(
+                    "input {EXCLUDE_HISTORY} is {} {:?}: expected one BOOL",
+                    type_name(t.datatype),
+                    t.shape
+                )));
+            }
+            t.data.first().is_some_and(|&b| b != 0)
+        }
+        None => s.exclude_history,
+    };
+    Ok(Request {
+        history,
+        beam,
+        results,
+        exclude,
+        exclude_history,
+    })
+}
+
+/// The checks the engine makes before decoding (generate.rs `prepare`), made here so a
+/// request that would fail is answered alone; plus the server's own beam limit.
+pub fn validate(r: &Request, catalog: &Catalog, max_beam: usize) -> Result<(), ServeError> {
+    if r.history.is_empty() {
+        return Err(ServeError::Input(
+            "the history is empty: give at least one item".into(),
+        ));
+    }
+    if r.beam == 0 || r.beam > max_beam {
+        return Err(ServeError::Input(format!(
+            "beam must be in 1..={max_beam} (this model's max_beam), got {}",
+            r.beam
+        )));
+    }
+    if r.results == 0 || r.results > r.beam {
+        return Err(ServeError::Input(format!(
+            "results must be in 1..=beam ({}), got {}",
+            r.beam, r.results
+        )));
+    }
+    catalog.resolve(&r.history)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    struct Map(HashMap<&'static str, RawInput>);
+    impl Inputs for Map {
+        fn get(&self, name: &str) -> Result<Option<RawInput>, ServeError> {
+            Ok(self.0.get(name).cloned())
+        }
+    }
+
+    fn settings() -> Settings {
+        let json = r#"{"max_batch_size":8,"input":[{"name":"HISTORY","data_type":"TYPE_INT64"}],
+            "parameters":{"beam":{"string_value":"16"},"results":{"string_value":"4"}}}"#;
+        Settings::from_config(json, Path::new("/")).unwrap()
+    }
+
+    fn i64s(v: &[i64]) -> RawInput {
+        RawInput {
+            datatype: sys::TYPE_INT64,
+            shape: vec![1, v.len() as i64],
+            data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+
+    fn i32s(v: i32) -> RawInput {
+        RawInput {
+            datatype: sys::TYPE_INT32,
+            shape: vec![1, 1],
+            data: v.to_le_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_absent_inputs() {
+        let m = Map([(HISTORY, i64s(&[3, -1]))].into());
+        let r = build(&m, &settings()).unwrap();
+        assert_eq!(r.history, vec![3, u64::MAX]);
+        assert_eq!((r.beam, r.results, r.exclude_history), (16, 4, false));
+        // A smaller beam lowers the default results with it.
+        let m = Map([(HISTORY, i64s(&[3])), (BEAM, i32s(2))].into());
+        assert_eq!(build(&m, &settings()).unwrap().results, 2);
+        let m = Map([
+            (HISTORY, i64s(&[3])),
+            (EXCLUDE, i64s(&[5, 6])),
+            (RESULTS, i32s(1)),
+            (
+                EXCLUDE_HISTORY,
+                RawInput {
+                    datatype: sys::TYPE_BOOL,
+                    shape: vec![1, 1],
+                    data: vec![1],
+                },
+            ),
+        ]
+        .into());
+        let r = build(&m, &settings()).unwrap();
+        assert_eq!(
+            (r.exclude, r.results, r.exclude_history),
+            (vec![5, 6], 1, true)
+        );
+    }
+
+    #[test]
+    fn bad_tensors_are_named() {
+        let mut wrong_type = i64s(&[1]);
+        wrong_type.datatype = sys::TYPE_FP32;
+        let mut two_users = i64s(&[1, 2]);
+        two_users.shape = vec![2, 1];
+        let mut short = i64s(&[1, 2]);
+        short.data.pop();
+        for (m, needle) in [
+            (Map(HashMap::new()), "HISTORY is missing"),
+            (Map([(HISTORY, wrong_type)].into()), "FP32"),
+            (Map([(HISTORY, two_users)].into()), "one user per request"),
+            (Map([(HISTORY, short)].into()), "bytes"),
+            (Map([(HISTORY, i64s(&[1])), (BEAM, i32s(0))].into()), "BEAM"),
+            (
+                Map([(HISTORY, i64s(&[1])), (RESULTS, i32s(-3))].into()),
+                "RESULTS",
+            ),
+            (
+                Map([(HISTORY, i64s(&[1])), (BEAM, i64s(&[1, 2]))].into()),
+                "one value",
+            ),
+        ] {
+            let e = build(&m, &settings()).unwrap_err();
+            assert!(e.is_client_error());
+            assert!(e.to_string().contains(needle), "{needle}: {e}");
+        }
+    }
+}
