@@ -22,6 +22,8 @@ enum Command {
     Recommend(RecommendArgs),
     /// Print a model's config, catalog size and tensors; `--verify` checks every byte.
     Inspect(crate::inspect::InspectArgs),
+    /// Time a grid of backend × weight type × beam × history × batch (a llama-bench).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +62,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Recommend(a) => recommend(a),
         Command::Inspect(a) => crate::inspect::inspect(a),
+        Command::Bench(a) => crate::bench::bench(a),
     }
 }
 

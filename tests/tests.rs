@@ -7,6 +7,7 @@ mod default_model;
 mod errors;
 mod ffi;
 mod golden;
+mod ops;
 mod quantize;
 mod shaders;
 mod wgpu_e2e;
