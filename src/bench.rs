@@ -54,6 +54,8 @@ struct Row {
     batch: usize,
     /// Seconds per request of each timed call.
     times: Vec<f64>,
+    /// CPU seconds (all threads) per request of each timed call, where measurable.
+    cpu: Vec<f64>,
     flops: f64,
     roofline_gflops: f64,
 }
@@ -134,14 +136,17 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                         bar.inc(1);
                         engine.recommend(&reqs)?; // warm-up
                         bar.inc(1);
-                        let mut times = Vec::new();
+                        let (mut times, mut cpu) = (Vec::new(), Vec::new());
                         for _ in 0..a.repeat {
+                            let c = cpu_seconds();
                             let t = Instant::now();
                             std::hint::black_box(engine.recommend(&reqs)?);
                             times.push(t.elapsed().as_secs_f64() / batch as f64);
+                            cpu.push((cpu_seconds() - c) / batch as f64);
                             bar.inc(1);
                         }
                         times.sort_by(f64::total_cmp);
+                        cpu.sort_by(f64::total_cmp);
                         rows.push(Row {
                             backend: engine.describe_backend(),
                             dtype: dtype.clone(),
@@ -149,6 +154,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                             history,
                             batch,
                             times,
+                            cpu,
                             flops,
                             roofline_gflops: peaks[bi].1,
                         });
@@ -164,6 +170,20 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         print!("{}", table(&name, &peaks, &rows));
     }
     Ok(())
+}
+
+/// CPU time of every thread of this process so far (Linux: the scheduler's per-thread
+/// run time in ns; elsewhere NaN). On a shared machine this is steadier than wall time.
+fn cpu_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let mut ns = 0u64;
+    for t in dir.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    }
+    ns as f64 / 1e9
 }
 
 /// Histories of distinct items (ids strided by a prime, as benches/bench_history.py).
@@ -241,6 +261,9 @@ fn roofline(kind: BackendKind) -> Result<f64> {
                 Ok(())
             })?;
             let own = backend_gflops(&CpuBackend::new(), &vals, N, &time_best)?;
+            log_line(&format!(
+                "square f32 GEMM 1024^3 on the CPU: gemm crate {crate_gflops:.1} GFLOP/s, engine {own:.1} GFLOP/s"
+            ));
             Ok(crate_gflops.max(own))
         }
         BackendKind::Wgpu => {
@@ -249,6 +272,11 @@ fn roofline(kind: BackendKind) -> Result<f64> {
         }
         BackendKind::Cuda => bail!("bench: the CUDA roofline is not measured here (use benches/)"),
     }
+}
+
+/// A note on stderr (the CLI's diagnostics channel), kept out of the table and JSON.
+fn log_line(s: &str) {
+    eprintln!("{s}");
 }
 
 fn backend_gflops<B: Backend>(
@@ -280,7 +308,7 @@ fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
 }
 
 fn stats(r: &Row) -> (f64, f64, f64, f64, f64, f64) {
-    let med = r.times[r.times.len() / 2];
+    let med = median(&r.times);
     let (min, max) = (r.times[0], r.times[r.times.len() - 1]);
     let gflops = r.flops / med / 1e9;
     let roof = if r.roofline_gflops > 0.0 {
@@ -291,20 +319,24 @@ fn stats(r: &Row) -> (f64, f64, f64, f64, f64, f64) {
     (med, min, max, 1.0 / med, gflops, roof)
 }
 
+fn median(v: &[f64]) -> f64 {
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn table(name: &str, peaks: &[(String, f64)], rows: &[Row]) -> String {
     let mut s = format!("model: {name}; threads: {}\n", rayon::current_num_threads());
     for (b, p) in peaks {
         s += &format!("roofline {b}: square f32 GEMM 1024^3 at {p:.1} GFLOP/s\n");
     }
     s += &format!(
-        "{:<28} {:>6} {:>5} {:>7} {:>5} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6}\n",
-        "backend", "dtype", "beam", "history", "batch", "ms med", "ms min", "ms max", "req/s",
-        "GFLOP/rq", "GFLOP/s", "roof"
+        "{:<28} {:>6} {:>5} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6}\n",
+        "backend", "dtype", "beam", "history", "batch", "ms med", "ms min", "ms max",
+        "cpu ms", "req/s", "GFLOP/rq", "GFLOP/s", "roof"
     );
     for r in rows {
         let (med, min, max, rps, gf, roof) = stats(r);
         s += &format!(
-            "{:<28} {:>6} {:>5} {:>7} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2} {:>8.1} {:>5.0}%\n",
+            "{:<28} {:>6} {:>5} {:>7} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8.2} {:>8.2} {:>8.1} {:>5.0}%\n",
             r.backend,
             r.dtype,
             r.beam,
@@ -313,6 +345,7 @@ fn table(name: &str, peaks: &[(String, f64)], rows: &[Row]) -> String {
             med * 1e3,
             min * 1e3,
             max * 1e3,
+            median(&r.cpu) * 1e3,
             rps,
             r.flops / 1e9,
             gf,
@@ -331,6 +364,7 @@ fn json(name: &str, peaks: &[(String, f64)], rows: &[Row]) -> String {
                 "backend": r.backend, "dtype": r.dtype, "beam": r.beam,
                 "history": r.history, "batch": r.batch,
                 "ms_median": med * 1e3, "ms_min": min * 1e3, "ms_max": max * 1e3,
+                "cpu_ms_median": median(&r.cpu) * 1e3,
                 "requests_per_s": rps, "gflop_per_request": r.flops / 1e9,
                 "gflops": gf, "roofline_gflops": r.roofline_gflops, "roofline_share": roof,
             })

@@ -120,21 +120,43 @@ impl Attend<'_> {
         }
     }
 
-    /// Row `r` over its own `n` key rows `key(0) ..`.
+    /// Row `r` over its own `n` key rows `key(0) ..`, all heads in one SIMD region (a
+    /// row reads few keys: no dispatch per key).
     fn own_keys(&self, r: usize, n: usize, key: impl Fn(usize) -> usize + Copy, o: &mut [f32]) {
-        let (d, hd) = (self.q.cols, self.hd);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let mut scores = vec![0f32; n];
-        for h in 0..self.n_heads {
-            let c0 = h * hd;
-            let qh = &self.q.data[r * d + c0..r * d + c0 + hd];
-            for (j, s) in scores.iter_mut().enumerate() {
-                let kr = key(j) * d + c0;
-                *s = dot(self.level, qh, &self.k.data[kr..kr + hd]) * scale;
-            }
-            super::softmax_row(&mut scores);
-            weighted_sum(self.level, &scores, key, &self.v.data, d, c0, &mut o[c0..c0 + hd]);
+        struct Op<'a, 'b, F> {
+            a: &'a Attend<'b>,
+            r: usize,
+            n: usize,
+            key: F,
+            o: &'a mut [f32],
         }
+        impl<F: Fn(usize) -> usize + Copy> WithSimd for Op<'_, '_, F> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, simd: S) {
+                let Op { a, r, n, key, o } = self;
+                let (d, hd) = (a.q.cols, a.hd);
+                let scale = 1.0 / (hd as f32).sqrt();
+                let mut scores = vec![0f32; n];
+                for h in 0..a.n_heads {
+                    let c0 = h * hd;
+                    let qh = &a.q.data[r * d + c0..r * d + c0 + hd];
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        let kr = key(j) * d + c0;
+                        *s = dot_s(simd, qh, &a.k.data[kr..kr + hd]) * scale;
+                    }
+                    super::softmax_row(&mut scores);
+                    weighted_sum_s(simd, &scores, key, &a.v.data, d, c0, &mut o[c0..c0 + hd]);
+                }
+            }
+        }
+        self.level.run(Op {
+            a: self,
+            r,
+            n,
+            key,
+            o,
+        })
     }
 }
 
@@ -160,46 +182,7 @@ fn weighted_sum(
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(self, simd: S) {
-            let Op { p, key, v, d, c0, out } = self;
-            let hd = out.len();
-            // Up to 8 vectors of output at a time stay in registers across every key.
-            let chunk = 8 * S::F32_LANES;
-            let mut c = 0;
-            while c < hd {
-                let w = chunk.min(hd - c);
-                let (head, _) = S::as_mut_simd_f32s(&mut out[c..c + w]);
-                let nv = head.len();
-                let mut acc = [simd.splat_f32s(0.0); 8];
-                for (j, &pj) in p.iter().enumerate() {
-                    let row = &v[key(j) * d + c0 + c..][..w];
-                    let (rv, _) = S::as_simd_f32s(row);
-                    let pv = simd.splat_f32s(pj);
-                    if let Ok(rv) = <&[S::f32s; 8]>::try_from(rv) {
-                        // The common case (head width 64 on AVX2): a fixed trip count
-                        // keeps the accumulators in registers.
-                        for i in 0..8 {
-                            acc[i] = simd.mul_add_e_f32s(pv, rv[i], acc[i]);
-                        }
-                    } else {
-                        for (a, &x) in acc.iter_mut().zip(rv) {
-                            *a = simd.mul_add_e_f32s(pv, x, *a);
-                        }
-                    }
-                }
-                let (head, tail) = S::as_mut_simd_f32s(&mut out[c..c + w]);
-                for (o, a) in head.iter_mut().zip(acc) {
-                    *o = a;
-                }
-                tail.fill(0.0);
-                let t0 = c + nv * S::F32_LANES;
-                for (j, &pj) in p.iter().enumerate() {
-                    let row = &v[key(j) * d + c0..];
-                    for (cc, o) in out[t0..c + w].iter_mut().enumerate() {
-                        *o += pj * row[t0 + cc];
-                    }
-                }
-                c += w;
-            }
+            weighted_sum_s(simd, self.p, self.key, self.v, self.d, self.c0, self.out)
         }
     }
     level.run(Op {
@@ -212,32 +195,75 @@ fn weighted_sum(
     })
 }
 
-/// `Σ a[i] b[i]` at the given SIMD level.
-pub fn dot(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
-    struct Op<'a>(&'a [f32], &'a [f32]);
-    impl WithSimd for Op<'_> {
-        type Output = f32;
-        #[inline(always)]
-        fn with_simd<S: Simd>(self, simd: S) -> f32 {
-            let (ah, at) = S::as_simd_f32s(self.0);
-            let (bh, bt) = S::as_simd_f32s(&self.1[..self.0.len()]);
-            let mut acc = [simd.splat_f32s(0.0); 4];
-            let (ac, bc) = (ah.chunks_exact(4), bh.chunks_exact(4));
-            let mut s = 0.0;
-            for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
-                acc[0] = simd.mul_add_e_f32s(*x, *y, acc[0]);
-            }
-            for (x, y) in ac.zip(bc) {
-                for i in 0..4 {
-                    acc[i] = simd.mul_add_e_f32s(x[i], y[i], acc[i]);
+#[inline(always)]
+fn weighted_sum_s<S: Simd>(
+    simd: S,
+    p: &[f32],
+    key: impl Fn(usize) -> usize,
+    v: &[f32],
+    d: usize,
+    c0: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len();
+    // Up to 8 vectors of output at a time stay in registers across every key.
+    let chunk = 8 * S::F32_LANES;
+    let mut c = 0;
+    while c < hd {
+        let w = chunk.min(hd - c);
+        let (head, _) = S::as_mut_simd_f32s(&mut out[c..c + w]);
+        let nv = head.len();
+        let mut acc = [simd.splat_f32s(0.0); 8];
+        for (j, &pj) in p.iter().enumerate() {
+            let row = &v[key(j) * d + c0 + c..][..w];
+            let (rv, _) = S::as_simd_f32s(row);
+            let pv = simd.splat_f32s(pj);
+            if let Ok(rv) = <&[S::f32s; 8]>::try_from(rv) {
+                // The common case (head width 64 on AVX2): a fixed trip count
+                // keeps the accumulators in registers.
+                for i in 0..8 {
+                    acc[i] = simd.mul_add_e_f32s(pv, rv[i], acc[i]);
+                }
+            } else {
+                for (a, &x) in acc.iter_mut().zip(rv) {
+                    *a = simd.mul_add_e_f32s(pv, x, *a);
                 }
             }
-            for (x, y) in at.iter().zip(bt) {
-                s += x * y;
+        }
+        let (head, tail) = S::as_mut_simd_f32s(&mut out[c..c + w]);
+        for (o, a) in head.iter_mut().zip(acc) {
+            *o = a;
+        }
+        tail.fill(0.0);
+        let t0 = c + nv * S::F32_LANES;
+        for (j, &pj) in p.iter().enumerate() {
+            let row = &v[key(j) * d + c0..];
+            for (cc, o) in out[t0..c + w].iter_mut().enumerate() {
+                *o += pj * row[t0 + cc];
             }
-            let t = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
-            simd.reduce_sum_f32s(t) + s
+        }
+        c += w;
+    }
+}
+
+#[inline(always)]
+fn dot_s<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+    let (ah, at) = S::as_simd_f32s(a);
+    let (bh, bt) = S::as_simd_f32s(&b[..a.len()]);
+    let mut acc = [simd.splat_f32s(0.0); 4];
+    let (ac, bc) = (ah.chunks_exact(4), bh.chunks_exact(4));
+    let mut s = 0.0;
+    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
+        acc[0] = simd.mul_add_e_f32s(*x, *y, acc[0]);
+    }
+    for (x, y) in ac.zip(bc) {
+        for i in 0..4 {
+            acc[i] = simd.mul_add_e_f32s(x[i], y[i], acc[i]);
         }
     }
-    level.run(Op(a, b))
+    for (x, y) in at.iter().zip(bt) {
+        s += x * y;
+    }
+    let t = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+    simd.reduce_sum_f32s(t) + s
 }

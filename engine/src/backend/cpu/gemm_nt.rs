@@ -2,8 +2,8 @@
 //! output is the dot product of two contiguous rows, so weights are read in their
 //! stored `[out, in]` layout and nothing is packed, per call or at load. A tile of
 //! `MR` activation rows × `NR` weight rows keeps `MR · NR` vector accumulators in
-//! registers (7 loads per 12 FMAs), `k` is cut into `KC` blocks so a weight tile stays
-//! in L1 while every activation row block passes over it, and weight rows are split
+//! registers (7 loads per 12 FMAs), `k` and `m` are cut into blocks so a weight tile
+//! stays in L1 and the activation block in L2 while the tiles pass over them, and weight rows are split
 //! across threads only when the product is large enough to pay for the hand-off.
 
 use super::simd::SimdLevel;
@@ -16,6 +16,9 @@ const MR: usize = 3;
 const NR: usize = 4;
 /// `k` per pass: a 4-row weight tile of 8 KiB stays in L1 beside 3 activation rows.
 const KC: usize = 512;
+/// Activation rows per pass: `MC × KC` floats (192 KiB) stay in L2 while every weight
+/// tile of the pass runs over them.
+const MC: usize = 96;
 /// Products smaller than this (multiply-adds) stay on one thread.
 pub const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// Weight rows per parallel task at least (so a task streams a useful panel).
@@ -131,12 +134,15 @@ unsafe fn serial(
             while k0 < p.k || (k0 == 0 && p.k == 0) {
                 let kc = KC.min(p.k - k0);
                 let acc = accumulate || k0 > 0;
+                let mut i0 = 0;
+                while i0 < p.m {
+                let i1 = (i0 + MC).min(p.m);
                 let mut j = j0;
                 while j < j1 {
                     let nr = NR.min(j1 - j);
-                    let mut i = 0;
-                    while i < p.m {
-                        let mr = MR.min(p.m - i);
+                    let mut i = i0;
+                    while i < i1 {
+                        let mr = MR.min(i1 - i);
                         // SAFETY: rows i..i+mr, j..j+nr and columns k0..k0+kc lie
                         // inside the checked extents.
                         unsafe {
@@ -157,6 +163,8 @@ unsafe fn serial(
                         i += mr;
                     }
                     j += nr;
+                }
+                i0 = i1;
                 }
                 if p.k == 0 {
                     break;
