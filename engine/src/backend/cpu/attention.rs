@@ -7,7 +7,7 @@
 //! decoder's self-attention through the ancestry lists) run one by one with the same
 //! SIMD kernels. Key indices are resolved by a monomorphised closure, never a `dyn` call.
 
-use super::gemm_nt::{gemm_nt, Nt};
+use super::gemm_nt::{gemm_nt_serial, Nt};
 use super::simd::SimdLevel;
 use super::{err, CpuBuf};
 use crate::backend::KeyMap;
@@ -109,7 +109,7 @@ impl Attend<'_> {
                 k: hd,
             };
             if n > 0 {
-                gemm_nt(self.level, p, &mut scores, n, false);
+                gemm_nt_serial(self.level, p, &mut scores, n, false);
             }
             for (i, s) in scores.chunks_exact_mut(n.max(1)).enumerate().take(n_rows) {
                 s.iter_mut().for_each(|v| *v *= scale);

@@ -89,6 +89,16 @@ pub fn gemm_nt(level: SimdLevel, p: Nt<'_>, y: &mut [f32], ldy: usize, accumulat
     });
 }
 
+/// `gemm_nt` on the calling thread only (callers that already run in parallel).
+pub fn gemm_nt_serial(level: SimdLevel, p: Nt<'_>, y: &mut [f32], ldy: usize, accumulate: bool) {
+    assert!(p.fits(y, ldy), "gemm_nt: operands shorter than their shapes");
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    // SAFETY: `fits` checked every extent the kernel touches; `y` is borrowed mutably.
+    unsafe { serial(level, p, 0, p.n, y.as_mut_ptr(), ldy, accumulate) };
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: used only to hand disjoint column ranges of one output to rayon tasks.

@@ -9,7 +9,7 @@
 //!
 //! Either way every weight byte is read once per product.
 
-use super::gemm_nt::{gemm_nt, Nt, PARALLEL_MIN_MACS};
+use super::gemm_nt::{gemm_nt_serial, Nt, PARALLEL_MIN_MACS};
 use super::simd::SimdLevel;
 use super::CpuWeight;
 use rayon::prelude::*;
@@ -83,7 +83,7 @@ fn panel_product(level: SimdLevel, x: &[f32], m: usize, w: &CpuWeight, yt: &mut 
             n: m,
             k,
         };
-        gemm_nt(level, nt, dst, m, false);
+        gemm_nt_serial(level, nt, dst, m, false);
     };
     if m * n * k >= PARALLEL_MIN_MACS {
         yt.par_chunks_mut(panel * m)
