@@ -65,7 +65,10 @@ fn list<T: std::str::FromStr>(what: &str, s: &str) -> Result<Vec<T>> {
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse().map_err(|_| anyhow::anyhow!("{what}: `{t}` is not valid")))
+        .map(|t| {
+            t.parse()
+                .map_err(|_| anyhow::anyhow!("{what}: `{t}` is not valid"))
+        })
         .collect::<Result<_>>()?;
     if v.is_empty() {
         bail!("{what}: empty list");
@@ -181,7 +184,11 @@ fn cpu_seconds() -> f64 {
     let mut ns = 0u64;
     for t in dir.flatten() {
         let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        ns += stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
     }
     ns as f64 / 1e9
 }
@@ -245,7 +252,9 @@ fn roofline(kind: BackendKind) -> Result<f64> {
         }
         Ok(2.0 * (N * N * N) as f64 / best / 1e9)
     };
-    let vals: Vec<f32> = (0..N * N).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let vals: Vec<f32> = (0..N * N)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     match kind {
         BackendKind::Cpu | BackendKind::Auto => {
             let mut y = vec![0f32; N * N];
@@ -253,9 +262,25 @@ fn roofline(kind: BackendKind) -> Result<f64> {
                 // SAFETY: three N×N row-major matrices; y does not alias the inputs.
                 unsafe {
                     gemm::gemm(
-                        N, N, N, y.as_mut_ptr(), 1, N as isize, false, vals.as_ptr(), 1,
-                        N as isize, vals.as_ptr(), 1, N as isize, 0.0, 1.0, false, false,
-                        false, gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                        N,
+                        N,
+                        N,
+                        y.as_mut_ptr(),
+                        1,
+                        N as isize,
+                        false,
+                        vals.as_ptr(),
+                        1,
+                        N as isize,
+                        vals.as_ptr(),
+                        1,
+                        N as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
                     )
                 };
                 Ok(())
@@ -330,8 +355,19 @@ fn table(name: &str, peaks: &[(String, f64)], rows: &[Row]) -> String {
     }
     s += &format!(
         "{:<28} {:>6} {:>5} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6}\n",
-        "backend", "dtype", "beam", "history", "batch", "ms med", "ms min", "ms max",
-        "cpu ms", "req/s", "GFLOP/rq", "GFLOP/s", "roof"
+        "backend",
+        "dtype",
+        "beam",
+        "history",
+        "batch",
+        "ms med",
+        "ms min",
+        "ms max",
+        "cpu ms",
+        "req/s",
+        "GFLOP/rq",
+        "GFLOP/s",
+        "roof"
     );
     for r in rows {
         let (med, min, max, rps, gf, roof) = stats(r);
@@ -370,8 +406,10 @@ fn json(name: &str, peaks: &[(String, f64)], rows: &[Row]) -> String {
             })
         })
         .collect();
-    let peaks: serde_json::Map<String, serde_json::Value> =
-        peaks.iter().map(|(b, p)| (b.clone(), (*p).into())).collect();
+    let peaks: serde_json::Map<String, serde_json::Value> = peaks
+        .iter()
+        .map(|(b, p)| (b.clone(), (*p).into()))
+        .collect();
     serde_json::json!({
         "model": name,
         "threads": rayon::current_num_threads(),

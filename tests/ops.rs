@@ -99,10 +99,12 @@ impl Tensor {
     }
 }
 
-
 pub fn cmp(what: &str, got: &[f32], want: &[f32], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output");
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: non-finite output"
+    );
     let e = rel_err(got, want);
     assert!(e < tol, "{what}: relative error {e} (tolerance {tol})");
 }
@@ -125,21 +127,42 @@ pub mod cases {
         let mut rng = Rng::new(1);
         for dt in TYPES {
             let shapes: &[(usize, usize, usize)] = if dt.is_quantized() {
-                &[(1, 32, 32), (5, 96, 64), (8, 33, 96), (9, 40, 64), (33, 40, 160), (70, 200, 96)]
+                &[
+                    (1, 32, 32),
+                    (5, 96, 64),
+                    (8, 33, 96),
+                    (9, 40, 64),
+                    (33, 40, 160),
+                    (70, 200, 96),
+                ]
             } else {
-                &[(1, 32, 32), (3, 7, 13), (33, 40, 161), (70, 200, 96), (2, 3, 1)]
+                &[
+                    (1, 32, 32),
+                    (3, 7, 13),
+                    (33, 40, 161),
+                    (70, 200, 96),
+                    (2, 3, 1),
+                ]
             };
             for &(m, n, k) in shapes {
                 let w = Tensor::new(&mut rng, dt, &[n, k]);
                 let x = rng.vec(m * k);
                 let want = cpu
-                    .matmul(&cpu.upload(&x, m, k).unwrap(), &cpu.weight(&w.matrix()).unwrap())
+                    .matmul(
+                        &cpu.upload(&x, m, k).unwrap(),
+                        &cpu.weight(&w.matrix()).unwrap(),
+                    )
                     .unwrap();
                 let gw = g.weight(&w.matrix()).unwrap();
                 let got = g
                     .download(&g.matmul(&g.upload(&x, m, k).unwrap(), &gw).unwrap())
                     .unwrap();
-                cmp(&format!("{name}: matmul {dt} [{m},{k}]x[{n},{k}]"), &got, &want.data, tol(dt));
+                cmp(
+                    &format!("{name}: matmul {dt} [{m},{k}]x[{n},{k}]"),
+                    &got,
+                    &want.data,
+                    tol(dt),
+                );
             }
         }
         // Large enough to run threaded.
@@ -147,12 +170,26 @@ pub mod cases {
         let w = Tensor::new(&mut rng, DType::F32, &[n, k]);
         let x = rng.vec(m * k);
         let want = cpu
-            .matmul(&cpu.upload(&x, m, k).unwrap(), &cpu.weight(&w.matrix()).unwrap())
+            .matmul(
+                &cpu.upload(&x, m, k).unwrap(),
+                &cpu.weight(&w.matrix()).unwrap(),
+            )
             .unwrap();
         let got = g
-            .download(&g.matmul(&g.upload(&x, m, k).unwrap(), &g.weight(&w.matrix()).unwrap()).unwrap())
+            .download(
+                &g.matmul(
+                    &g.upload(&x, m, k).unwrap(),
+                    &g.weight(&w.matrix()).unwrap(),
+                )
+                .unwrap(),
+            )
             .unwrap();
-        cmp(&format!("{name}: matmul f32 [{m},{k}]x[{n},{k}]"), &got, &want.data, tol(DType::F32));
+        cmp(
+            &format!("{name}: matmul f32 [{m},{k}]x[{n},{k}]"),
+            &got,
+            &want.data,
+            tol(DType::F32),
+        );
     }
 
     pub fn rms_norm<B: Backend>(g: &B, name: &str) {
@@ -163,15 +200,28 @@ pub mod cases {
                 let w = Tensor::new(&mut rng, dt, &[d]);
                 let x = rng.vec(m * d);
                 let want = cpu
-                    .rms_norm(&cpu.upload(&x, m, d).unwrap(), &cpu.weight(&w.matrix()).unwrap(), 1e-6)
+                    .rms_norm(
+                        &cpu.upload(&x, m, d).unwrap(),
+                        &cpu.weight(&w.matrix()).unwrap(),
+                        1e-6,
+                    )
                     .unwrap();
                 let got = g
                     .download(
-                        &g.rms_norm(&g.upload(&x, m, d).unwrap(), &g.weight(&w.matrix()).unwrap(), 1e-6)
-                            .unwrap(),
+                        &g.rms_norm(
+                            &g.upload(&x, m, d).unwrap(),
+                            &g.weight(&w.matrix()).unwrap(),
+                            1e-6,
+                        )
+                        .unwrap(),
                     )
                     .unwrap();
-                cmp(&format!("{name}: rms_norm {dt} [{m},{d}]"), &got, &want.data, exact(dt));
+                cmp(
+                    &format!("{name}: rms_norm {dt} [{m},{d}]"),
+                    &got,
+                    &want.data,
+                    exact(dt),
+                );
             }
         }
     }
@@ -186,18 +236,41 @@ pub mod cases {
             for rows in [1usize, 7, 50] {
                 let i1: Vec<u32> = (0..rows).map(|_| rng.below(100) as u32).collect();
                 let i2: Vec<u32> = (0..rows).map(|_| rng.below(9) as u32).collect();
-                let (ct, cp) = (cpu.weight(&table.matrix()).unwrap(), cpu.weight(&pos.matrix()).unwrap());
+                let (ct, cp) = (
+                    cpu.weight(&table.matrix()).unwrap(),
+                    cpu.weight(&pos.matrix()).unwrap(),
+                );
                 let want = cpu.gather_sum(&[(&ct, &i1), (&cp, &i2)], rows).unwrap();
-                let (gt, gp) = (g.weight(&table.matrix()).unwrap(), g.weight(&pos.matrix()).unwrap());
+                let (gt, gp) = (
+                    g.weight(&table.matrix()).unwrap(),
+                    g.weight(&pos.matrix()).unwrap(),
+                );
                 let (g1, g2) = (g.ids(&i1).unwrap(), g.ids(&i2).unwrap());
-                let got = g.download(&g.gather_sum(&[(&gt, &g1), (&gp, &g2)], rows).unwrap()).unwrap();
-                cmp(&format!("{name}: gather_sum {dt} rows {rows}"), &got, &want.data, exact(dt));
-                let one = g.download(&g.gather_sum(&[(&gt, &g1)], rows).unwrap()).unwrap();
+                let got = g
+                    .download(&g.gather_sum(&[(&gt, &g1), (&gp, &g2)], rows).unwrap())
+                    .unwrap();
+                cmp(
+                    &format!("{name}: gather_sum {dt} rows {rows}"),
+                    &got,
+                    &want.data,
+                    exact(dt),
+                );
+                let one = g
+                    .download(&g.gather_sum(&[(&gt, &g1)], rows).unwrap())
+                    .unwrap();
                 // Indices past the table are an error named before any launch.
                 let bad = g.ids(&[100]).unwrap();
-                assert!(g.gather_sum(&[(&gt, &bad)], 1).is_err(), "{name}: bad index");
+                assert!(
+                    g.gather_sum(&[(&gt, &bad)], 1).is_err(),
+                    "{name}: bad index"
+                );
                 let want1 = cpu.gather_sum(&[(&ct, &i1)], rows).unwrap();
-                cmp(&format!("{name}: gather_sum {dt} one table"), &one, &want1.data, exact(dt));
+                cmp(
+                    &format!("{name}: gather_sum {dt} one table"),
+                    &one,
+                    &want1.data,
+                    exact(dt),
+                );
             }
         }
     }
@@ -207,26 +280,45 @@ pub mod cases {
         let (m, d) = (13, 37);
         let (a, b) = (rng.vec(m * d), rng.vec(m * d));
         let mut ga = g.upload(&a, m, d).unwrap();
-        assert_eq!(g.download(&ga).unwrap(), a, "{name}: upload/download round trip");
+        assert_eq!(
+            g.download(&ga).unwrap(),
+            a,
+            "{name}: upload/download round trip"
+        );
         g.add_assign(&mut ga, &g.upload(&b, m, d).unwrap()).unwrap();
         let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_eq!(g.download(&ga).unwrap(), want, "{name}: add_assign");
         let mut z = g.zeros(40, d).unwrap();
-        assert!(g.download(&z).unwrap().iter().all(|&v| v == 0.0), "{name}: zeros");
-        g.write_rows(&mut z, 5, &g.upload(&a, m, d).unwrap()).unwrap();
+        assert!(
+            g.download(&z).unwrap().iter().all(|&v| v == 0.0),
+            "{name}: zeros"
+        );
+        g.write_rows(&mut z, 5, &g.upload(&a, m, d).unwrap())
+            .unwrap();
         let got = g.download(&z).unwrap();
         assert_eq!(&got[5 * d..(5 + m) * d], &a[..], "{name}: write_rows");
-        assert!(got[..5 * d].iter().chain(&got[(5 + m) * d..]).all(|&v| v == 0.0));
+        assert!(got[..5 * d]
+            .iter()
+            .chain(&got[(5 + m) * d..])
+            .all(|&v| v == 0.0));
         assert!(
-            g.write_rows(&mut z, 30, &g.upload(&a, m, d).unwrap()).is_err(),
+            g.write_rows(&mut z, 30, &g.upload(&a, m, d).unwrap())
+                .is_err(),
             "{name}: write past the end is an error"
         );
         let cpu = CpuBackend::reference();
         for &(rows, k) in &[(1usize, 13usize), (7, 300), (3, 8192)] {
             let x: Vec<f32> = rng.vec(rows * k).iter().map(|v| v * 20.0).collect();
             let want = cpu.log_softmax(&cpu.upload(&x, rows, k).unwrap()).unwrap();
-            let got = g.download(&g.log_softmax(&g.upload(&x, rows, k).unwrap()).unwrap()).unwrap();
-            cmp(&format!("{name}: log_softmax [{rows},{k}]"), &got, &want.data, 1e-5);
+            let got = g
+                .download(&g.log_softmax(&g.upload(&x, rows, k).unwrap()).unwrap())
+                .unwrap();
+            cmp(
+                &format!("{name}: log_softmax [{rows},{k}]"),
+                &got,
+                &want.data,
+                1e-5,
+            );
         }
     }
 
@@ -234,7 +326,16 @@ pub mod cases {
         let cpu = CpuBackend::reference();
         let mut rng = Rng::new(5);
         // Head sizes that are not a multiple of the vector width take the tail paths.
-        for &(heads, hd) in &[(4usize, 8usize), (3, 8), (2, 64), (1, 96), (8, 64), (3, 5), (2, 6), (1, 130)] {
+        for &(heads, hd) in &[
+            (4usize, 8usize),
+            (3, 8),
+            (2, 64),
+            (1, 96),
+            (8, 64),
+            (3, 5),
+            (2, 6),
+            (1, 130),
+        ] {
             let d = heads * hd;
             let (rows, keys) = (40, 150);
             let (q, k, v) = (rng.vec(rows * d), rng.vec(keys * d), rng.vec(keys * d));
@@ -258,24 +359,51 @@ pub mod cases {
                     (s as u32, (1 + rng.below(keys - s)) as u32)
                 })
                 .collect();
-            let shared: Vec<(u32, u32)> =
-                (0..rows).map(|r| user_span[if r < 5 { 0 } else if r < 27 { 1 } else { 2 }]).collect();
+            let shared: Vec<(u32, u32)> = (0..rows)
+                .map(|r| {
+                    user_span[if r < 5 {
+                        0
+                    } else if r < 27 {
+                        1
+                    } else {
+                        2
+                    }]
+                })
+                .collect();
             for (km, gkm) in [
                 (KeyMap::Spans(&spans), KeyMap::Spans(&spans)),
                 (KeyMap::Spans(&shared), KeyMap::Spans(&shared)),
                 (
-                    KeyMap::Gather { per_row, stride, index: &index },
-                    KeyMap::Gather { per_row, stride, index: &gindex },
+                    KeyMap::Gather {
+                        per_row,
+                        stride,
+                        index: &index,
+                    },
+                    KeyMap::Gather {
+                        per_row,
+                        stride,
+                        index: &gindex,
+                    },
                 ),
             ] {
                 let c = |x: &[f32], r| cpu.upload(x, r, d).unwrap();
-                let want = cpu.attention(&c(&q, rows), &c(&k, keys), &c(&v, keys), heads, km).unwrap();
+                let want = cpu
+                    .attention(&c(&q, rows), &c(&k, keys), &c(&v, keys), heads, km)
+                    .unwrap();
                 let u = |x: &[f32], r| g.upload(x, r, d).unwrap();
                 let got = g
-                    .download(&g.attention(&u(&q, rows), &u(&k, keys), &u(&v, keys), heads, gkm).unwrap())
+                    .download(
+                        &g.attention(&u(&q, rows), &u(&k, keys), &u(&v, keys), heads, gkm)
+                            .unwrap(),
+                    )
                     .unwrap();
                 let what = format!("{name}: attention {heads}x{hd} {km:?}");
-                cmp(&what.chars().take(80).collect::<String>(), &got, &want.data, 1e-5);
+                cmp(
+                    &what.chars().take(80).collect::<String>(),
+                    &got,
+                    &want.data,
+                    1e-5,
+                );
             }
         }
     }
@@ -317,11 +445,22 @@ pub mod cases {
                     .zip(ds)
                     .map(|((gate, up), down)| Ffn { gate, up, down })
                     .collect();
-                let gm = Moe { router: g.weight(&router.matrix()).unwrap(), experts, top_k };
+                let gm = Moe {
+                    router: g.weight(&router.matrix()).unwrap(),
+                    experts,
+                    top_k,
+                };
                 let mut routes = Vec::new();
-                let got = g.download(&g.moe(&gx, &gm, Some(&mut routes)).unwrap()).unwrap();
+                let got = g
+                    .download(&g.moe(&gx, &gm, Some(&mut routes)).unwrap())
+                    .unwrap();
                 assert_eq!(routes, want_routes, "{name}: moe {dt} routes");
-                cmp(&format!("{name}: moe {dt} e{e} k{top_k} rows {rows}"), &got, &want.data, tol(dt));
+                cmp(
+                    &format!("{name}: moe {dt} e{e} k{top_k} rows {rows}"),
+                    &got,
+                    &want.data,
+                    tol(dt),
+                );
                 // Experts made one by one (separate buffers) give the same answer.
                 let gm1 = Moe {
                     router: g.weight(&router.matrix()).unwrap(),
@@ -329,7 +468,12 @@ pub mod cases {
                     top_k,
                 };
                 let got1 = g.download(&g.moe(&gx, &gm1, None).unwrap()).unwrap();
-                cmp(&format!("{name}: moe {dt} separate experts"), &got1, &want.data, tol(dt));
+                cmp(
+                    &format!("{name}: moe {dt} separate experts"),
+                    &got1,
+                    &want.data,
+                    tol(dt),
+                );
             }
         }
     }
@@ -385,7 +529,13 @@ macro_rules! suite {
 fn cpu_levels() -> Vec<(String, CpuBackend, Tol)> {
     SimdLevel::available()
         .into_iter()
-        .map(|l| (format!("cpu {}", l.name()), CpuBackend::with_simd(l), int8_activations as Tol))
+        .map(|l| {
+            (
+                format!("cpu {}", l.name()),
+                CpuBackend::with_simd(l),
+                int8_activations as Tol,
+            )
+        })
         .collect()
 }
 
@@ -394,7 +544,13 @@ fn wgpu_devices() -> Vec<(String, onerec_engine::WgpuBackend, Tol)> {
     [crate::wgpu_ops::gpu(), crate::wgpu_ops::gpu_split()]
         .into_iter()
         .flatten()
-        .map(|g| (format!("wgpu (max binding {})", g.max_binding()), g, exact as Tol))
+        .map(|g| {
+            (
+                format!("wgpu (max binding {})", g.max_binding()),
+                g,
+                exact as Tol,
+            )
+        })
         .collect()
 }
 
@@ -408,7 +564,11 @@ fn cuda_devices() -> Vec<(String, onerec_engine::backend::cuda::CudaBackend, Tol
     [true, false]
         .into_iter()
         .filter_map(|cublas| {
-            let opts = CudaOptions { cublas, kv_f16: false, ..CudaOptions::default() };
+            let opts = CudaOptions {
+                cublas,
+                kv_f16: false,
+                ..CudaOptions::default()
+            };
             match CudaBackend::with_options(opts) {
                 Ok(b) => Some((format!("cuda cublas={cublas}"), b, exact as Tol)),
                 Err(e) if std::env::var("ONEREC_REQUIRE_CUDA").as_deref() == Ok("1") => {
@@ -435,7 +595,13 @@ fn cpu_runs_its_best_simd_level_by_default() {
         assert_eq!(CpuBackend::new().simd(), *levels.last().unwrap());
     }
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-        assert!(levels.iter().any(|l| l.name() == "avx2"), "AVX2 CPU without the avx2 level");
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        assert!(
+            levels.iter().any(|l| l.name() == "avx2"),
+            "AVX2 CPU without the avx2 level"
+        );
     }
 }

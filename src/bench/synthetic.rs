@@ -15,7 +15,16 @@ pub const PRESETS: &[&str] = &["tiny", "small", "medium"];
 /// The config and catalog size of a preset.
 pub fn preset(name: &str) -> Result<(Config, usize)> {
     #[allow(clippy::too_many_arguments)]
-    fn cfg(d: usize, heads: usize, layers: usize, d_ff: usize, experts: usize, d_expert: usize, codes: usize, hist: usize) -> Config {
+    fn cfg(
+        d: usize,
+        heads: usize,
+        layers: usize,
+        d_ff: usize,
+        experts: usize,
+        d_expert: usize,
+        codes: usize,
+        hist: usize,
+    ) -> Config {
         Config {
             d_model: d,
             n_heads: heads,
@@ -39,7 +48,10 @@ pub fn preset(name: &str) -> Result<(Config, usize)> {
         "medium" => (cfg(512, 8, 4, 2048, 24, 1024, 8192, 256), 100_000),
         "small" => (cfg(128, 4, 4, 512, 8, 256, 1024, 256), 50_000),
         "tiny" => (cfg(64, 4, 2, 128, 4, 64, 256, 64), 5_000),
-        other => bail!("unknown synthetic model `{other}` (expected {})", PRESETS.join(", ")),
+        other => bail!(
+            "unknown synthetic model `{other}` (expected {})",
+            PRESETS.join(", ")
+        ),
     })
 }
 
@@ -101,8 +113,18 @@ pub fn model(name: &str) -> Result<ModelFile> {
             sids.extend_from_slice(&d.to_le_bytes());
         }
     }
-    parts.push((schema::CATALOG_ITEM_IDS.into(), DType::I64, vec![items], ids));
-    parts.push((schema::CATALOG_SIDS.into(), DType::I32, vec![items, l], sids));
+    parts.push((
+        schema::CATALOG_ITEM_IDS.into(),
+        DType::I64,
+        vec![items],
+        ids,
+    ));
+    parts.push((
+        schema::CATALOG_SIDS.into(),
+        DType::I32,
+        vec![items, l],
+        sids,
+    ));
     from_parts(config, parts, format!("synthetic:{name}"))
 }
 

@@ -64,7 +64,10 @@ fn ld_ok(ld: usize, cols: usize, rows: usize) -> bool {
 /// # Panics
 /// If the slices are shorter than the shapes and strides describe (a caller bug).
 pub fn gemm_nt(level: SimdLevel, p: Nt<'_>, y: &mut [f32], ldy: usize, accumulate: bool) {
-    assert!(p.fits(y, ldy), "gemm_nt: operands shorter than their shapes");
+    assert!(
+        p.fits(y, ldy),
+        "gemm_nt: operands shorter than their shapes"
+    );
     if p.m == 0 || p.n == 0 {
         return;
     }
@@ -91,7 +94,10 @@ pub fn gemm_nt(level: SimdLevel, p: Nt<'_>, y: &mut [f32], ldy: usize, accumulat
 
 /// `gemm_nt` on the calling thread only (callers that already run in parallel).
 pub fn gemm_nt_serial(level: SimdLevel, p: Nt<'_>, y: &mut [f32], ldy: usize, accumulate: bool) {
-    assert!(p.fits(y, ldy), "gemm_nt: operands shorter than their shapes");
+    assert!(
+        p.fits(y, ldy),
+        "gemm_nt: operands shorter than their shapes"
+    );
     if p.m == 0 || p.n == 0 {
         return;
     }
@@ -146,35 +152,35 @@ unsafe fn serial(
                 let acc = accumulate || k0 > 0;
                 let mut i0 = 0;
                 while i0 < p.m {
-                let i1 = (i0 + MC).min(p.m);
-                let mut j = j0;
-                while j < j1 {
-                    let nr = NR.min(j1 - j);
-                    let mut i = i0;
-                    while i < i1 {
-                        let mr = MR.min(i1 - i);
-                        // SAFETY: rows i..i+mr, j..j+nr and columns k0..k0+kc lie
-                        // inside the checked extents.
-                        unsafe {
-                            tile_any(
-                                simd,
-                                mr,
-                                nr,
-                                x.add(i * p.ldx + k0),
-                                p.ldx,
-                                w.add(j * p.ldw + k0),
-                                p.ldw,
-                                kc,
-                                y.add(i * ldy + j),
-                                ldy,
-                                acc,
-                            )
-                        };
-                        i += mr;
+                    let i1 = (i0 + MC).min(p.m);
+                    let mut j = j0;
+                    while j < j1 {
+                        let nr = NR.min(j1 - j);
+                        let mut i = i0;
+                        while i < i1 {
+                            let mr = MR.min(i1 - i);
+                            // SAFETY: rows i..i+mr, j..j+nr and columns k0..k0+kc lie
+                            // inside the checked extents.
+                            unsafe {
+                                tile_any(
+                                    simd,
+                                    mr,
+                                    nr,
+                                    x.add(i * p.ldx + k0),
+                                    p.ldx,
+                                    w.add(j * p.ldw + k0),
+                                    p.ldw,
+                                    kc,
+                                    y.add(i * ldy + j),
+                                    ldy,
+                                    acc,
+                                )
+                            };
+                            i += mr;
+                        }
+                        j += nr;
                     }
-                    j += nr;
-                }
-                i0 = i1;
+                    i0 = i1;
                 }
                 if p.k == 0 {
                     break;
@@ -299,11 +305,26 @@ mod tests {
             (0..n).map(|i| ((i * s) % 97) as f32 / 48.0 - 1.0).collect()
         };
         for level in SimdLevel::available() {
-            for (m, n, k) in [(1, 1, 1), (5, 7, 9), (3, 4, 8), (7, 13, 700), (130, 70, 1100), (1, 300, 4096)] {
+            for (m, n, k) in [
+                (1, 1, 1),
+                (5, 7, 9),
+                (3, 4, 8),
+                (7, 13, 700),
+                (130, 70, 1100),
+                (1, 300, 4096),
+            ] {
                 let (ldx, ldw) = (k + 3, k + 1);
                 let x = vals(m * ldx, 31);
                 let w = vals(n * ldw, 17);
-                let p = Nt { x: &x, ldx, m, w: &w, ldw, n, k };
+                let p = Nt {
+                    x: &x,
+                    ldx,
+                    m,
+                    w: &w,
+                    ldw,
+                    n,
+                    k,
+                };
                 let want = reference(&p);
                 let mut y = vec![f32::NAN; m * n];
                 gemm_nt(level, p, &mut y, n, false);

@@ -164,7 +164,11 @@ mod tests {
                 for (start, len) in [(0, rows * cols), (96, 64), (32 * 5, 32), (3 * 96, 2 * 96)] {
                     let mut got = vec![f32::NAN; len];
                     decode(level, &w, start, &mut got);
-                    assert_eq!(got, dense[start..start + len], "{dtype} {level:?} span {start}");
+                    assert_eq!(
+                        got,
+                        dense[start..start + len],
+                        "{dtype} {level:?} span {start}"
+                    );
                 }
                 for m in [1, 3, 8, 9, 20] {
                     let x: Vec<f32> = (0..m * cols).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
@@ -175,13 +179,22 @@ mod tests {
                         // q8 activations: |x - x̂| ≤ amax/254 per value.
                         let bound = xr.iter().map(|v| v.abs()).fold(0f32, f32::max) / 254.0
                             * (0..rows)
-                                .map(|j| dense[j * cols..(j + 1) * cols].iter().map(|v| v.abs()).sum::<f32>())
+                                .map(|j| {
+                                    dense[j * cols..(j + 1) * cols]
+                                        .iter()
+                                        .map(|v| v.abs())
+                                        .sum::<f32>()
+                                })
                                 .fold(0f32, f32::max)
                             + 1e-4;
                         for j in 0..rows {
-                            let want: f32 = xr.iter().zip(&dense[j * cols..]).map(|(a, b)| a * b).sum();
+                            let want: f32 =
+                                xr.iter().zip(&dense[j * cols..]).map(|(a, b)| a * b).sum();
                             let g = got[r * rows + j];
-                            assert!((g - want).abs() <= bound, "{dtype} {level:?} m={m} [{r},{j}]: {g} vs {want}");
+                            assert!(
+                                (g - want).abs() <= bound,
+                                "{dtype} {level:?} m={m} [{r},{j}]: {g} vs {want}"
+                            );
                         }
                     }
                 }
