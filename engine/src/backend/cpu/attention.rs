@@ -205,45 +205,54 @@ fn weighted_sum_s<S: Simd>(
     c0: usize,
     out: &mut [f32],
 ) {
-    let hd = out.len();
-    // Up to 8 vectors of output at a time stay in registers across every key.
-    let chunk = 8 * S::F32_LANES;
+    let lanes = S::F32_LANES;
+    let nv = out.len() / lanes;
+    // Chunks of 8, 4, 2, 1 vectors: each a fixed count, so its accumulators stay in
+    // registers across every key.
     let mut c = 0;
-    while c < hd {
-        let w = chunk.min(hd - c);
-        let (head, _) = S::as_mut_simd_f32s(&mut out[c..c + w]);
-        let nv = head.len();
-        let mut acc = [simd.splat_f32s(0.0); 8];
-        for (j, &pj) in p.iter().enumerate() {
-            let row = &v[key(j) * d + c0 + c..][..w];
-            let (rv, _) = S::as_simd_f32s(row);
-            let pv = simd.splat_f32s(pj);
-            if let Ok(rv) = <&[S::f32s; 8]>::try_from(rv) {
-                // The common case (head width 64 on AVX2): a fixed trip count
-                // keeps the accumulators in registers.
-                for i in 0..8 {
-                    acc[i] = simd.mul_add_e_f32s(pv, rv[i], acc[i]);
-                }
-            } else {
-                for (a, &x) in acc.iter_mut().zip(rv) {
-                    *a = simd.mul_add_e_f32s(pv, x, *a);
-                }
+    for width in [8, 4, 2, 1] {
+        while nv - c / lanes >= width {
+            match width {
+                8 => ws_chunk::<S, 8>(simd, p, &key, v, d, c0 + c, &mut out[c..]),
+                4 => ws_chunk::<S, 4>(simd, p, &key, v, d, c0 + c, &mut out[c..]),
+                2 => ws_chunk::<S, 2>(simd, p, &key, v, d, c0 + c, &mut out[c..]),
+                _ => ws_chunk::<S, 1>(simd, p, &key, v, d, c0 + c, &mut out[c..]),
             }
+            c += width * lanes;
         }
-        let (head, tail) = S::as_mut_simd_f32s(&mut out[c..c + w]);
-        for (o, a) in head.iter_mut().zip(acc) {
-            *o = a;
-        }
-        tail.fill(0.0);
-        let t0 = c + nv * S::F32_LANES;
-        for (j, &pj) in p.iter().enumerate() {
-            let row = &v[key(j) * d + c0..];
-            for (cc, o) in out[t0..c + w].iter_mut().enumerate() {
-                *o += pj * row[t0 + cc];
-            }
-        }
-        c += w;
     }
+    let t0 = c;
+    out[t0..].fill(0.0);
+    for (j, &pj) in p.iter().enumerate() {
+        let row = &v[key(j) * d + c0..];
+        for (cc, o) in out[t0..].iter_mut().enumerate() {
+            *o += pj * row[t0 + cc];
+        }
+    }
+}
+
+/// `NV` vectors of the output from column `col` of `v`'s rows.
+#[inline(always)]
+fn ws_chunk<S: Simd, const NV: usize>(
+    simd: S,
+    p: &[f32],
+    key: &impl Fn(usize) -> usize,
+    v: &[f32],
+    d: usize,
+    col: usize,
+    out: &mut [f32],
+) {
+    let w = NV * S::F32_LANES;
+    let mut acc = [simd.splat_f32s(0.0); NV];
+    for (j, &pj) in p.iter().enumerate() {
+        let (rv, _) = S::as_simd_f32s(&v[key(j) * d + col..][..w]);
+        let pv = simd.splat_f32s(pj);
+        for i in 0..NV {
+            acc[i] = simd.mul_add_e_f32s(pv, rv[i], acc[i]);
+        }
+    }
+    let (head, _) = S::as_mut_simd_f32s(&mut out[..w]);
+    head.copy_from_slice(&acc);
 }
 
 #[inline(always)]
