@@ -24,6 +24,8 @@ enum Command {
     Inspect(crate::inspect::InspectArgs),
     /// List a model's catalog, or add, remove or re-enable items without touching the weights.
     Catalog(crate::catalog_cmd::CatalogArgs),
+    /// Time a grid of backend × weight type × beam × history × batch (a llama-bench).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -63,6 +65,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recommend(a) => recommend(a),
         Command::Inspect(a) => crate::inspect::inspect(a),
         Command::Catalog(a) => crate::catalog_cmd::run(a),
+        Command::Bench(a) => crate::bench::bench(a),
     }
 }
 

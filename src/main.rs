@@ -1,5 +1,6 @@
 //! `onerec`: the command-line face of the engine. Parsing and printing only.
 
+mod bench;
 mod catalog_cmd;
 mod cli;
 mod default_model;

@@ -164,7 +164,7 @@ mod device {
             blob,
         };
         (
-            CpuBackend::new().weight(&view).unwrap(),
+            CpuBackend::reference().weight(&view).unwrap(),
             be.weight(&view).unwrap(),
         )
     }
@@ -290,7 +290,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
             let Some(be) = cuda_with("matmul", cublas) else {
                 return;
             };
-            let cpu = CpuBackend::new();
+            let cpu = CpuBackend::reference();
             let mut rng = Rng(0x5eed_0001);
             for dtype in WEIGHT_TYPES {
                 for (m, n, k) in shapes_for(dtype) {
@@ -317,7 +317,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
     #[test]
     fn ffn_matches_cpu_for_every_weight_type() {
         let Some(be) = cuda("ffn") else { return };
-        let cpu = CpuBackend::new();
+        let cpu = CpuBackend::reference();
         let mut rng = Rng(0x5eed_0002);
         for dtype in WEIGHT_TYPES {
             for (m, hidden, d) in [(1, 64, 32), (70, 96, 64), (130, 160, 96)] {
@@ -369,7 +369,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
     #[test]
     fn moe_matches_cpu_routes_and_outputs() {
         let Some(be) = cuda("moe") else { return };
-        let cpu = CpuBackend::new();
+        let cpu = CpuBackend::reference();
         let mut rng = Rng(0x5eed_0003);
         for (dtype, rows, n_experts, top_k, d, de) in [
             (DType::F32, 1, 4, 1, 32, 32),
@@ -439,7 +439,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
         let Some(be) = cuda("rms_norm/log_softmax") else {
             return;
         };
-        let cpu = CpuBackend::new();
+        let cpu = CpuBackend::reference();
         let mut rng = Rng(0x5eed_0004);
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             for (rows, cols) in [(1, 16), (5, 24), (130, 1024), (3, 1000)] {
@@ -484,7 +484,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
     #[test]
     fn gather_sum_matches_cpu_for_every_table_type() {
         let Some(be) = cuda("gather_sum") else { return };
-        let cpu = CpuBackend::new();
+        let cpu = CpuBackend::reference();
         let mut rng = Rng(0x5eed_0005);
         for dtype in WEIGHT_TYPES {
             let (rows, cols, table_rows) = (45, 64, 17);
@@ -525,7 +525,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
             ..CudaOptions::default()
         })
         .unwrap();
-        let cpu = CpuBackend::new();
+        let cpu = CpuBackend::reference();
         let mut rng = Rng(0x5eed_0006);
         for (d, heads, keys, rows) in [
             (32, 4, 8, 8),
@@ -641,7 +641,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
     #[test]
     fn constrained_top_b_matches_cpu_with_ties() {
         let Some(be) = cuda("select") else { return };
-        let cpu = CpuBackend::new();
+        let cpu = CpuBackend::reference();
         let mut rng = Rng(0x5eed_0007);
         for (n_items, levels, k, widths) in [
             (60, 3, 8, vec![4usize, 1, 16]),
@@ -879,7 +879,7 @@ ptxas info    : Used 10 registers, used 0 barriers, 372 bytes cmem[0]\n";
                 };
                 onerec_quantize::quantize(&args).unwrap();
                 let file = Arc::new(ModelFile::open(&path).unwrap());
-                let cpu = Model::new(CpuBackend::new(), file.clone()).unwrap();
+                let cpu = Model::new(CpuBackend::reference(), file.clone()).unwrap();
                 let be = CudaBackend::with_options(CudaOptions {
                     kv_f16: false,
                     ..CudaOptions::default()

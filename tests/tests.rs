@@ -8,6 +8,7 @@ mod default_model;
 mod errors;
 mod ffi;
 mod golden;
+mod ops;
 mod quantize;
 mod reliability;
 mod shaders;

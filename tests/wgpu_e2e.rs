@@ -187,7 +187,7 @@ fn same_as_cpu_for_every_weight_type(g: &WgpuBackend, tol: f32) {
                 .into_iter()
                 .map(|(r, _)| r)
                 .collect();
-            let cpu = Model::new(CpuBackend::new(), file.clone()).unwrap();
+            let cpu = Model::new(CpuBackend::reference(), file.clone()).unwrap();
             let gm = Model::new(g.clone(), file).unwrap();
             let want = run(&cpu, &reqs);
             // All requests of the fixture in one batch (each alone: the golden test).

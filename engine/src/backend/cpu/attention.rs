@@ -1,11 +1,25 @@
 //! Multi-head attention of query rows over selected key/value rows.
+//!
+//! Rows that attend the same key span (cross-attention: every beam of a user reads that
+//! user's encoder rows) are taken together: per head, the scores of a block of rows are
+//! one `Q_h · K_hᵀ` tile product (`gemm_nt`) and the output one `P · V_h` product, so K
+//! and V are read once per block instead of once per row. Rows with their own keys (the
+//! decoder's self-attention through the ancestry lists) run one by one with the same
+//! SIMD kernels. Key indices are resolved by a monomorphised closure, never a `dyn` call.
 
+use super::gemm_nt::{gemm_nt_serial, Nt};
+use super::simd::SimdLevel;
 use super::{err, CpuBuf};
 use crate::backend::KeyMap;
 use crate::error::Result;
+use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
+/// Rows per block of a shared span: a block's scores (rows × keys) stay in L1/L2.
+const BLOCK_ROWS: usize = 16;
+
 pub fn attention(
+    level: SimdLevel,
     q: &CpuBuf,
     k: &CpuBuf,
     v: &CpuBuf,
@@ -20,64 +34,245 @@ pub fn attention(
     )
     .map_err(err)?;
     let (d, rows) = (q.cols, q.rows);
-    let hd = d / n_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
     let mut out = CpuBuf::new(rows, d);
-    out.data.par_chunks_mut(d).enumerate().for_each(|(r, o)| {
-        let key_rows: Box<dyn Fn(usize) -> usize + Sync> = match keys {
-            KeyMap::Spans(s) => {
-                let start = s[r].0 as usize;
-                Box::new(move |j| start + j)
+    if rows == 0 || d == 0 {
+        return Ok(out);
+    }
+    let a = Attend {
+        level,
+        q,
+        k,
+        v,
+        hd: d / n_heads,
+        n_heads,
+    };
+    match keys {
+        KeyMap::Spans(spans) => {
+            // Blocks of consecutive rows with one span, at most BLOCK_ROWS each.
+            let mut blocks = Vec::new();
+            let mut rest: &mut [f32] = &mut out.data;
+            let mut r = 0;
+            while r < rows {
+                let mut e = r + 1;
+                while e < rows && e - r < BLOCK_ROWS && spans[e] == spans[r] {
+                    e += 1;
+                }
+                let (o, tail) = rest.split_at_mut((e - r) * d);
+                rest = tail;
+                blocks.push((r, e - r, spans[r], o));
+                r = e;
             }
-            KeyMap::Gather { stride, index, .. } => {
-                Box::new(move |j| index[r * stride + j] as usize)
-            }
-        };
-        let n = match keys {
-            KeyMap::Spans(s) => s[r].1 as usize,
-            KeyMap::Gather { per_row, .. } => per_row,
-        };
-        let qr = q.row(r);
-        let mut scores = vec![0f32; n];
-        for h in 0..n_heads {
-            let qh = &qr[h * hd..(h + 1) * hd];
-            for (j, s) in scores.iter_mut().enumerate() {
-                let kr = &k.row(key_rows(j))[h * hd..(h + 1) * hd];
-                *s = dot(qh, kr) * scale;
-            }
-            super::softmax_row(&mut scores);
-            let oh = &mut o[h * hd..(h + 1) * hd];
-            for (j, &p) in scores.iter().enumerate() {
-                let vr = &v.row(key_rows(j))[h * hd..(h + 1) * hd];
-                axpy(p, vr, oh);
-            }
+            blocks
+                .into_par_iter()
+                .for_each(|(r0, n_rows, (start, n), o)| {
+                    a.shared_block(r0, n_rows, start as usize, n as usize, o)
+                });
         }
-    });
+        KeyMap::Gather {
+            per_row,
+            stride,
+            index,
+        } => {
+            out.data.par_chunks_mut(d).enumerate().for_each(|(r, o)| {
+                let idx = &index[r * stride..r * stride + per_row];
+                a.own_keys(r, per_row, |j| idx[j] as usize, o)
+            });
+        }
+    }
     Ok(out)
 }
 
-/// Dot product with eight independent partial sums, so the compiler can keep them in
-/// one SIMD register instead of a serial chain of dependent adds.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+struct Attend<'a> {
+    level: SimdLevel,
+    q: &'a CpuBuf,
+    k: &'a CpuBuf,
+    v: &'a CpuBuf,
+    hd: usize,
+    n_heads: usize,
 }
 
-/// `y += a * x`
-#[inline]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+impl Attend<'_> {
+    /// Rows `r0 .. r0 + n_rows` over key rows `start .. start + n`.
+    fn shared_block(&self, r0: usize, n_rows: usize, start: usize, n: usize, o: &mut [f32]) {
+        let (d, hd) = (self.q.cols, self.hd);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut scores = vec![0f32; n_rows * n];
+        for h in 0..self.n_heads {
+            let c0 = h * hd;
+            let p = Nt {
+                x: &self.q.data[r0 * d + c0..],
+                ldx: d,
+                m: n_rows,
+                w: &self.k.data[start * d + c0..],
+                ldw: d,
+                n,
+                k: hd,
+            };
+            if n > 0 {
+                gemm_nt_serial(self.level, p, &mut scores, n, false);
+            }
+            for (i, s) in scores.chunks_exact_mut(n.max(1)).enumerate().take(n_rows) {
+                s.iter_mut().for_each(|v| *v *= scale);
+                super::softmax_row(s);
+                let oh = &mut o[i * d + c0..i * d + c0 + hd];
+                weighted_sum(self.level, s, |j| start + j, &self.v.data, d, c0, oh);
+            }
+        }
+    }
+
+    /// Row `r` over its own `n` key rows `key(0) ..`, all heads in one SIMD region (a
+    /// row reads few keys: no dispatch per key).
+    fn own_keys(&self, r: usize, n: usize, key: impl Fn(usize) -> usize + Copy, o: &mut [f32]) {
+        struct Op<'a, 'b, F> {
+            a: &'a Attend<'b>,
+            r: usize,
+            n: usize,
+            key: F,
+            o: &'a mut [f32],
+        }
+        impl<F: Fn(usize) -> usize + Copy> WithSimd for Op<'_, '_, F> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, simd: S) {
+                let Op { a, r, n, key, o } = self;
+                let (d, hd) = (a.q.cols, a.hd);
+                let scale = 1.0 / (hd as f32).sqrt();
+                let mut scores = vec![0f32; n];
+                for h in 0..a.n_heads {
+                    let c0 = h * hd;
+                    let qh = &a.q.data[r * d + c0..r * d + c0 + hd];
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        let kr = key(j) * d + c0;
+                        *s = dot_s(simd, qh, &a.k.data[kr..kr + hd]) * scale;
+                    }
+                    super::softmax_row(&mut scores);
+                    weighted_sum_s(simd, &scores, key, &a.v.data, d, c0, &mut o[c0..c0 + hd]);
+                }
+            }
+        }
+        self.level.run(Op {
+            a: self,
+            r,
+            n,
+            key,
+            o,
+        })
+    }
+}
+
+/// `out = Σ_j p[j] · v[key(j)][c0 .. c0 + out.len()]` with `out` held in registers.
+fn weighted_sum(
+    level: SimdLevel,
+    p: &[f32],
+    key: impl Fn(usize) -> usize,
+    v: &[f32],
+    d: usize,
+    c0: usize,
+    out: &mut [f32],
+) {
+    struct Op<'a, F> {
+        p: &'a [f32],
+        key: F,
+        v: &'a [f32],
+        d: usize,
+        c0: usize,
+        out: &'a mut [f32],
+    }
+    impl<F: Fn(usize) -> usize> WithSimd for Op<'_, F> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) {
+            weighted_sum_s(simd, self.p, self.key, self.v, self.d, self.c0, self.out)
+        }
+    }
+    level.run(Op {
+        p,
+        key,
+        v,
+        d,
+        c0,
+        out,
+    })
+}
+
+#[inline(always)]
+fn weighted_sum_s<S: Simd>(
+    simd: S,
+    p: &[f32],
+    key: impl Fn(usize) -> usize,
+    v: &[f32],
+    d: usize,
+    c0: usize,
+    out: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let nv = out.len() / lanes;
+    // Chunks of 8, 4, 2, 1 vectors: each a fixed count, so its accumulators stay in
+    // registers across every key.
+    let mut c = 0;
+    for width in [8, 4, 2, 1] {
+        while nv - c / lanes >= width {
+            match width {
+                8 => ws_chunk::<S, 8>(simd, p, &key, v, d, c0 + c, &mut out[c..]),
+                4 => ws_chunk::<S, 4>(simd, p, &key, v, d, c0 + c, &mut out[c..]),
+                2 => ws_chunk::<S, 2>(simd, p, &key, v, d, c0 + c, &mut out[c..]),
+                _ => ws_chunk::<S, 1>(simd, p, &key, v, d, c0 + c, &mut out[c..]),
+            }
+            c += width * lanes;
+        }
+    }
+    let t0 = c;
+    out[t0..].fill(0.0);
+    for (j, &pj) in p.iter().enumerate() {
+        let row = &v[key(j) * d + c0..];
+        for (cc, o) in out[t0..].iter_mut().enumerate() {
+            *o += pj * row[t0 + cc];
+        }
+    }
+}
+
+/// `NV` vectors of the output from column `col` of `v`'s rows.
+#[inline(always)]
+fn ws_chunk<S: Simd, const NV: usize>(
+    simd: S,
+    p: &[f32],
+    key: &impl Fn(usize) -> usize,
+    v: &[f32],
+    d: usize,
+    col: usize,
+    out: &mut [f32],
+) {
+    let w = NV * S::F32_LANES;
+    let mut acc = [simd.splat_f32s(0.0); NV];
+    for (j, &pj) in p.iter().enumerate() {
+        let (rv, _) = S::as_simd_f32s(&v[key(j) * d + col..][..w]);
+        let pv = simd.splat_f32s(pj);
+        for i in 0..NV {
+            acc[i] = simd.mul_add_e_f32s(pv, rv[i], acc[i]);
+        }
+    }
+    let (head, _) = S::as_mut_simd_f32s(&mut out[..w]);
+    head.copy_from_slice(&acc);
+}
+
+#[inline(always)]
+fn dot_s<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+    let (ah, at) = S::as_simd_f32s(a);
+    let (bh, bt) = S::as_simd_f32s(&b[..a.len()]);
+    let mut acc = [simd.splat_f32s(0.0); 4];
+    let (ac, bc) = (ah.chunks_exact(4), bh.chunks_exact(4));
+    let mut s = 0.0;
+    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
+        acc[0] = simd.mul_add_e_f32s(*x, *y, acc[0]);
+    }
+    for (x, y) in ac.zip(bc) {
+        for i in 0..4 {
+            acc[i] = simd.mul_add_e_f32s(x[i], y[i], acc[i]);
+        }
+    }
+    for (x, y) in at.iter().zip(bt) {
+        s += x * y;
+    }
+    let t = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3]));
+    simd.reduce_sum_f32s(t) + s
 }

@@ -1,16 +1,20 @@
 //! The CPU backend: the reference every other backend is tested against, and the
-//! fallback where no GPU exists. Matrix products go through the `gemm` crate;
+//! fallback where no GPU exists. Matrix products run on the tile kernels of
+//! `gemm_nt.rs` / `quant.rs` at the SIMD level chosen at run time (`simd.rs`);
 //! everything else is plain Rust parallelised over rows with rayon.
 
 mod attention;
+mod gemm_nt;
 mod matmul;
 mod moe;
 mod quant;
 #[cfg(target_arch = "x86_64")]
 mod quant_x86;
 mod select;
+mod simd;
 mod weight;
 
+pub use simd::SimdLevel;
 pub use weight::CpuWeight;
 
 use super::{
@@ -21,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::tensor::WeightView;
 use crate::trie::Trie;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Row-major `f32` matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,12 +49,61 @@ impl CpuBuf {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct CpuBackend;
+#[derive(Debug)]
+pub struct CpuBackend {
+    simd: SimdLevel,
+    /// q8_0/q4_0 products of few rows quantise the activations to q8 (integer dots).
+    int8: bool,
+    /// Floating-point operations of the products and attention run so far (one relaxed
+    /// add per op call), for `onerec bench`'s GFLOP/s.
+    flops: Arc<AtomicU64>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl CpuBackend {
+    /// At the best SIMD level this CPU runs (or `ONEREC_CPU_SIMD`'s).
     pub fn new() -> Self {
-        CpuBackend
+        Self::with_simd(SimdLevel::detect())
+    }
+
+    /// At a given level (tests force every level the CPU runs).
+    pub fn with_simd(simd: SimdLevel) -> Self {
+        CpuBackend {
+            simd,
+            int8: true,
+            flops: Arc::default(),
+        }
+    }
+
+    /// The reference every backend's kernels are tested against: scalar code, and
+    /// quantised weights multiplied as their decoded f32 values (activations never
+    /// quantised), so results differ from exact arithmetic only by f32 rounding.
+    pub fn reference() -> Self {
+        CpuBackend {
+            simd: SimdLevel::Scalar,
+            int8: false,
+            flops: Arc::default(),
+        }
+    }
+
+    pub fn simd(&self) -> SimdLevel {
+        self.simd
+    }
+
+    /// The counter of floating-point operations (2 per multiply-add of the matrix
+    /// products, the SwiGLU experts and attention); it stays readable after the backend
+    /// moved into an `Engine`.
+    pub fn flop_counter(&self) -> Arc<AtomicU64> {
+        self.flops.clone()
+    }
+
+    pub(crate) fn count_macs(&self, macs: usize) {
+        self.flops.fetch_add(2 * macs as u64, Ordering::Relaxed);
     }
 }
 
@@ -75,7 +130,11 @@ impl Backend for CpuBackend {
     type Counts = Vec<Vec<u32>>;
 
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        format!(
+            "cpu ({} threads, {})",
+            rayon::current_num_threads(),
+            self.simd.name()
+        )
     }
 
     fn weight(&self, view: &WeightView<'_>) -> Result<CpuWeight> {
@@ -141,7 +200,8 @@ impl Backend for CpuBackend {
     fn matmul(&self, x: &CpuBuf, w: &CpuWeight) -> Result<CpuBuf> {
         check_cols("matmul", x.cols, w.cols)?;
         let mut y = CpuBuf::new(x.rows, w.rows);
-        matmul::matmul(&x.data, x.rows, w, &mut y.data);
+        self.count_macs(x.rows * w.rows * w.cols);
+        matmul::matmul(self, &x.data, x.rows, w, &mut y.data);
         Ok(y)
     }
 
@@ -191,7 +251,13 @@ impl Backend for CpuBackend {
         n_heads: usize,
         keys: KeyMap<'_, Vec<u32>>,
     ) -> Result<CpuBuf> {
-        attention::attention(q, k, v, n_heads, keys)
+        let keys_per_row = match keys {
+            KeyMap::Spans(s) => s.iter().map(|&(_, n)| n as usize).sum::<usize>(),
+            KeyMap::Gather { per_row, .. } => per_row * q.rows,
+        };
+        // Scores and the weighted sum: two multiply-adds per key and query column.
+        self.count_macs(2 * keys_per_row * q.cols);
+        attention::attention(self.simd, q, k, v, n_heads, keys)
     }
 
     fn ffn(&self, x: &CpuBuf, ffn: &Ffn<CpuWeight>) -> Result<CpuBuf> {

@@ -4,7 +4,7 @@ use super::{err, matmul::matmul, softmax_row, CpuBackend, CpuBuf, CpuWeight};
 use crate::backend::{Backend, Ffn, Moe};
 use crate::error::Result;
 
-pub fn swiglu(_b: &CpuBackend, x: &CpuBuf, f: &Ffn<CpuWeight>) -> Result<CpuBuf> {
+pub fn swiglu(b: &CpuBackend, x: &CpuBuf, f: &Ffn<CpuWeight>) -> Result<CpuBuf> {
     if x.cols != f.gate.cols
         || x.cols != f.up.cols
         || f.gate.rows != f.up.rows
@@ -13,13 +13,14 @@ pub fn swiglu(_b: &CpuBackend, x: &CpuBuf, f: &Ffn<CpuWeight>) -> Result<CpuBuf>
         return Err(err("ffn: weight shapes do not chain"));
     }
     let hidden = f.gate.rows;
+    b.count_macs(x.rows * hidden * (2 * x.cols + f.down.rows));
     let mut g = vec![0f32; x.rows * hidden];
     let mut u = vec![0f32; x.rows * hidden];
-    matmul(&x.data, x.rows, &f.gate, &mut g);
-    matmul(&x.data, x.rows, &f.up, &mut u);
+    matmul(b, &x.data, x.rows, &f.gate, &mut g);
+    matmul(b, &x.data, x.rows, &f.up, &mut u);
     g.iter_mut().zip(&u).for_each(|(g, u)| *g = silu(*g) * u);
     let mut y = CpuBuf::new(x.rows, f.down.rows);
-    matmul(&g, x.rows, &f.down, &mut y.data);
+    matmul(b, &g, x.rows, &f.down, &mut y.data);
     Ok(y)
 }
 

@@ -1,5 +1,6 @@
-//! AVX2 + FMA + F16C versions of the decoding kernels (x86-64 CPUs since 2013), chosen
-//! at run time; `format::quant::decode_range` is the portable reference they must equal.
+//! AVX2 + FMA + F16C kernels (x86-64 CPUs since 2013), chosen at run time: block
+//! decoding (`format::quant::decode_range` is the portable reference it must equal) and
+//! integer q8 dot products of quantised weights with q8-quantised activations.
 //!
 //! Every function here takes spans its caller validated (`CpuWeight` checked the
 //! matrix size when it was made; `quant.rs` stays inside `rows × cols`).
@@ -7,11 +8,9 @@
 use crate::tensor::{DType, QUANT_BLOCK};
 use std::arch::x86_64::*;
 
-/// Whether this CPU runs the functions below.
-pub fn available() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+/// Whether `int_rows` handles weights of this type.
+pub fn int_dot_supported(dtype: DType) -> bool {
+    matches!(dtype, DType::Q8_0 | DType::Q4_0)
 }
 
 #[inline]
@@ -116,61 +115,125 @@ pub unsafe fn decode(
     }
 }
 
-/// `Σ a[i] b[i]` with four FMA accumulators.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 32 <= n {
-        for (j, acc) in acc.iter_mut().enumerate() {
-            *acc = _mm256_fmadd_ps(
-                _mm256_loadu_ps(pa.add(i + 8 * j)),
-                _mm256_loadu_ps(pb.add(i + 8 * j)),
-                *acc,
-            );
+/// Quantises rows of `k` values to q8 per block of 32 (`d = amax / 127`, values
+/// rounded to nearest), the activation side of the integer products.
+pub fn quantize_rows(x: &[f32], k: usize, q: &mut [i8], d: &mut [f32]) {
+    for ((xb, qb), db) in x
+        .chunks_exact(QUANT_BLOCK)
+        .zip(q.chunks_exact_mut(QUANT_BLOCK))
+        .zip(d.iter_mut())
+    {
+        let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        *db = scale;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
         }
-        i += 32;
     }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    let mut r = _mm_cvtss_f32(h);
-    while i < n {
-        r += *pa.add(i) * *pb.add(i);
-        i += 1;
-    }
-    r
+    debug_assert_eq!(x.len() % k, 0);
 }
 
-/// For weight rows `row0 ..`: decode each row into `row` (L1-resident) and dot it with
-/// every activation row; `dst [rows, m]`.
+/// The 32 values of block `b` as i8 (q4_0 nibbles unpacked and re-centred).
+#[inline(always)]
+unsafe fn block_i8(q4: bool, m: *const u8, b: usize) -> __m256i {
+    if !q4 {
+        return _mm256_loadu_si256(m.add(b * QUANT_BLOCK) as *const __m256i);
+    }
+    let bytes = _mm_loadu_si128(m.add(b * QUANT_BLOCK / 2) as *const __m128i);
+    let mask = _mm_set1_epi8(0x0f);
+    let eight = _mm_set1_epi8(8);
+    let lo = _mm_and_si128(bytes, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+    _mm256_set_m128i(
+        _mm_sub_epi8(_mm_unpackhi_epi8(lo, hi), eight),
+        _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), eight),
+    )
+}
+
+/// For weight rows `row0 ..` (as many as `dst` holds): `dst [rows, m]` of integer block
+/// products with `m` quantised activation rows (`xq [m, k]`, `xd [m, k / 32]`).
 ///
 /// # Safety
-/// As `decode`; `row.len() == cols`, `x.len() >= m * cols`, the rows exist.
+/// The CPU has AVX2, FMA and F16C; `matrix` holds a q8_0/q4_0 `[rows, cols]` matrix;
+/// `row0 + dst.len() / m <= rows`; `xq`, `xd` hold `m` rows; `1 <= m <= 8`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)] // one flat call into the target-feature region
-pub unsafe fn rows_dot(
+pub unsafe fn int_rows(
     dtype: DType,
     matrix: &[u8],
     rows: usize,
     cols: usize,
     row0: usize,
-    x: &[f32],
+    xq: &[i8],
+    xd: &[f32],
     m: usize,
-    row: &mut [f32],
     dst: &mut [f32],
 ) {
-    for (j, d) in dst.chunks_exact_mut(m).enumerate() {
-        decode(dtype, matrix, rows, cols, (row0 + j) * cols, row);
-        for (r, d) in d.iter_mut().enumerate() {
-            *d = dot(row, &x[r * cols..(r + 1) * cols]);
+    macro_rules! go {
+        ($m:literal) => {
+            int_rows_m::<$m>(dtype, matrix, rows, cols, row0, xq, xd, dst)
+        };
+    }
+    match m {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        6 => go!(6),
+        7 => go!(7),
+        _ => go!(8),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn int_rows_m<const M: usize>(
+    dtype: DType,
+    matrix: &[u8],
+    rows: usize,
+    cols: usize,
+    row0: usize,
+    xq: &[i8],
+    xd: &[f32],
+    dst: &mut [f32],
+) {
+    let q4 = dtype == DType::Q4_0;
+    let blocks = cols / QUANT_BLOCK;
+    debug_assert!(xq.len() >= M * cols && xd.len() >= M * blocks);
+    debug_assert!(row0 + dst.len() / M <= rows);
+    let m = matrix.as_ptr();
+    let scales = m.add(if q4 { rows * cols / 2 } else { rows * cols });
+    let ones = _mm256_set1_epi16(1);
+    let (xq, xd) = (xq.as_ptr(), xd.as_ptr());
+    for (jj, d) in dst.chunks_exact_mut(M).enumerate() {
+        let b0 = (row0 + jj) * blocks;
+        let mut acc = [_mm256_setzero_ps(); M];
+        for b in 0..blocks {
+            let wv = block_i8(q4, m, b0 + b);
+            let dw = f16_at(scales.add(2 * (b0 + b)));
+            // maddubs multiplies unsigned by signed bytes: move w's sign onto x.
+            let aw = _mm256_sign_epi8(wv, wv);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm256_loadu_si256(xq.add(i * cols + b * QUANT_BLOCK) as *const __m256i);
+                let sx = _mm256_sign_epi8(xv, wv);
+                let s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                let scale = _mm256_set1_ps(dw * *xd.add(i * blocks + b));
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), scale, *acc);
+            }
+        }
+        for (o, a) in d.iter_mut().zip(acc) {
+            *o = hsum(a);
         }
     }
+}
+
+#[inline(always)]
+unsafe fn hsum(s: __m256) -> f32 {
+    let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    _mm_cvtss_f32(h)
 }

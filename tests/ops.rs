@@ -1,0 +1,607 @@
+//! The op suite: every kernel case written once for any `Backend`, compared with the
+//! CPU reference (`CpuBackend::reference()`: scalar code, quantised weights used as
+//! their decoded f32 values) on random shapes, and instantiated per backend below: the
+//! CPU at every SIMD level this machine runs, wgpu (lavapipe in CI; outputs poisoned,
+//! weights also split across small bindings) and CUDA (feature `cuda`, where a device
+//! exists). A new kernel is one case here; a new backend is one instantiation.
+//! Backend-specific checks (wgpu's f16 KV cache and beam state, CUDA's cuBLAS and
+//! compilation) stay in `wgpu_ops.rs` / `cuda.rs`.
+
+use crate::golden::rel_err;
+use onerec_engine::backend::cpu::SimdLevel;
+use onerec_engine::backend::{Backend, Ffn, KeyMap, Moe};
+use onerec_engine::format::quant::encode;
+use onerec_engine::tensor::{Blob, DType, TensorView, WeightView};
+use onerec_engine::CpuBackend;
+use std::sync::Arc;
+
+/// Relative error allowed for products with weights of a type: the decoded weights are
+/// the same f32 values everywhere and kernels accumulate in f32, so 1e-5 covers the
+/// summation order; a backend that quantises activations (the CPU's integer q8 path)
+/// says so with a looser bound for quantised weights.
+pub type Tol = fn(DType) -> f64;
+
+pub fn exact(_: DType) -> f64 {
+    1e-5
+}
+
+/// The CPU's integer path rounds activations to q8 per block: about 0.5% relative.
+pub fn int8_activations(dt: DType) -> f64 {
+    if dt.is_quantized() {
+        2e-2
+    } else {
+        1e-5
+    }
+}
+
+pub const TYPES: [DType; 5] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q8_0,
+    DType::Q4_0,
+];
+
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// Uniform in [-1, 1).
+    pub fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+/// A tensor encoded in `dtype`, with the blob it lives in.
+pub struct Tensor {
+    blob: Arc<Blob>,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+impl Tensor {
+    pub fn new(rng: &mut Rng, dtype: DType, shape: &[usize]) -> Self {
+        let vals = rng.vec(shape.iter().product());
+        let bytes = encode("test", dtype, shape, &vals).unwrap();
+        Tensor {
+            blob: Arc::new(Blob::Owned(bytes)),
+            dtype,
+            shape: shape.to_vec(),
+        }
+    }
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView {
+            name: "test",
+            dtype: self.dtype,
+            shape: &self.shape,
+            bytes: self.blob.bytes(),
+            blob: &self.blob,
+        }
+    }
+    pub fn matrix(&self) -> WeightView<'_> {
+        self.view().as_matrix()
+    }
+}
+
+pub fn cmp(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: non-finite output"
+    );
+    let e = rel_err(got, want);
+    assert!(e < tol, "{what}: relative error {e} (tolerance {tol})");
+}
+
+fn ffn_of<B: Backend>(b: &B, t: &[Tensor; 3], i: usize) -> Ffn<B::Weight> {
+    let w = |t: &Tensor| b.weight(&t.view().slice3(i).unwrap()).unwrap();
+    Ffn {
+        gate: w(&t[0]),
+        up: w(&t[1]),
+        down: w(&t[2]),
+    }
+}
+
+/// The cases; `name` labels failures with the backend instance.
+pub mod cases {
+    use super::*;
+
+    pub fn matmul<B: Backend>(g: &B, name: &str, tol: Tol) {
+        let cpu = CpuBackend::reference();
+        let mut rng = Rng::new(1);
+        for dt in TYPES {
+            let shapes: &[(usize, usize, usize)] = if dt.is_quantized() {
+                &[
+                    (1, 32, 32),
+                    (5, 96, 64),
+                    (8, 33, 96),
+                    (9, 40, 64),
+                    (33, 40, 160),
+                    (70, 200, 96),
+                ]
+            } else {
+                &[
+                    (1, 32, 32),
+                    (3, 7, 13),
+                    (33, 40, 161),
+                    (70, 200, 96),
+                    (2, 3, 1),
+                ]
+            };
+            for &(m, n, k) in shapes {
+                let w = Tensor::new(&mut rng, dt, &[n, k]);
+                let x = rng.vec(m * k);
+                let want = cpu
+                    .matmul(
+                        &cpu.upload(&x, m, k).unwrap(),
+                        &cpu.weight(&w.matrix()).unwrap(),
+                    )
+                    .unwrap();
+                let gw = g.weight(&w.matrix()).unwrap();
+                let got = g
+                    .download(&g.matmul(&g.upload(&x, m, k).unwrap(), &gw).unwrap())
+                    .unwrap();
+                cmp(
+                    &format!("{name}: matmul {dt} [{m},{k}]x[{n},{k}]"),
+                    &got,
+                    &want.data,
+                    tol(dt),
+                );
+            }
+        }
+        // Large enough to run threaded.
+        let (m, n, k) = (130, 520, 512);
+        let w = Tensor::new(&mut rng, DType::F32, &[n, k]);
+        let x = rng.vec(m * k);
+        let want = cpu
+            .matmul(
+                &cpu.upload(&x, m, k).unwrap(),
+                &cpu.weight(&w.matrix()).unwrap(),
+            )
+            .unwrap();
+        let got = g
+            .download(
+                &g.matmul(
+                    &g.upload(&x, m, k).unwrap(),
+                    &g.weight(&w.matrix()).unwrap(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        cmp(
+            &format!("{name}: matmul f32 [{m},{k}]x[{n},{k}]"),
+            &got,
+            &want.data,
+            tol(DType::F32),
+        );
+    }
+
+    pub fn rms_norm<B: Backend>(g: &B, name: &str) {
+        let cpu = CpuBackend::reference();
+        let mut rng = Rng::new(2);
+        for dt in [DType::F32, DType::F16, DType::BF16] {
+            for &(m, d) in &[(1usize, 24usize), (17, 130), (3, 512)] {
+                let w = Tensor::new(&mut rng, dt, &[d]);
+                let x = rng.vec(m * d);
+                let want = cpu
+                    .rms_norm(
+                        &cpu.upload(&x, m, d).unwrap(),
+                        &cpu.weight(&w.matrix()).unwrap(),
+                        1e-6,
+                    )
+                    .unwrap();
+                let got = g
+                    .download(
+                        &g.rms_norm(
+                            &g.upload(&x, m, d).unwrap(),
+                            &g.weight(&w.matrix()).unwrap(),
+                            1e-6,
+                        )
+                        .unwrap(),
+                    )
+                    .unwrap();
+                cmp(
+                    &format!("{name}: rms_norm {dt} [{m},{d}]"),
+                    &got,
+                    &want.data,
+                    exact(dt),
+                );
+            }
+        }
+    }
+
+    pub fn gather_sum<B: Backend>(g: &B, name: &str) {
+        let cpu = CpuBackend::reference();
+        let mut rng = Rng::new(3);
+        for dt in TYPES {
+            let d = 64;
+            let table = Tensor::new(&mut rng, dt, &[100, d]);
+            let pos = Tensor::new(&mut rng, DType::F32, &[9, d]);
+            for rows in [1usize, 7, 50] {
+                let i1: Vec<u32> = (0..rows).map(|_| rng.below(100) as u32).collect();
+                let i2: Vec<u32> = (0..rows).map(|_| rng.below(9) as u32).collect();
+                let (ct, cp) = (
+                    cpu.weight(&table.matrix()).unwrap(),
+                    cpu.weight(&pos.matrix()).unwrap(),
+                );
+                let want = cpu.gather_sum(&[(&ct, &i1), (&cp, &i2)], rows).unwrap();
+                let (gt, gp) = (
+                    g.weight(&table.matrix()).unwrap(),
+                    g.weight(&pos.matrix()).unwrap(),
+                );
+                let (g1, g2) = (g.ids(&i1).unwrap(), g.ids(&i2).unwrap());
+                let got = g
+                    .download(&g.gather_sum(&[(&gt, &g1), (&gp, &g2)], rows).unwrap())
+                    .unwrap();
+                cmp(
+                    &format!("{name}: gather_sum {dt} rows {rows}"),
+                    &got,
+                    &want.data,
+                    exact(dt),
+                );
+                let one = g
+                    .download(&g.gather_sum(&[(&gt, &g1)], rows).unwrap())
+                    .unwrap();
+                // Indices past the table are an error named before any launch.
+                let bad = g.ids(&[100]).unwrap();
+                assert!(
+                    g.gather_sum(&[(&gt, &bad)], 1).is_err(),
+                    "{name}: bad index"
+                );
+                let want1 = cpu.gather_sum(&[(&ct, &i1)], rows).unwrap();
+                cmp(
+                    &format!("{name}: gather_sum {dt} one table"),
+                    &one,
+                    &want1.data,
+                    exact(dt),
+                );
+            }
+        }
+    }
+
+    pub fn small_ops<B: Backend>(g: &B, name: &str) {
+        let mut rng = Rng::new(4);
+        let (m, d) = (13, 37);
+        let (a, b) = (rng.vec(m * d), rng.vec(m * d));
+        let mut ga = g.upload(&a, m, d).unwrap();
+        assert_eq!(
+            g.download(&ga).unwrap(),
+            a,
+            "{name}: upload/download round trip"
+        );
+        g.add_assign(&mut ga, &g.upload(&b, m, d).unwrap()).unwrap();
+        let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert_eq!(g.download(&ga).unwrap(), want, "{name}: add_assign");
+        let mut z = g.zeros(40, d).unwrap();
+        assert!(
+            g.download(&z).unwrap().iter().all(|&v| v == 0.0),
+            "{name}: zeros"
+        );
+        g.write_rows(&mut z, 5, &g.upload(&a, m, d).unwrap())
+            .unwrap();
+        let got = g.download(&z).unwrap();
+        assert_eq!(&got[5 * d..(5 + m) * d], &a[..], "{name}: write_rows");
+        assert!(got[..5 * d]
+            .iter()
+            .chain(&got[(5 + m) * d..])
+            .all(|&v| v == 0.0));
+        assert!(
+            g.write_rows(&mut z, 30, &g.upload(&a, m, d).unwrap())
+                .is_err(),
+            "{name}: write past the end is an error"
+        );
+        let cpu = CpuBackend::reference();
+        for &(rows, k) in &[(1usize, 13usize), (7, 300), (3, 8192)] {
+            let x: Vec<f32> = rng.vec(rows * k).iter().map(|v| v * 20.0).collect();
+            let want = cpu.log_softmax(&cpu.upload(&x, rows, k).unwrap()).unwrap();
+            let got = g
+                .download(&g.log_softmax(&g.upload(&x, rows, k).unwrap()).unwrap())
+                .unwrap();
+            cmp(
+                &format!("{name}: log_softmax [{rows},{k}]"),
+                &got,
+                &want.data,
+                1e-5,
+            );
+        }
+    }
+
+    pub fn attention<B: Backend>(g: &B, name: &str) {
+        let cpu = CpuBackend::reference();
+        let mut rng = Rng::new(5);
+        // Head sizes that are not a multiple of the vector width take the tail paths.
+        for &(heads, hd) in &[
+            (4usize, 8usize),
+            (3, 8),
+            (2, 64),
+            (1, 96),
+            (8, 64),
+            (3, 5),
+            (2, 6),
+            (1, 130),
+        ] {
+            let d = heads * hd;
+            let (rows, keys) = (40, 150);
+            let (q, k, v) = (rng.vec(rows * d), rng.vec(keys * d), rng.vec(keys * d));
+            let spans: Vec<(u32, u32)> = (0..rows)
+                .map(|_| {
+                    let s = rng.below(keys);
+                    (s as u32, (1 + rng.below(keys - s)) as u32)
+                })
+                .collect();
+            let per_row = 1 + rng.below(70);
+            // Index lists with a stride longer than the keys each row reads, as the
+            // decoder passes its ancestries.
+            let stride = per_row + rng.below(5);
+            let index: Vec<u32> = (0..rows * stride).map(|_| rng.below(keys) as u32).collect();
+            let gindex = g.ids(&index).unwrap();
+            // Cross-attention: consecutive rows (one user's beams) share their keys, in
+            // groups longer and shorter than the kernels' blocks, straddling tiles.
+            let user_span: Vec<(u32, u32)> = (0..3)
+                .map(|_| {
+                    let s = rng.below(keys);
+                    (s as u32, (1 + rng.below(keys - s)) as u32)
+                })
+                .collect();
+            let shared: Vec<(u32, u32)> = (0..rows)
+                .map(|r| {
+                    user_span[if r < 5 {
+                        0
+                    } else if r < 27 {
+                        1
+                    } else {
+                        2
+                    }]
+                })
+                .collect();
+            for (km, gkm) in [
+                (KeyMap::Spans(&spans), KeyMap::Spans(&spans)),
+                (KeyMap::Spans(&shared), KeyMap::Spans(&shared)),
+                (
+                    KeyMap::Gather {
+                        per_row,
+                        stride,
+                        index: &index,
+                    },
+                    KeyMap::Gather {
+                        per_row,
+                        stride,
+                        index: &gindex,
+                    },
+                ),
+            ] {
+                let c = |x: &[f32], r| cpu.upload(x, r, d).unwrap();
+                let want = cpu
+                    .attention(&c(&q, rows), &c(&k, keys), &c(&v, keys), heads, km)
+                    .unwrap();
+                let u = |x: &[f32], r| g.upload(x, r, d).unwrap();
+                let got = g
+                    .download(
+                        &g.attention(&u(&q, rows), &u(&k, keys), &u(&v, keys), heads, gkm)
+                            .unwrap(),
+                    )
+                    .unwrap();
+                let what = format!("{name}: attention {heads}x{hd} {km:?}");
+                cmp(
+                    &what.chars().take(80).collect::<String>(),
+                    &got,
+                    &want.data,
+                    1e-5,
+                );
+            }
+        }
+    }
+
+    pub fn ffn_and_moe<B: Backend>(g: &B, name: &str, tol: Tol) {
+        let cpu = CpuBackend::reference();
+        let mut rng = Rng::new(6);
+        for dt in TYPES {
+            for &(e, top_k, d, h, rows) in &[
+                (1usize, 1usize, 32usize, 64usize, 3usize),
+                (6, 2, 64, 32, 37),
+                (8, 3, 32, 96, 130),
+            ] {
+                let t = [
+                    Tensor::new(&mut rng, dt, &[e, h, d]),
+                    Tensor::new(&mut rng, dt, &[e, h, d]),
+                    Tensor::new(&mut rng, dt, &[e, d, h]),
+                ];
+                let router = Tensor::new(&mut rng, DType::F32, &[e, d]);
+                let x = rng.vec(rows * d);
+                let cx = cpu.upload(&x, rows, d).unwrap();
+                let want_ffn = cpu.ffn(&cx, &ffn_of(&cpu, &t, 0)).unwrap();
+                let cm = Moe {
+                    router: cpu.weight(&router.matrix()).unwrap(),
+                    experts: (0..e).map(|i| ffn_of(&cpu, &t, i)).collect(),
+                    top_k,
+                };
+                let mut want_routes = Vec::new();
+                let want = cpu.moe(&cx, &cm, Some(&mut want_routes)).unwrap();
+                let gx = g.upload(&x, rows, d).unwrap();
+                let got = g.download(&g.ffn(&gx, &ffn_of(g, &t, 0)).unwrap()).unwrap();
+                cmp(&format!("{name}: ffn {dt}"), &got, &want_ffn.data, tol(dt));
+                // Stacked experts (one binding, one launch where a backend can).
+                let stack = |i: usize| g.weight_stack(&t[i].view()).unwrap();
+                let (gs, us, ds) = (stack(0), stack(1), stack(2));
+                let experts = gs
+                    .into_iter()
+                    .zip(us)
+                    .zip(ds)
+                    .map(|((gate, up), down)| Ffn { gate, up, down })
+                    .collect();
+                let gm = Moe {
+                    router: g.weight(&router.matrix()).unwrap(),
+                    experts,
+                    top_k,
+                };
+                let mut routes = Vec::new();
+                let got = g
+                    .download(&g.moe(&gx, &gm, Some(&mut routes)).unwrap())
+                    .unwrap();
+                assert_eq!(routes, want_routes, "{name}: moe {dt} routes");
+                cmp(
+                    &format!("{name}: moe {dt} e{e} k{top_k} rows {rows}"),
+                    &got,
+                    &want.data,
+                    tol(dt),
+                );
+                // Experts made one by one (separate buffers) give the same answer.
+                let gm1 = Moe {
+                    router: g.weight(&router.matrix()).unwrap(),
+                    experts: (0..e).map(|i| ffn_of(g, &t, i)).collect(),
+                    top_k,
+                };
+                let got1 = g.download(&g.moe(&gx, &gm1, None).unwrap()).unwrap();
+                cmp(
+                    &format!("{name}: moe {dt} separate experts"),
+                    &got1,
+                    &want.data,
+                    tol(dt),
+                );
+            }
+        }
+    }
+}
+
+/// One `#[test]` per case for a list of `(label, backend, tolerance)` instances.
+macro_rules! suite {
+    ($m:ident, $instances:expr) => {
+        mod $m {
+            use super::*;
+            #[test]
+            fn matmul() {
+                for (name, b, tol) in $instances {
+                    cases::matmul(&b, &name, tol);
+                }
+            }
+            #[test]
+            fn rms_norm() {
+                for (name, b, _) in $instances {
+                    cases::rms_norm(&b, &name);
+                }
+            }
+            #[test]
+            fn gather_sum() {
+                for (name, b, _) in $instances {
+                    cases::gather_sum(&b, &name);
+                }
+            }
+            #[test]
+            fn small_ops() {
+                for (name, b, _) in $instances {
+                    cases::small_ops(&b, &name);
+                }
+            }
+            #[test]
+            fn attention() {
+                for (name, b, _) in $instances {
+                    cases::attention(&b, &name);
+                }
+            }
+            #[test]
+            fn ffn_and_moe() {
+                for (name, b, tol) in $instances {
+                    cases::ffn_and_moe(&b, &name, tol);
+                }
+            }
+        }
+    };
+}
+
+/// The CPU at every SIMD level this machine runs (the integer q8 path on where the
+/// level has it); the reference itself is the scalar level without it.
+fn cpu_levels() -> Vec<(String, CpuBackend, Tol)> {
+    SimdLevel::available()
+        .into_iter()
+        .map(|l| {
+            (
+                format!("cpu {}", l.name()),
+                CpuBackend::with_simd(l),
+                int8_activations as Tol,
+            )
+        })
+        .collect()
+}
+
+/// The shared poisoned device and one that splits weights across 4 KiB bindings.
+fn wgpu_devices() -> Vec<(String, onerec_engine::WgpuBackend, Tol)> {
+    [crate::wgpu_ops::gpu(), crate::wgpu_ops::gpu_split()]
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            (
+                format!("wgpu (max binding {})", g.max_binding()),
+                g,
+                exact as Tol,
+            )
+        })
+        .collect()
+}
+
+suite!(cpu, cpu_levels());
+suite!(wgpu, wgpu_devices());
+
+/// With and without cuBLAS for f32 products; f32 KV cache.
+#[cfg(feature = "cuda")]
+fn cuda_devices() -> Vec<(String, onerec_engine::backend::cuda::CudaBackend, Tol)> {
+    use onerec_engine::backend::cuda::{CudaBackend, CudaOptions};
+    [true, false]
+        .into_iter()
+        .filter_map(|cublas| {
+            let opts = CudaOptions {
+                cublas,
+                kv_f16: false,
+                ..CudaOptions::default()
+            };
+            match CudaBackend::with_options(opts) {
+                Ok(b) => Some((format!("cuda cublas={cublas}"), b, exact as Tol)),
+                Err(e) if std::env::var("ONEREC_REQUIRE_CUDA").as_deref() == Ok("1") => {
+                    panic!("ONEREC_REQUIRE_CUDA=1 but no CUDA backend: {e}")
+                }
+                Err(e) => {
+                    eprintln!("op suite: CUDA skipped ({e})");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(feature = "cuda")]
+suite!(cuda, cuda_devices());
+
+/// Every level this CPU runs is exercised (and the best one is the default).
+#[test]
+fn cpu_runs_its_best_simd_level_by_default() {
+    let levels = SimdLevel::available();
+    assert_eq!(levels[0].name(), "scalar");
+    if std::env::var_os("ONEREC_CPU_SIMD").is_none() {
+        assert_eq!(CpuBackend::new().simd(), *levels.last().unwrap());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        assert!(
+            levels.iter().any(|l| l.name() == "avx2"),
+            "AVX2 CPU without the avx2 level"
+        );
+    }
+}
