@@ -1,9 +1,13 @@
 //! `onerec`: the command-line face of the engine. Parsing and printing only.
 
+mod batch;
 mod cli;
 mod default_model;
+mod ids;
 mod inspect;
+mod model_args;
 mod output;
+mod serve;
 
 use clap::Parser;
 use std::process::ExitCode;
