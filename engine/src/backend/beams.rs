@@ -76,7 +76,7 @@ impl BeamPlan {
         if ok {
             Ok(())
         } else {
-            Err(Error::request(format!(
+            Err(Error::internal(format!(
                 "beam plan: widths {:?}, first rows {:?}, {} positions",
                 self.widths, self.first, self.positions
             )))
@@ -113,7 +113,7 @@ impl BeamStep<'_> {
                 .zip(&plan.widths)
                 .any(|((nx, r), &w)| nx.n < w.min(r.n.saturating_mul(self.fanout)) || nx.n > w);
         if bad {
-            return Err(Error::request(format!(
+            return Err(Error::internal(format!(
                 "beam step at position {}: rows {:?} (expected {current:?}), next {:?}",
                 self.t, self.rows, self.next
             )));
@@ -231,7 +231,7 @@ impl HostBeams {
             select(&groups)?
         };
         if chosen.len() != self.beams.len() {
-            return Err(Error::request("beam step: selection lost a request"));
+            return Err(Error::internal("beam step: selection lost a request"));
         }
         let (cap, t) = (self.plan.cap, step.t);
         let last_level = step.level + 1 == self.plan.levels;
@@ -242,7 +242,7 @@ impl HostBeams {
             for c in cands.iter().take(step.next[g].n) {
                 let parent = old
                     .get(c.beam as usize)
-                    .ok_or_else(|| Error::request("beam step: a survivor names no beam"))?;
+                    .ok_or_else(|| Error::internal("beam step: a survivor names no beam"))?;
                 let prow = row0 + c.beam as usize;
                 let mut ancestry = Vec::with_capacity(t + 1);
                 ancestry.extend_from_slice(&parent.ancestry);
