@@ -265,29 +265,35 @@ fn prepare(cat: &Catalog, index: usize, r: &Request) -> Result<UserState> {
     })
 }
 
-/// Serves a batch (see [`recommend_each`]); fails if any request fails, naming it when
-/// the batch has several.
+/// Serves a batch with the default options and budget (see [`recommend_each`]); fails
+/// if any request fails, naming it ([`Error::InRequest`]) when the batch has several.
 pub fn recommend<B: Backend>(
     model: &Model<B>,
     trie: &Trie,
     requests: &[Request],
-    run: &RunOptions<'_>,
-    budget: u64,
 ) -> Result<Vec<Response>> {
-    let each = recommend_each(model, trie, requests, run, budget)?;
+    let each = recommend_each(
+        model,
+        trie,
+        requests,
+        &RunOptions::default(),
+        crate::DEFAULT_MEMORY_BUDGET,
+    )?;
+    all_or_first_error(each)
+}
+
+/// Every response, or the first request's error (wrapped with its index in a batch).
+pub(crate) fn all_or_first_error(each: Vec<Result<Response>>) -> Result<Vec<Response>> {
     let many = each.len() > 1;
     each.into_iter()
         .enumerate()
         .map(|(index, r)| {
-            r.map_err(|e| {
-                if many {
-                    Error::InRequest {
-                        index,
-                        error: Box::new(e),
-                    }
-                } else {
-                    e
-                }
+            r.map_err(|e| match many {
+                true => Error::InRequest {
+                    index,
+                    error: Box::new(e),
+                },
+                false => e,
             })
         })
         .collect()

@@ -338,20 +338,7 @@ impl Engine {
     /// Recommends sessions for a batch of requests (one per user), decoded together;
     /// fails if any request fails ([`Error::InRequest`] names it in a batch).
     pub fn recommend(&self, requests: &[Request]) -> Result<Vec<Response>> {
-        let each = self.recommend_each_with(requests, &RunOptions::default())?;
-        let many = each.len() > 1;
-        each.into_iter()
-            .enumerate()
-            .map(|(index, r)| {
-                r.map_err(|e| match many {
-                    true => Error::InRequest {
-                        index,
-                        error: Box::new(e),
-                    },
-                    false => e,
-                })
-            })
-            .collect()
+        generate::all_or_first_error(self.recommend_each_with(requests, &RunOptions::default())?)
     }
 
     /// Like [`Engine::recommend`], with a result per request: an invalid request (say,
