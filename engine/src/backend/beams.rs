@@ -130,6 +130,23 @@ pub struct BeamInputs<'a, I> {
     pub ancestry: &'a I,
 }
 
+/// The ancestry lists before any step: every entry of row `r` at position `p` is the
+/// row's own cache row `p * cap + r`. `[cap, positions]`, the largest host list of a
+/// search: allocated fallibly, so running out of memory is an error, not an abort.
+pub fn identity_ancestry(cap: usize, positions: usize) -> Result<Vec<u32>> {
+    let n = cap
+        .checked_mul(positions)
+        .ok_or_else(|| Error::internal("ancestry lists overflow"))?;
+    let mut anc = Vec::new();
+    anc.try_reserve_exact(n)
+        .map_err(|_| Error::OutOfMemory {
+            what: "beam ancestry lists".into(),
+            bytes: n as u64 * 4,
+        })?;
+    anc.extend((0..n).map(|i| ((i % positions) * cap + i / positions) as u32));
+    Ok(anc)
+}
+
 /// One request's surviving beams at the end, best first.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Finished {
@@ -183,7 +200,7 @@ impl HostBeams {
             codes: Vec::new(),
             ancestry: Vec::new(),
         };
-        hb.refresh();
+        hb.refresh()?;
         Ok(hb)
     }
 
@@ -267,17 +284,14 @@ impl HostBeams {
             self.beams[g] = new;
         }
         self.rows = step.next.to_vec();
-        self.refresh();
-        Ok(())
+        self.refresh()
     }
 
     /// Rebuilds the index lists of the current rows.
-    fn refresh(&mut self) {
+    fn refresh(&mut self) -> Result<()> {
         let (cap, tn) = (self.plan.cap, self.plan.positions);
         let mut codes = vec![0u32; cap];
-        let mut anc: Vec<u32> = (0..cap * tn)
-            .map(|i| ((i % tn) * cap + i / tn) as u32)
-            .collect();
+        let mut anc = identity_ancestry(cap, tn)?;
         for (rows, beams) in self.rows.iter().zip(&self.beams) {
             for (i, b) in beams.iter().enumerate() {
                 let r = rows.row0 + i;
@@ -287,6 +301,7 @@ impl HostBeams {
         }
         self.codes = codes;
         self.ancestry = anc;
+        Ok(())
     }
 
     pub fn finish(&self) -> Vec<Finished> {

@@ -154,9 +154,7 @@ pub fn start(be: &WgpuBackend, plan: &BeamPlan) -> Result<Beams> {
         Ok(b)
     };
     // Every ancestry entry starts as the row's own cache row (see backend/beams.rs).
-    let anc: Vec<u32> = (0..cap * tn)
-        .map(|i| ((i % tn) * cap + i / tn) as u32)
-        .collect();
+    let anc = crate::backend::beams::identity_ancestry(cap, tn)?;
     let codes = || -> Result<WgpuIds> {
         Ok(WgpuIds {
             g: zeros(cap * 4)?,
