@@ -53,7 +53,11 @@ fn an_owned_thread_pool_gives_the_same_answer() {
     let one = Engine::open(&path, &cpu().threads(1)).unwrap();
     let r = [req(&base, &[0, 1, 2], 8)];
     assert_eq!(base.recommend(&r).unwrap(), one.recommend(&r).unwrap());
-    assert!(one.describe_backend().contains("1 threads"), "{}", one.describe_backend());
+    assert!(
+        one.describe_backend().contains("1 threads"),
+        "{}",
+        one.describe_backend()
+    );
     assert!(matches!(
         Engine::open(&path, &cpu().threads(0)),
         Err(Error::Request(_))
@@ -147,7 +151,12 @@ fn the_memory_budget_refuses_a_call_before_it_allocates() {
     let fits = Engine::open(&path, &cpu().memory_budget(est.request())).unwrap();
     assert!(fits.recommend(&[r]).is_ok());
     // Bigger shapes cost more.
-    let two = e.memory_estimate(&[RequestShape { beam: 64, history: 2 }; 2]);
+    let two = e.memory_estimate(
+        &[RequestShape {
+            beam: 64,
+            history: 2,
+        }; 2],
+    );
     assert!(two.request() > est.request());
 }
 
@@ -167,7 +176,11 @@ fn absurd_batches_are_refused_with_a_named_error() {
         err.to_string().contains(&MAX_BATCH_ROWS.to_string()),
         "{err}"
     );
-    assert!(t.elapsed().as_secs() < 10, "refusing took {:?}", t.elapsed());
+    assert!(
+        t.elapsed().as_secs() < 10,
+        "refusing took {:?}",
+        t.elapsed()
+    );
 }
 
 /// The default model with byte `at` of tensor `name` replaced.
@@ -213,7 +226,11 @@ fn a_nan_score_fails_its_request_with_a_named_error() {
     // Loaded without verification, as a careless app would.
     let file = ModelFile::open(&default_model()).unwrap();
     let head = file.entry("head").unwrap();
-    assert_eq!(head.dtype.name(), "q8_0", "the test writes a q8_0 block scale");
+    assert_eq!(
+        head.dtype.name(),
+        "q8_0",
+        "the test writes a q8_0 block scale"
+    );
     let quants = head.shape[1] * head.shape[2];
     let nan_f16 = half::f16::NAN.to_le_bytes();
     let (_dir, path) = corrupted("head", quants, &nan_f16);
@@ -234,10 +251,7 @@ fn a_nan_score_fails_its_request_with_a_named_error() {
 
 #[test]
 fn an_f16_kv_cache_on_the_cpu_is_refused() {
-    let e = Engine::open(
-        &fixture("dense_l3"),
-        &cpu().kv_precision(KvPrecision::F16),
-    );
+    let e = Engine::open(&fixture("dense_l3"), &cpu().kv_precision(KvPrecision::F16));
     assert!(matches!(e, Err(Error::Backend { .. })));
 }
 
@@ -256,15 +270,23 @@ fn auto_never_picks_a_software_adapter() {
     let e = Engine::open(&fixture("dense_l3"), &EngineOptions::new()).unwrap();
     let chose = e.describe_backend();
     if adapters.iter().all(|a| a.is_software) {
-        assert!(chose.starts_with("cpu"), "auto chose {chose} with {adapters:?}");
+        assert!(
+            chose.starts_with("cpu"),
+            "auto chose {chose} with {adapters:?}"
+        );
     } else {
-        assert!(chose.starts_with("wgpu"), "auto chose {chose} with {adapters:?}");
+        assert!(
+            chose.starts_with("wgpu"),
+            "auto chose {chose} with {adapters:?}"
+        );
     }
     // Asking for the software adapter by index still gets it.
     if let Some(sw) = adapters.iter().find(|a| a.is_software) {
         let e = Engine::open(
             &fixture("dense_l3"),
-            &EngineOptions::new().backend(BackendKind::Wgpu).device(sw.index),
+            &EngineOptions::new()
+                .backend(BackendKind::Wgpu)
+                .device(sw.index),
         )
         .unwrap();
         assert!(e.describe_backend().starts_with("wgpu"));

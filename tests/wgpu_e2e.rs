@@ -11,7 +11,9 @@ use onerec_engine::model::RouteLog;
 use onerec_engine::model_file::TensorEntry;
 use onerec_engine::tensor::{to_f32, Blob, DType};
 use onerec_engine::trie::Trie;
-use onerec_engine::{Backend, BackendKind, CpuBackend, Engine, Model, ModelFile, Request, Response};
+use onerec_engine::{
+    Backend, BackendKind, CpuBackend, Engine, Model, ModelFile, Request, Response,
+};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,7 +101,11 @@ fn the_largest_beam_matches_the_cpu() {
     );
     let cases = [
         ("built-in", builtin, vec![50u64, 172, 181]),
-        ("moe_dec_l2 q8_0", reencode("moe_dec_l2", DType::Q8_0), vec![]),
+        (
+            "moe_dec_l2 q8_0",
+            reencode("moe_dec_l2", DType::Q8_0),
+            vec![],
+        ),
     ];
     for (what, file, mut history) in cases {
         if history.is_empty() {

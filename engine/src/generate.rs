@@ -178,10 +178,7 @@ pub fn estimate(cfg: &crate::Config, n_nodes: usize, shapes: &[RequestShape]) ->
     let (d, k, t) = (u(cfg.d_model), u(cfg.codebook_size), u(cfg.dec_len()));
     let heads = u(cfg.n_heads);
     let ffn = u(cfg.d_ff.max(cfg.top_k * cfg.d_expert));
-    let kv = mul(
-        mul(u(cfg.n_dec_layers), 2 * 4 * d),
-        add(mul(t, cap), h_sum),
-    );
+    let kv = mul(mul(u(cfg.n_dec_layers), 2 * 4 * d), add(mul(t, cap), h_sum));
     // A decoder step: logits and log-probs, FFN/MoE intermediates, attention buffers
     // and scores; an encoder pass (one user at a time) likewise, plus every user's output.
     let step = mul(cap, 4 * (2 * k + 4 * ffn + 10 * d + heads * add(t, h_max)));
@@ -252,7 +249,11 @@ fn prepare(cat: &Catalog, index: usize, r: &Request) -> Result<UserState> {
     let history = cat.resolve(&r.history)?;
     // Excluded ids outside the catalog can never be recommended anyway; an app's
     // block list may name items this model version does not know, so they are skipped.
-    let mut excluded: Vec<usize> = r.exclude.iter().filter_map(|&id| cat.index_of(id)).collect();
+    let mut excluded: Vec<usize> = r
+        .exclude
+        .iter()
+        .filter_map(|&id| cat.index_of(id))
+        .collect();
     if r.exclude_history {
         excluded.extend_from_slice(&history);
     }

@@ -425,9 +425,7 @@ fn pick_adapter(device: Option<usize>, hardware_only: bool) -> Result<Option<::w
             let a = all.swap_remove(i);
             Ok((!(hardware_only && software(&a))).then_some(a))
         }
-        None if hardware_only => Ok(backend::wgpu::adapters()
-            .into_iter()
-            .find(|a| !software(a))),
+        None if hardware_only => Ok(backend::wgpu::adapters().into_iter().find(|a| !software(a))),
         None => Ok(backend::wgpu::find_adapter()),
     }
 }

@@ -138,11 +138,10 @@ pub fn identity_ancestry(cap: usize, positions: usize) -> Result<Vec<u32>> {
         .checked_mul(positions)
         .ok_or_else(|| Error::internal("ancestry lists overflow"))?;
     let mut anc = Vec::new();
-    anc.try_reserve_exact(n)
-        .map_err(|_| Error::OutOfMemory {
-            what: "beam ancestry lists".into(),
-            bytes: n as u64 * 4,
-        })?;
+    anc.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        what: "beam ancestry lists".into(),
+        bytes: n as u64 * 4,
+    })?;
     anc.extend((0..n).map(|i| ((i % positions) * cap + i / positions) as u32));
     Ok(anc)
 }
