@@ -32,10 +32,11 @@ fn requests(c: &mut Criterion) {
             continue;
         };
         for beam in [16usize, 64] {
-            let req = Request {
-                exclude_history: true,
-                ..Request::new(history.clone(), beam, beam.min(10))
-            };
+            let req = Request::builder(history.clone())
+                .beam(beam)
+                .results(beam.min(10))
+                .exclude_history(true)
+                .build();
             group.bench_function(format!("{name}/beam{beam}"), |b| {
                 b.iter(|| black_box(engine.recommend(std::slice::from_ref(&req)).unwrap()))
             });

@@ -57,13 +57,11 @@ fn main() -> Result<()> {
     // 3. The request: the decoder writes a whole session, code by code, keeping the best
     //    `beam` partial sessions; codes that lead to no catalog item are never chosen, and
     //    `exclude_history` keeps what the user has seen out of the answer.
-    let request = Request {
-        history,
-        beam: 32,
-        results: 3,
-        exclude: vec![],
-        exclude_history: true,
-    };
+    let request = Request::builder(history)
+        .beam(32)
+        .results(3)
+        .exclude_history(true)
+        .build();
     let response = engine.recommend(std::slice::from_ref(&request))?.remove(0);
 
     // 4. The answer: the best sessions, each `session_len` distinct items in the order the

@@ -1,14 +1,16 @@
 // The constrained session beam search on the device (MODEL_SPEC "Constrained session
-// decoding"), one scored step in three passes over resident state, nothing read back:
+// decoding"), one scored step in four passes over resident state, nothing read back:
 // `keys_main`    one workgroup per (beam row, request): for every child of the beam's trie
 //                node, the order-preserving key of score + log p(code) where the child is
 //                allowed (eligible items under it exceed the beam's own session items
 //                under it), else 0. A request's keys are row-major, `fanout` slots per
 //                row, children in code order, so a key's index orders ties by (beam, code).
 // `top_main`     one workgroup per request: radix select of the `width` largest keys (ties
-//                to the lower index), compaction, rank sort; writes each survivor (score,
-//                parent row, code, child node or, at the last level, item) to its row of
-//                the next position, and the request's number of live beams.
+//                to the lower index) and their compaction; writes the request's number of
+//                live beams.
+// `rank_main`    one invocation per (chosen pair, request): rank sort; writes each
+//                survivor (score, parent row, code, child node or, at the last level,
+//                item) to its row of the next position.
 // `advance_main` one invocation per (next row, request): the survivor's beam (score,
 //                trie node, session), its code and its ancestry, into the other half of
 //                the double-buffered state.
@@ -218,28 +220,38 @@ fn top_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_inde
             }
         }
     }
-    storageBarrier();
     workgroupBarrier();
-    let n = atomicLoad(&n_sel);
-    // Rank sort: larger key first, then smaller index.
-    for (var a = lid; a < n; a += WG) {
-        let ka = scratch[g.next_row0 + a];
-        var rank = 0u;
-        for (var b = 0u; b < n; b++) {
-            let kb = scratch[g.next_row0 + b];
-            rank += u32(kb.x > ka.x || (kb.x == ka.x && kb.y < ka.y));
-        }
-        let parent = g.row0 + ka.y / p.fanout;
-        let j = trie[beam_cur[parent * p.beam_stride + 1u]] + ka.y % p.fanout;
-        var tail = j + 1u;
-        if (p.last_level != 0u) {
-            tail = trie[p.trie_leaf + tail];
-        }
-        chosen[g.next_row0 + rank] = vec4<u32>(key_score(ka.x), parent, trie[p.trie_code + j], tail);
-    }
     if (lid == 0u) {
-        alive[wg.x] = n;
+        alive[wg.x] = atomicLoad(&n_sel);
     }
+}
+
+// One invocation per chosen pair of a request: its rank (larger key first, then smaller
+// index) by counting the pairs ahead of it, and the survivor written at that rank. A
+// dispatch of its own: one workgroup sorting 4096 pairs alone left some ranks unwritten on
+// lavapipe (issue 11: the "no item" sentinel reached the host at beam >= ~3980), and
+// the boundary between dispatches makes the compacted pairs visible everywhere.
+@compute @workgroup_size(64, 1, 1)
+fn rank_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = groups[wg.y];
+    let n = min(alive[wg.y], g.next_n);
+    let a = wg.x * 64u + lid;
+    if (a >= n) {
+        return;
+    }
+    let ka = scratch[g.next_row0 + a];
+    var rank = 0u;
+    for (var b = 0u; b < n; b++) {
+        let kb = scratch[g.next_row0 + b];
+        rank += u32(kb.x > ka.x || (kb.x == ka.x && kb.y < ka.y));
+    }
+    let parent = g.row0 + ka.y / p.fanout;
+    let j = trie[beam_cur[parent * p.beam_stride + 1u]] + ka.y % p.fanout;
+    var tail = j + 1u;
+    if (p.last_level != 0u) {
+        tail = trie[p.trie_leaf + tail];
+    }
+    chosen[g.next_row0 + rank] = vec4<u32>(key_score(ka.x), parent, trie[p.trie_code + j], tail);
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -1,8 +1,12 @@
-//! Command-line arguments and the commands they run.
+//! Command-line arguments and the commands they run. A new subcommand is one variant of
+//! [`Command`], one line in [`run`] and its own module.
 
-use anyhow::{Context, Result};
+use crate::ids;
+use crate::model_args::ModelArgs;
+use crate::output::{self, JsonStyle};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use onerec_engine::{BackendKind, Engine, Request};
+use onerec_engine::Request;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -20,6 +24,8 @@ pub struct Cli {
 enum Command {
     /// Recommend sessions of items for one user's history.
     Recommend(RecommendArgs),
+    /// Recommend for many users: JSON lines in (one request per line), JSON lines out.
+    Batch(crate::batch::BatchArgs),
     /// Print a model's config, catalog size and tensors; `--verify` checks every byte.
     Inspect(crate::inspect::InspectArgs),
     /// List a model's catalog, or add, remove or re-enable items without touching the weights.
@@ -29,14 +35,17 @@ enum Command {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("histories").required(true).args(["history", "history_file"]))]
 struct RecommendArgs {
-    /// Checkpoint directory (config.json + model.safetensors) or model file (onerec-quantize);
-    /// without it, the built-in model trained on MovieLens-100K (item ids = MovieLens ids).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Item ids of the user's history, oldest first, comma-separated.
     #[arg(long)]
-    history: String,
+    history: Option<String>,
+    /// File of history ids (comma or whitespace separated, oldest first); `-` reads
+    /// standard input. For histories too long for one argument.
+    #[arg(long, value_name = "PATH")]
+    history_file: Option<PathBuf>,
     /// Beam width.
     #[arg(long, default_value_t = 16)]
     beam: usize,
@@ -49,79 +58,49 @@ struct RecommendArgs {
     /// Do not recommend items of the history.
     #[arg(long)]
     exclude_history: bool,
-    /// auto, cpu, wgpu or cuda.
-    #[arg(long, default_value = "auto")]
-    backend: String,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Print the backend in use on stderr.
-    #[arg(long)]
-    verbose: bool,
+    /// With --json: item ids as strings (JavaScript loses digits of ids above 2^53).
+    #[arg(long, requires = "json")]
+    ids_as_strings: bool,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Recommend(a) => recommend(a),
+        Command::Batch(a) => crate::batch::run(a),
         Command::Inspect(a) => crate::inspect::inspect(a),
         Command::Catalog(a) => crate::catalog_cmd::run(a),
         Command::Bench(a) => crate::bench::bench(a),
     }
 }
 
-/// Parses `"1,2, 3"`; an empty string is an empty list.
-fn parse_ids(what: &str, s: &str) -> Result<Vec<u64>> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            t.parse::<u64>()
-                .with_context(|| format!("{what}: `{t}` is not an item id (an unsigned integer)"))
-        })
-        .collect()
-}
-
 fn recommend(a: RecommendArgs) -> Result<()> {
-    let backend: BackendKind = a.backend.parse()?;
-    let history = parse_ids("--history", &a.history)?;
-    let exclude = parse_ids("--exclude", &a.exclude)?;
-    let engine = match &a.model {
-        Some(model) => {
-            Engine::load(model, backend).with_context(|| format!("loading {}", model.display()))?
-        }
-        // No --model: the built-in MovieLens-100K model (src/default_model.rs).
-        None => {
-            let file = crate::default_model::open().context("opening the built-in model")?;
-            Engine::from_file(std::sync::Arc::new(file), backend)
-                .context("loading the built-in model")?
-        }
+    let history = match (&a.history, &a.history_file) {
+        (Some(h), _) => ids::parse_list("--history", h)?,
+        (None, Some(path)) => ids::read_list("--history-file", path)?,
+        (None, None) => anyhow::bail!("give --history or --history-file"),
     };
-    if a.verbose {
-        eprintln!("backend: {}", engine.describe_backend());
-    }
+    let exclude = ids::parse_list("--exclude", &a.exclude)?;
+    let engine = a.model.load()?;
     let request = Request {
-        history,
-        beam: a.beam,
-        results: a.results,
         exclude,
         exclude_history: a.exclude_history,
+        ..Request::new(history, a.beam, a.results)
     };
     let response = engine.recommend(std::slice::from_ref(&request))?.remove(0);
-    let titles = if a.json || a.model.is_some() {
-        None
-    } else {
-        crate::default_model::titles()
-    };
+    let builtin = a.model.model.is_none();
     if a.json {
-        println!("{}", crate::output::json(&response));
-    } else if let Some(titles) = &titles {
-        print!(
-            "{}",
-            crate::output::titled(&request.history, &response, titles)
-        );
+        let style = JsonStyle {
+            ids_as_strings: a.ids_as_strings,
+        };
+        println!("{}", output::json(&response, style));
+    } else if let Some(titles) = builtin.then(crate::default_model::titles).flatten() {
+        print!("{}", output::titled(&request.history, &response, &titles));
     } else {
-        print!("{}", crate::output::table(&response));
-        if a.model.is_none() {
+        print!("{}", output::table(&response));
+        if builtin {
             eprintln!("(item ids are MovieLens-100K ids; for titles, fetch the dataset: python3 reference/train/data.py)");
         }
     }

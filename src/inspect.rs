@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    /// Model file or checkpoint directory.
+    /// Model file or checkpoint directory; without it, the built-in model.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Read every tensor: compare its CRC-32 with the file's and check that every value
     /// is finite. Exits non-zero on the first problem.
     #[arg(long)]
@@ -18,13 +18,19 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let file =
-        ModelFile::open(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let (file, name) = match &a.model {
+        Some(path) => (
+            ModelFile::open(path).with_context(|| format!("loading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            crate::default_model::open().context("opening the built-in model")?,
+            "the built-in model".to_string(),
+        ),
+    };
     print!("{}", describe(&file));
     if a.verify {
-        let r = file
-            .verify()
-            .with_context(|| format!("verifying {}", a.model.display()))?;
+        let r = file.verify().with_context(|| format!("verifying {name}"))?;
         let sums = if r.checksummed > 0 {
             format!("{} checksums match", r.checksummed)
         } else {

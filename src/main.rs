@@ -1,11 +1,15 @@
 //! `onerec`: the command-line face of the engine. Parsing and printing only.
 
+mod batch;
 mod bench;
 mod catalog_cmd;
 mod cli;
 mod default_model;
+mod ids;
 mod inspect;
+mod model_args;
 mod output;
+mod serve;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,15 +1,37 @@
 //! Printing sessions as JSON or as a table.
 
 use onerec_engine::Response;
-use serde_json::json;
+use serde_json::{json, Value};
 
-pub fn json(r: &Response) -> String {
+/// How item ids appear in JSON output.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonStyle {
+    /// Ids as decimal strings: JavaScript reads numbers above 2^53 with lost digits.
+    pub ids_as_strings: bool,
+}
+
+/// The sessions of one response as a JSON value: `{"sessions":[{"score","items","sids"},..]}`.
+pub fn sessions(r: &Response, style: JsonStyle) -> Value {
     let sessions: Vec<_> = r
         .sessions
         .iter()
-        .map(|s| json!({"score": s.score, "items": s.items, "sids": s.sids}))
+        .map(|s| {
+            let items: Value = if style.ids_as_strings {
+                s.items
+                    .iter()
+                    .map(|id| Value::from(id.to_string()))
+                    .collect()
+            } else {
+                s.items.iter().map(|&id| Value::from(id)).collect()
+            };
+            json!({"score": s.score, "items": items, "sids": s.sids})
+        })
         .collect();
-    json!({ "sessions": sessions }).to_string()
+    json!({ "sessions": sessions })
+}
+
+pub fn json(r: &Response, style: JsonStyle) -> String {
+    sessions(r, style).to_string()
 }
 
 pub fn table(r: &Response) -> String {
@@ -22,19 +44,18 @@ pub fn table(r: &Response) -> String {
             .items
             .iter()
             .zip(&s.sids)
-            .map(|(id, sid)| {
-                format!(
-                    "{id} ({})",
-                    sid.iter()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join("-")
-                )
-            })
+            .map(|(id, sid)| format!("{id} ({})", dashed(sid)))
             .collect();
         out += &format!("{:>4}  {:>10.4}  {}\n", i + 1, s.score, items.join(", "));
     }
     out
+}
+
+fn dashed(sid: &[u32]) -> String {
+    sid.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// The table for a catalog whose titles are known (the built-in MovieLens model): one
@@ -60,12 +81,7 @@ pub fn titled(
     for (i, s) in r.sessions.iter().enumerate() {
         out += &format!("session {}  (score {:.4})\n", i + 1, s.score);
         for (id, sid) in s.items.iter().zip(&s.sids) {
-            let sid = sid
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join("-");
-            out += &format!("        {id:>5}  {:<50}  sid {sid}\n", name(id));
+            out += &format!("        {id:>5}  {:<50}  sid {}\n", name(id), dashed(sid));
         }
     }
     out

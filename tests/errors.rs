@@ -83,9 +83,12 @@ fn unknown_history_items_are_named() {
     let err = e
         .recommend(&[Request::new(vec![known, 7, 99], 4, 2)])
         .unwrap_err();
-    assert!(matches!(err, Error::UnknownItems(_)), "{err}");
+    assert!(
+        matches!(&err, Error::UnknownItems { ids } if ids == &[7, 99]),
+        "{err}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains('7') && msg.contains("99"), "{msg}");
+    assert!(msg.contains("7, 99"), "{msg}");
 }
 
 #[test]
@@ -122,9 +125,15 @@ fn a_bad_request_in_a_batch_is_named() {
     let good = Request::new(vec![some_item(&e, 0)], 4, 2);
     let err = e
         .recommend(&[good, Request::new(vec![], 4, 2)])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("request 1"), "{err}");
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InRequest { index: 1, error } if matches!(**error, Error::Request(_))),
+        "{err:?}"
+    );
+    // The cause is said once (issue 11 item 8: no "invalid request: request 1: invalid request").
+    let msg = err.to_string();
+    assert_eq!(msg.matches("invalid request").count(), 1, "{msg}");
+    assert!(msg.starts_with("request 1: "), "{msg}");
 }
 
 #[test]

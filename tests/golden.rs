@@ -56,13 +56,12 @@ pub fn requests(g: &Golden) -> Vec<(Request, &Value)> {
         .unwrap()
         .iter()
         .map(|r| {
-            let req = Request {
-                history: ids(&r["history"]),
-                beam: r["beam"].as_u64().unwrap() as usize,
-                results: r["results"].as_u64().unwrap() as usize,
-                exclude: ids(&r["exclude"]),
-                exclude_history: r["exclude_history"].as_bool().unwrap(),
-            };
+            let req = Request::builder(ids(&r["history"]))
+                .beam(r["beam"].as_u64().unwrap() as usize)
+                .results(r["results"].as_u64().unwrap() as usize)
+                .exclude(ids(&r["exclude"]))
+                .exclude_history(r["exclude_history"].as_bool().unwrap())
+                .build();
             (req, r)
         })
         .collect()

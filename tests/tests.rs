@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod cuda;
 mod default_model;
+mod engine_api;
 mod errors;
 mod ffi;
 mod golden;

@@ -141,21 +141,12 @@ impl Catalog {
         for &id in ids {
             match self.index_of(id) {
                 Some(i) => out.push(i),
-                None => unknown.push(id.to_string()),
+                None => unknown.push(id),
             }
         }
         if unknown.is_empty() {
             return Ok(out);
         }
-        let more = if unknown.len() > 10 {
-            format!(" (and {} more)", unknown.len() - 10)
-        } else {
-            String::new()
-        };
-        unknown.truncate(10);
-        Err(Error::UnknownItems(format!(
-            "{}{more}: not in the model's catalog",
-            unknown.join(", ")
-        )))
+        Err(Error::UnknownItems { ids: unknown })
     }
 }

@@ -22,7 +22,10 @@ pub use backend::wgpu::WgpuBackend;
 pub use backend::Backend;
 pub use config::Config;
 pub use error::{Error, Result};
-pub use generate::{Request, Response, Session, MAX_BEAM};
+pub use generate::{
+    MemoryEstimate, Request, RequestBuilder, RequestShape, Response, RunOptions, Session,
+    MAX_BATCH_REQUESTS, MAX_BATCH_ROWS, MAX_BEAM,
+};
 pub use model::Model;
 pub use model_file::ModelFile;
 
@@ -33,11 +36,13 @@ use catalog::CatalogContents;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
+use tensor::Blob;
 
 /// Which backend runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendKind {
-    /// A GPU if one is usable, else the CPU.
+    /// A hardware GPU if one is usable, else the CPU; never a software GPU (see
+    /// [`Engine::open`]).
     #[default]
     Auto,
     Cpu,
@@ -60,16 +65,131 @@ impl FromStr for BackendKind {
     }
 }
 
+/// How the KV cache stores keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvPrecision {
+    /// The backend's default: f32 on the CPU, f16 on a GPU that has it (on wgpu,
+    /// `ONEREC_WGPU_KV=f32|f16` overrides; on CUDA `ONEREC_CUDA_KV`).
+    #[default]
+    Auto,
+    F32,
+    /// f16 (MODEL_SPEC v1.1 "KV-cache precision"); an error where the backend cannot.
+    F16,
+}
+
+/// Whether loading reads every tensor to check its CRC-32 and that every weight is finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// Verify files of at most [`VERIFY_AUTO_MAX_BYTES`].
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// `Verify::Auto` verifies files up to this size: reading every byte costs about 0.1 s
+/// per 100 MB on a phone and pages the whole file in, which a memory-mapped engine
+/// otherwise avoids; below 64 MiB (every quantized model of the MovieLens scale, the
+/// built-in one is 1 MB) it is lost in the load time.
+pub const VERIFY_AUTO_MAX_BYTES: u64 = 64 << 20;
+
+/// The working memory one call may use by default (see [`EngineOptions::memory_budget`]).
+pub const DEFAULT_MEMORY_BUDGET: u64 = 4 << 30;
+
+/// How to load a model. Start from `EngineOptions::new()` (the defaults) and set what
+/// you need:
+///
+/// ```
+/// use onerec_engine::{BackendKind, EngineOptions, KvPrecision, Verify};
+/// let opts = EngineOptions::new()
+///     .backend(BackendKind::Cpu)
+///     .threads(2)
+///     .verify(Verify::Always)
+///     .memory_budget(512 << 20);
+/// assert_eq!(opts.kv_precision, KvPrecision::Auto);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineOptions {
+    pub backend: BackendKind,
+    /// GPU adapter index (in `backend::wgpu::list_adapters()` order; the CUDA ordinal on
+    /// CUDA). `None`: the first suitable one.
+    pub device: Option<usize>,
+    /// CPU backend threads, in a pool the engine owns (`None`: rayon's global pool, one
+    /// thread per core).
+    pub threads: Option<usize>,
+    pub kv_precision: KvPrecision,
+    pub verify: Verify,
+    /// Working memory (KV cache, activations, beam state) one call may use, estimated
+    /// from its shape before anything is allocated; over it, [`Error::Budget`].
+    pub memory_budget: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            backend: BackendKind::Auto,
+            device: None,
+            threads: None,
+            kv_precision: KvPrecision::Auto,
+            verify: Verify::Auto,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        }
+    }
+}
+
+impl EngineOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.backend = backend;
+        self
+    }
+    pub fn device(mut self, index: usize) -> Self {
+        self.device = Some(index);
+        self
+    }
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+    pub fn kv_precision(mut self, p: KvPrecision) -> Self {
+        self.kv_precision = p;
+        self
+    }
+    pub fn verify(mut self, v: Verify) -> Self {
+        self.verify = v;
+        self
+    }
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+}
+
 /// A model on one backend, behind an object-safe face so callers need not be generic.
 trait Runner: Send + Sync {
-    fn recommend(&self, snap: &CatalogSnapshot, requests: &[Request]) -> Result<Vec<Response>>;
+    fn recommend_each(
+        &self,
+        snap: &CatalogSnapshot,
+        requests: &[Request],
+        run: &RunOptions<'_>,
+        budget: u64,
+    ) -> Result<Vec<Result<Response>>>;
     fn snapshot(&self, contents: Arc<CatalogContents>, version: u64) -> Result<CatalogSnapshot>;
     fn describe(&self) -> String;
 }
 
 impl<B: Backend> Runner for Model<B> {
-    fn recommend(&self, snap: &CatalogSnapshot, requests: &[Request]) -> Result<Vec<Response>> {
-        generate::recommend(self, snap, requests)
+    fn recommend_each(
+        &self,
+        snap: &CatalogSnapshot,
+        requests: &[Request],
+        run: &RunOptions<'_>,
+        budget: u64,
+    ) -> Result<Vec<Result<Response>>> {
+        generate::recommend_each(self, snap, requests, run, budget)
     }
     fn snapshot(&self, contents: Arc<CatalogContents>, version: u64) -> Result<CatalogSnapshot> {
         Model::snapshot(self, contents, version)
@@ -81,6 +201,21 @@ impl<B: Backend> Runner for Model<B> {
 
 /// A loaded model ready to serve requests. `Engine` is `Send + Sync`: one instance can
 /// serve several threads.
+///
+/// ```
+/// use onerec_engine::{BackendKind, Engine, EngineOptions, Request};
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/dense_l3");
+/// let engine = Engine::open(path.as_ref(), &EngineOptions::new().backend(BackendKind::Cpu))?;
+/// let first = engine.file().catalog.item_id(0);
+/// let req = Request::builder(vec![first]).beam(8).results(3).build();
+/// let resp = &engine.recommend(&[req])?[0];
+/// assert!(resp.sessions.len() <= 3);
+/// for s in &resp.sessions {
+///     assert_eq!(s.items.len(), engine.config().session_len);
+///     assert!(s.score.is_finite());
+/// }
+/// # Ok::<(), onerec_engine::Error>(())
+/// ```
 pub struct Engine {
     file: Arc<ModelFile>,
     /// The live catalog: a request loads the current snapshot once and keeps it.
@@ -88,42 +223,86 @@ pub struct Engine {
     /// Serialises updates (each reads the current snapshot and swaps in the next).
     catalog_writer: Mutex<()>,
     runner: Box<dyn Runner>,
+    pool: Option<rayon::ThreadPool>,
+    budget: u64,
 }
 
 impl Engine {
-    /// Loads a model (checkpoint directory) on the chosen backend.
+    /// Loads a model (checkpoint directory or model file) with `opts`.
+    pub fn open(path: &Path, opts: &EngineOptions) -> Result<Self> {
+        Self::from_model(Arc::new(ModelFile::open(path)?), opts)
+    }
+
+    /// Loads a model file (docs/FORMAT.md) from bytes the engine takes over (a buffer
+    /// the host read or downloaded). Only model files, not checkpoint directories.
+    pub fn from_bytes(bytes: Vec<u8>, opts: &EngineOptions) -> Result<Self> {
+        let file = format::from_blob(Arc::new(Blob::Owned(bytes)), Path::new("<memory>"))?;
+        Self::from_model(Arc::new(file), opts)
+    }
+
+    /// Loads a model file that lives for the whole program (embedded with
+    /// `include_bytes!`); read in place, never copied.
+    pub fn from_static(bytes: &'static [u8], opts: &EngineOptions) -> Result<Self> {
+        let file = format::from_blob(Arc::new(Blob::Static(bytes)), Path::new("<static>"))?;
+        Self::from_model(Arc::new(file), opts)
+    }
+
+    /// Loads a model (checkpoint directory) on the chosen backend, other options default.
     pub fn load(path: &Path, backend: BackendKind) -> Result<Self> {
-        Self::from_file(Arc::new(ModelFile::open(path)?), backend)
+        Self::open(path, &EngineOptions::new().backend(backend))
     }
 
     pub fn from_file(file: Arc<ModelFile>, backend: BackendKind) -> Result<Self> {
-        let runner: Box<dyn Runner> = match backend {
-            BackendKind::Cpu => Box::new(Model::new(CpuBackend::new(), file.clone())?),
-            BackendKind::Cuda => cuda_runner(file.clone())?,
-            BackendKind::Wgpu => Box::new(Model::new(WgpuBackend::new()?, file.clone())?),
-            // A GPU adapter if one exists; a device that then fails to open is reported
-            // in the log and the CPU serves instead.
-            BackendKind::Auto => match backend::wgpu::find_adapter()
-                .map(|a| WgpuBackend::from_adapter(a, backend::wgpu::WgpuOptions::from_env()?))
-            {
-                Some(Ok(gpu)) => Box::new(Model::new(gpu, file.clone())?),
-                Some(Err(e)) => {
-                    log::warn!("GPU adapter found but unusable ({e}); using the CPU");
-                    Box::new(Model::new(CpuBackend::new(), file.clone())?)
-                }
-                None => Box::new(Model::new(CpuBackend::new(), file.clone())?),
-            },
-        };
-        Self::serve(file, runner)
+        Self::from_model(file, &EngineOptions::new().backend(backend))
     }
 
-    fn serve(file: Arc<ModelFile>, runner: Box<dyn Runner>) -> Result<Self> {
+    /// Serves an opened model with `opts` (verification, backend, threads).
+    pub fn from_model(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Self> {
+        let pool = match opts.threads {
+            Some(0) => return Err(Error::request("threads must be at least 1")),
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("onerec-cpu-{i}"))
+                    .build()
+                    .map_err(|e| Error::Backend {
+                        backend: "cpu".into(),
+                        msg: format!("starting {n} threads: {e}"),
+                    })?,
+            ),
+            None => None,
+        };
+        let verify = match opts.verify {
+            Verify::Always => true,
+            Verify::Never => false,
+            Verify::Auto => file.file_bytes() as u64 <= VERIFY_AUTO_MAX_BYTES,
+        };
+        if verify {
+            file.verify()?;
+        }
+        // Weights are prepared on the engine's threads.
+        let make = || runner(file.clone(), opts);
+        let runner = match &pool {
+            Some(p) => p.install(make)?,
+            None => make()?,
+        };
+        Self::serve(file, runner, pool, opts.memory_budget)
+    }
+
+    fn serve(
+        file: Arc<ModelFile>,
+        runner: Box<dyn Runner>,
+        pool: Option<rayon::ThreadPool>,
+        budget: u64,
+    ) -> Result<Self> {
         let snap = runner.snapshot(Arc::new(file.catalog_contents()?), 0)?;
         Ok(Engine {
             file,
             catalog: ArcSwap::from_pointee(snap),
             catalog_writer: Mutex::new(()),
             runner,
+            pool,
+            budget,
         })
     }
 
@@ -131,7 +310,7 @@ impl Engine {
     /// `WgpuOptions` or `CudaOptions`).
     pub fn with_backend<B: Backend + 'static>(file: Arc<ModelFile>, backend: B) -> Result<Self> {
         let runner: Box<dyn Runner> = Box::new(Model::new(backend, file.clone())?);
-        Self::serve(file, runner)
+        Self::serve(file, runner, None, DEFAULT_MEMORY_BUDGET)
     }
 
     pub fn config(&self) -> &Config {
@@ -143,13 +322,77 @@ impl Engine {
     }
 
     pub fn describe_backend(&self) -> String {
-        self.runner.describe()
+        self.in_pool(|| self.runner.describe())
     }
 
-    /// Recommends sessions for a batch of requests (one per user), decoded together.
+    /// The working-memory budget of one call, in bytes.
+    pub fn memory_budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Bytes the model holds and a call of these request shapes would need (compared
+    /// with the budget before a call allocates anything).
+    ///
+    /// ```
+    /// use onerec_engine::{BackendKind, Engine, RequestShape};
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/dense_l3");
+    /// let engine = Engine::load(path.as_ref(), BackendKind::Cpu)?;
+    /// let one = engine.memory_estimate(&[RequestShape { beam: 8, history: 10 }]);
+    /// let two = engine.memory_estimate(&[RequestShape { beam: 16, history: 10 }]);
+    /// assert!(one.model > 0 && one.request() < two.request());
+    /// # Ok::<(), onerec_engine::Error>(())
+    /// ```
+    pub fn memory_estimate(&self, shapes: &[RequestShape]) -> MemoryEstimate {
+        MemoryEstimate {
+            model: self.file.file_bytes() as u64,
+            ..generate::estimate(&self.file.config, self.catalog.load().trie().n_nodes(), shapes)
+        }
+    }
+
+    /// Recommends sessions for a batch of requests (one per user), decoded together;
+    /// fails if any request fails ([`Error::InRequest`] names it in a batch).
     pub fn recommend(&self, requests: &[Request]) -> Result<Vec<Response>> {
+        generate::all_or_first_error(self.recommend_each_with(requests, &RunOptions::default())?)
+    }
+
+    /// Like [`Engine::recommend`], with a result per request: an invalid request (say,
+    /// an unknown history item) fails alone while the others are decoded together. The
+    /// outer error fails the whole call (backend, budget, cancellation, internal).
+    ///
+    /// ```
+    /// use onerec_engine::{BackendKind, Engine, Error, Request};
+    /// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/dense_l3");
+    /// let engine = Engine::load(path.as_ref(), BackendKind::Cpu)?;
+    /// let good = Request::builder(vec![engine.file().catalog.item_id(0)]).beam(4).results(2).build();
+    /// let bad = Request::builder(vec![u64::MAX]).beam(4).results(2).build();
+    /// let out = engine.recommend_each(&[good, bad])?;
+    /// assert!(out[0].is_ok());
+    /// assert!(matches!(&out[1], Err(Error::UnknownItems { ids }) if ids == &[u64::MAX]));
+    /// # Ok::<(), onerec_engine::Error>(())
+    /// ```
+    pub fn recommend_each(&self, requests: &[Request]) -> Result<Vec<Result<Response>>> {
+        self.recommend_each_with(requests, &RunOptions::default())
+    }
+
+    /// [`Engine::recommend_each`] with per-call options (an abort check).
+    pub fn recommend_each_with(
+        &self,
+        requests: &[Request],
+        run: &RunOptions<'_>,
+    ) -> Result<Vec<Result<Response>>> {
+        // The request holds this snapshot to its end, whatever updates happen meanwhile.
         let snap = self.catalog.load_full();
-        self.runner.recommend(&snap, requests)
+        self.in_pool(|| {
+            self.runner
+                .recommend_each(&snap, requests, run, self.budget)
+        })
+    }
+
+    fn in_pool<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
     }
 
     /// The catalog snapshot serving now. Holding it keeps it (and its resident trie)
@@ -195,16 +438,102 @@ impl Engine {
     }
 }
 
+/// Makes the backend `opts` ask for.
+fn runner(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Box<dyn Runner>> {
+    match opts.backend {
+        BackendKind::Cpu => cpu_runner(file, opts),
+        BackendKind::Cuda => cuda_runner(file, opts),
+        BackendKind::Wgpu => {
+            let adapter = pick_adapter(opts.device, false)?.ok_or_else(|| Error::Backend {
+                backend: "wgpu".into(),
+                msg: "no GPU adapter found (Vulkan, Metal or DX12; on Linux without a GPU install mesa-vulkan-drivers for lavapipe and set WGPU_BACKEND=vulkan)".into(),
+            })?;
+            Ok(Box::new(Model::new(wgpu_backend(adapter, opts)?, file)?))
+        }
+        // A hardware GPU adapter if one exists; software adapters (lavapipe, llvmpipe,
+        // SwiftShader: device type CPU) run this model 20-40x slower than the CPU
+        // backend, so they are never chosen. A GPU that then fails to open is reported
+        // in the log and the CPU serves instead.
+        BackendKind::Auto => match pick_adapter(opts.device, true)? {
+            Some(a) => match wgpu_backend(a, opts).and_then(|gpu| Model::new(gpu, file.clone())) {
+                Ok(m) => Ok(Box::new(m)),
+                Err(e) => {
+                    log::warn!("GPU adapter found but unusable ({e}); using the CPU");
+                    cpu_runner(file, opts)
+                }
+            },
+            None => cpu_runner(file, opts),
+        },
+    }
+}
+
+/// The adapter at `device` (an error if there is none), else the first suitable one;
+/// `hardware_only` skips software adapters.
+fn pick_adapter(device: Option<usize>, hardware_only: bool) -> Result<Option<::wgpu::Adapter>> {
+    let software = |a: &::wgpu::Adapter| a.get_info().device_type == ::wgpu::DeviceType::Cpu;
+    match device {
+        Some(i) => {
+            let mut all = backend::wgpu::adapters();
+            if i >= all.len() {
+                return Err(Error::Backend {
+                    backend: "wgpu".into(),
+                    msg: format!("no GPU adapter {i} ({} found)", all.len()),
+                });
+            }
+            let a = all.swap_remove(i);
+            Ok((!(hardware_only && software(&a))).then_some(a))
+        }
+        None if hardware_only => Ok(backend::wgpu::adapters().into_iter().find(|a| !software(a))),
+        None => Ok(backend::wgpu::find_adapter()),
+    }
+}
+
+fn wgpu_backend(adapter: ::wgpu::Adapter, opts: &EngineOptions) -> Result<WgpuBackend> {
+    let mut wo = backend::wgpu::WgpuOptions::from_env()?;
+    match opts.kv_precision {
+        KvPrecision::Auto => {}
+        KvPrecision::F32 => wo.kv_f32 = true,
+        KvPrecision::F16 => wo.kv_f32 = false,
+    }
+    let gpu = WgpuBackend::from_adapter(adapter, wo)?;
+    if opts.kv_precision == KvPrecision::F16 && !gpu.kv_f16() {
+        return Err(Error::Backend {
+            backend: "wgpu".into(),
+            msg: "an f16 KV cache was asked for, but the device lacks SHADER_F16".into(),
+        });
+    }
+    Ok(gpu)
+}
+
+fn cpu_runner(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Box<dyn Runner>> {
+    if opts.kv_precision == KvPrecision::F16 {
+        return Err(Error::Backend {
+            backend: "cpu".into(),
+            msg: "the CPU backend keeps its KV cache in f32 (an f16 cache was asked for)".into(),
+        });
+    }
+    Ok(Box::new(Model::new(CpuBackend::new(), file)?))
+}
+
 #[cfg(feature = "cuda")]
-fn cuda_runner(file: Arc<ModelFile>) -> Result<Box<dyn Runner>> {
+fn cuda_runner(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Box<dyn Runner>> {
+    let mut co = backend::cuda::CudaOptions::from_env()?;
+    if let Some(d) = opts.device {
+        co.device = d;
+    }
+    match opts.kv_precision {
+        KvPrecision::Auto => {}
+        KvPrecision::F32 => co.kv_f16 = false,
+        KvPrecision::F16 => co.kv_f16 = true,
+    }
     Ok(Box::new(Model::new(
-        backend::cuda::CudaBackend::new()?,
+        backend::cuda::CudaBackend::with_options(co)?,
         file,
     )?))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_runner(_file: Arc<ModelFile>) -> Result<Box<dyn Runner>> {
+fn cuda_runner(_file: Arc<ModelFile>, _opts: &EngineOptions) -> Result<Box<dyn Runner>> {
     Err(Error::Backend {
         backend: "cuda".into(),
         msg: "this build does not include the CUDA backend (built without the `cuda` feature; rebuild with `cargo build --release --features cuda`)".into(),

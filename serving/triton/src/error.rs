@@ -21,10 +21,9 @@ pub enum ServeError {
 impl ServeError {
     /// Whether the client, not the server, is at fault (Triton's INVALID_ARG).
     pub fn is_client_error(&self) -> bool {
-        use onerec_engine::Error as E;
         match self {
             ServeError::Input(_) => true,
-            ServeError::Engine(e) => matches!(e, E::Request(_) | E::UnknownItems(_)),
+            ServeError::Engine(e) => e.is_caller_error(),
             _ => false,
         }
     }

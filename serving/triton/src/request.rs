@@ -156,13 +156,12 @@ pub fn build(inputs: &dyn Inputs, s: &Settings) -> Result<Request, ServeError> {
         }
         None => s.exclude_history,
     };
-    Ok(Request {
-        history,
-        beam,
-        results,
-        exclude,
-        exclude_history,
-    })
+    Ok(Request::builder(history)
+        .beam(beam)
+        .results(results)
+        .exclude(exclude)
+        .exclude_history(exclude_history)
+        .build())
 }
 
 /// The checks the engine makes before decoding (generate.rs `prepare`), made here so a

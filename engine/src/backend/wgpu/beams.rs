@@ -1,6 +1,6 @@
 //! Host side of the device beam search (beams.wgsl): the trie, the eligible counts and
 //! the beams (scores, trie nodes, sessions, ancestries, codes) live in device buffers.
-//! A scored step records three dispatches and one submission; nothing comes back until
+//! A scored step records four dispatches and one submission; nothing comes back until
 //! [`finish`] reads the survivors once per request.
 
 use super::context::{err, Ctx, GpuBuf};
@@ -154,9 +154,7 @@ pub fn start(be: &WgpuBackend, plan: &BeamPlan) -> Result<Beams> {
         Ok(b)
     };
     // Every ancestry entry starts as the row's own cache row (see backend/beams.rs).
-    let anc: Vec<u32> = (0..cap * tn)
-        .map(|i| ((i % tn) * cap + i / tn) as u32)
-        .collect();
+    let anc = crate::backend::beams::identity_ancestry(cap, tn)?;
     let codes = || -> Result<WgpuIds> {
         Ok(WgpuIds {
             g: zeros(cap * 4)?,
@@ -273,14 +271,21 @@ pub fn step(
     let binds = [
         (1, (&groups_b).into()),
         (2, (&b.alive).into()),
-        (3, (&index.trie).into()),
         (6, (&keys).into()),
-        (7, (&b.beam[cur]).into()),
         (8, (&b.scratch).into()),
-        (9, (&b.chosen).into()),
     ];
     ctx.dispatch_xy(&*ctx.pipe(&v, "top_main")?, pb, &binds, ng, 1)?;
     if max_next > 0 {
+        let binds = [
+            (1, (&groups_b).into()),
+            (2, (&b.alive).into()),
+            (3, (&index.trie).into()),
+            (7, (&b.beam[cur]).into()),
+            (8, (&b.scratch).into()),
+            (9, (&b.chosen).into()),
+        ];
+        let x = max_next.div_ceil(64) as u32;
+        ctx.dispatch_xy(&*ctx.pipe(&v, "rank_main")?, pb, &binds, x, ng)?;
         let binds = [
             (1, (&groups_b).into()),
             (2, (&b.alive).into()),

@@ -594,3 +594,49 @@ impl Ctx {
         Ok(out)
     }
 }
+
+/// One GPU adapter as `onerec devices` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterDesc {
+    /// Position in [`list_adapters`] (the device index of `EngineOptions::device`).
+    pub index: usize,
+    pub name: String,
+    /// Vulkan, Metal, Dx12, ...
+    pub backend: String,
+    /// DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu (a software rasteriser: lavapipe,
+    /// llvmpipe, SwiftShader) or Other.
+    pub device_type: String,
+    pub driver: String,
+    /// The adapter is a software implementation on the CPU.
+    pub is_software: bool,
+}
+
+/// Every adapter wgpu reaches (Vulkan, Metal, DX12; `WGPU_BACKEND` narrows the choice),
+/// in a stable order. Never panics: a broken driver reads as no adapter.
+pub(crate) fn adapters() -> Vec<wgpu::Adapter> {
+    std::panic::catch_unwind(|| {
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let instance = wgpu::Instance::new(desc);
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    })
+    .unwrap_or_default()
+}
+
+/// Describes the adapters of [`adapters`].
+pub fn list_adapters() -> Vec<AdapterDesc> {
+    adapters()
+        .iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let i = a.get_info();
+            AdapterDesc {
+                index,
+                name: i.name.clone(),
+                backend: format!("{:?}", i.backend),
+                device_type: format!("{:?}", i.device_type),
+                driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+                is_software: i.device_type == wgpu::DeviceType::Cpu,
+            }
+        })
+        .collect()
+}

@@ -13,7 +13,8 @@ mod moe;
 pub mod shaders;
 mod weight;
 
-pub use context::{Stats, StatsSnapshot};
+pub(crate) use context::adapters;
+pub use context::{list_adapters, AdapterDesc, Stats, StatsSnapshot};
 pub use weight::WgpuWeight;
 
 use super::{Backend, BeamInputs, BeamPlan, BeamStep, Ffn, Finished, IdList, KeyMap, Moe};
