@@ -195,6 +195,9 @@ fn version_and_ptr(e: &Engine) -> (u64, *const CatalogSnapshot) {
     (s.version(), Arc::as_ptr(&s))
 }
 
+/// Says whether an update error is the one a case expects.
+type IsExpected = fn(&UpdateError) -> bool;
+
 /// Every bad update is a named error and the serving snapshot stays the same one.
 #[test]
 fn bad_updates_are_named_and_change_nothing() {
@@ -217,7 +220,7 @@ fn bad_updates_are_named_and_change_nothing() {
             .unwrap()
     };
     let add = |i: u64, s: SidSource| NewItem { id: i, sid: s };
-    let cases: Vec<(CatalogUpdate, fn(&UpdateError) -> bool)> = vec![
+    let cases: Vec<(CatalogUpdate, IsExpected)> = vec![
         (
             CatalogUpdate {
                 remove: vec![id(1), id(1)],
@@ -971,5 +974,17 @@ fn movielens_items_held_out_and_added_back_by_sid_are_recommended_again() {
             r.sessions.iter().map(|s| s.items.clone()).collect()
         };
         assert_eq!(items(g), items(w), "request {i}");
+    }
+}
+
+/// The same on CUDA where a device exists (the new trie uploaded before each swap).
+#[test]
+fn concurrent_updates_on_cuda() {
+    match Engine::load(&fixture("moe_dec_l2"), BackendKind::Cuda) {
+        Ok(e) => concurrent_updates(e, 8),
+        Err(e) if std::env::var("ONEREC_REQUIRE_CUDA").is_ok_and(|v| v == "1") => {
+            panic!("ONEREC_REQUIRE_CUDA=1 but no CUDA backend: {e}")
+        }
+        Err(e) => eprintln!("concurrent_updates_on_cuda: skipped (no CUDA device: {e})"),
     }
 }
