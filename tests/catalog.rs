@@ -11,7 +11,7 @@ use onerec_engine::catalog::{
 use onerec_engine::{BackendKind, CpuBackend, Engine, Error, ModelFile, Request, WgpuBackend};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 fn golden() -> Value {
@@ -455,10 +455,14 @@ fn concurrent_updates(e: Engine, rounds: usize) {
     let old: Weak<CatalogSnapshot> = Arc::downgrade(&first);
     drop(first);
     let stop = Arc::new(AtomicBool::new(false));
+    // Requests finished so far: the updater waits for new ones between swaps, so the
+    // readers run across the swaps however slow a request is (lavapipe).
+    let done = Arc::new(AtomicUsize::new(0));
     let hist: Vec<u64> = ids[250..256].to_vec();
     let readers: Vec<_> = (0..3)
         .map(|t| {
             let (e, stop, hist, active) = (e.clone(), stop.clone(), hist.clone(), active.clone());
+            let done = done.clone();
             std::thread::spawn(move || {
                 let mut last = 0;
                 let mut served = 0;
@@ -480,6 +484,7 @@ fn concurrent_updates(e: Engine, rounds: usize) {
                         }
                     }
                     served += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
                 (served, seen)
             })
@@ -500,7 +505,10 @@ fn concurrent_updates(e: Engine, rounds: usize) {
         let snap = e.update_catalog(&up).unwrap();
         assert_eq!(snap.version() as usize, v + 1);
         weaks.push(Arc::downgrade(&snap));
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        let seen_at = done.load(Ordering::Relaxed);
+        while done.load(Ordering::Relaxed) < seen_at + 2 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let mut served = 0;
@@ -510,7 +518,7 @@ fn concurrent_updates(e: Engine, rounds: usize) {
         served += n;
         seen.extend(s);
     }
-    // The readers really ran across swaps (each request takes a few ms here).
+    // The readers really ran across swaps.
     assert!(
         seen.len() >= 2,
         "{served} requests saw only snapshots {seen:?}"
