@@ -6,6 +6,7 @@ mod cuda;
 mod default_model;
 mod errors;
 mod ffi;
+mod fuzz;
 mod golden;
 mod quantize;
 mod reliability;
