@@ -8,8 +8,9 @@ use onerec_engine::{BackendKind, Config, Engine, Request};
 use std::path::PathBuf;
 use std::process::Command;
 
+// The CLI's module itself, tested here; the test module shares its name on purpose.
 #[path = "../src/default_model.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::module_inception)]
 mod default_model;
 
 /// MovieLens-100K has items 1..=1682 and the model's catalog is all of them.

@@ -164,7 +164,8 @@ fn absurd_configs_fail_fast_with_small_memory() {
     let tmp = tempfile::tempdir().unwrap();
     let (header, data) = real_model_file(tmp.path());
     let huge = 1usize << 20;
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "layers",
             Box::new(move |c| c["n_dec_layers"] = huge.into()),

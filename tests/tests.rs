@@ -8,6 +8,7 @@ mod default_model;
 mod engine_api;
 mod errors;
 mod ffi;
+mod fuzz;
 mod golden;
 mod ops;
 mod quantize;

@@ -168,7 +168,7 @@ impl<'a> TensorView<'a> {
     /// The tensor as a `[rows, cols]` matrix where `cols` is the last dimension.
     pub fn as_matrix(&self) -> WeightView<'a> {
         let cols = self.shape.last().copied().unwrap_or(1);
-        let rows = if cols == 0 { 0 } else { self.numel() / cols };
+        let rows = self.numel().checked_div(cols).unwrap_or(0);
         WeightView {
             name: self.name,
             dtype: self.dtype,

@@ -200,7 +200,7 @@ fn requests(data: &[u8], ids: &[u64]) -> Vec<Request> {
     let mut it = data.iter().copied();
     let mut byte = || it.next().unwrap_or(0);
     let id = |b: &mut dyn FnMut() -> u8| -> u64 {
-        if b() % 8 == 0 {
+        if b().is_multiple_of(8) {
             u64::from_le_bytes(std::array::from_fn(|_| b()))
         } else {
             let i = u16::from_le_bytes([b(), b()]) as usize;
