@@ -304,12 +304,10 @@ fn log_line(s: &str) {
     eprintln!("{s}");
 }
 
-fn backend_gflops<B: Backend>(
-    b: &B,
-    vals: &[f32],
-    n: usize,
-    time_best: &dyn Fn(&mut dyn FnMut() -> Result<()>) -> Result<f64>,
-) -> Result<f64> {
+/// Times a closure (best of a few runs) and returns GFLOP/s of the square product.
+type Timer<'a> = dyn Fn(&mut dyn FnMut() -> Result<()>) -> Result<f64> + 'a;
+
+fn backend_gflops<B: Backend>(b: &B, vals: &[f32], n: usize, time_best: &Timer<'_>) -> Result<f64> {
     let blob = Arc::new(Blob::Owned(bytemuck_f32(vals)));
     let shape = [n, n];
     let view = TensorView {

@@ -108,12 +108,8 @@ fn known_histories_give_the_reference_sessions() {
             let sids: Vec<Vec<u32>> = serde_json::from_value(w["sids"].clone()).unwrap();
             assert_eq!(s.sids, sids);
             let ws = w["score"].as_f64().unwrap();
-            // The built-in model is q8_0: the CPU's integer kernels also round the
-            // activations of small products to q8 (docs/DECISIONS.md, "CPU kernels"),
-            // which moves scores by about 2e-4 relative; 1e-3 still catches a wrong
-            // kernel (errors of order 1).
             assert!(
-                (s.score as f64 - ws).abs() <= 1e-3 * ws.abs().max(1.0),
+                (s.score as f64 - ws).abs() <= 1e-4 * ws.abs().max(1.0),
                 "score {} vs {ws}",
                 s.score
             );

@@ -524,19 +524,27 @@ macro_rules! suite {
     };
 }
 
-/// The CPU at every SIMD level this machine runs (the integer q8 path on where the
-/// level has it); the reference itself is the scalar level without it.
+/// The CPU at every SIMD level this machine runs, with and without the integer q8 path;
+/// the reference itself is the scalar level without it.
 fn cpu_levels() -> Vec<(String, CpuBackend, Tol)> {
-    SimdLevel::available()
+    let mut v: Vec<(String, CpuBackend, Tol)> = SimdLevel::available()
         .into_iter()
         .map(|l| {
             (
                 format!("cpu {}", l.name()),
                 CpuBackend::with_simd(l),
-                int8_activations as Tol,
+                exact as Tol,
             )
         })
-        .collect()
+        .collect();
+    for l in SimdLevel::available() {
+        v.push((
+            format!("cpu {} int8", l.name()),
+            CpuBackend::with_simd(l).with_int8(true),
+            int8_activations as Tol,
+        ));
+    }
+    v
 }
 
 /// The shared poisoned device and one that splits weights across 4 KiB bindings.

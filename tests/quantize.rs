@@ -408,12 +408,7 @@ fn cpu_kernels_on_stored_types_match_the_decoded_f32_product() {
             let want = be.download(&be.matmul(&xb, &reference).unwrap()).unwrap();
             let e = rel_err(&got, &want);
             // Same decoded values, summation order differs: float32 rounding only.
-            // Except few rows of q8_0/q4_0 on the integer path, which also rounds the
-            // activations to q8 per block: uniform noise of step amax/127, about 0.5%
-            // relative on these Gaussian rows.
-            let int_path = dtype.is_quantized() && m <= 8;
-            let tol = if int_path { 2e-2 } else { 1e-5 };
-            assert!(e < tol, "{dtype} m={m} n={n} k={k}: rel err {e:e}");
+            assert!(e < 1e-5, "{dtype} m={m} n={n} k={k}: rel err {e:e}");
 
             // Embedding gathers decode the same rows.
             let idx: Vec<u32> = (0..7).map(|i| (i * 37 % n) as u32).collect();

@@ -243,7 +243,8 @@ unsafe fn load<S: Simd>(p: *const f32) -> S::f32s {
 
 /// `R × C` outputs over `k` values: `y[i, j] (+)= x_i · w_j`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+// Indexing the register tile by (i, j) says what it is; iterators would hide it.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn tile<S: Simd, const R: usize, const C: usize>(
     simd: S,
     x: *const f32,

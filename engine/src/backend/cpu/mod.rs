@@ -66,18 +66,28 @@ impl Default for CpuBackend {
 }
 
 impl CpuBackend {
-    /// At the best SIMD level this CPU runs (or `ONEREC_CPU_SIMD`'s).
+    /// At the best SIMD level this CPU runs (or `ONEREC_CPU_SIMD`'s); integer q8 dots
+    /// when `ONEREC_CPU_INT8=1`.
     pub fn new() -> Self {
-        Self::with_simd(SimdLevel::detect())
+        let int8 = std::env::var("ONEREC_CPU_INT8").is_ok_and(|v| v.trim() == "1");
+        Self::with_simd(SimdLevel::detect()).with_int8(int8)
     }
 
     /// At a given level (tests force every level the CPU runs).
     pub fn with_simd(simd: SimdLevel) -> Self {
         CpuBackend {
             simd,
-            int8: true,
+            int8: false,
             flops: Arc::default(),
         }
+    }
+
+    /// Whether q8_0/q4_0 products of few rows may quantise the activations to q8 and
+    /// use integer dots (faster; scores move by ~1e-3 relative, which can reorder
+    /// near-tied sessions, so it is opt-in).
+    pub fn with_int8(mut self, on: bool) -> Self {
+        self.int8 = on;
+        self
     }
 
     /// The reference every backend's kernels are tested against: scalar code, and
