@@ -4,7 +4,6 @@
 use crate::error::ServeError;
 use crate::settings::{IdType, Settings};
 use crate::sys;
-use onerec_engine::catalog::Catalog;
 use onerec_engine::{Request, MAX_BEAM};
 
 pub const HISTORY: &str = "HISTORY";
@@ -164,27 +163,15 @@ pub fn build(inputs: &dyn Inputs, s: &Settings) -> Result<Request, ServeError> {
         .build())
 }
 
-/// The checks the engine makes before decoding (generate.rs `prepare`), made here so a
-/// request that would fail is answered alone; plus the server's own beam limit.
-pub fn validate(r: &Request, catalog: &Catalog, max_beam: usize) -> Result<(), ServeError> {
-    if r.history.is_empty() {
-        return Err(ServeError::Input(
-            "the history is empty: give at least one item".into(),
-        ));
-    }
-    if r.beam == 0 || r.beam > max_beam {
+/// The server's own limit on a request, beyond the engine's checks (which
+/// `Engine::recommend_each` makes per request): the model's configured `max_beam`.
+pub fn within_max_beam(r: &Request, max_beam: usize) -> Result<(), ServeError> {
+    if r.beam > max_beam {
         return Err(ServeError::Input(format!(
             "beam must be in 1..={max_beam} (this model's max_beam), got {}",
             r.beam
         )));
     }
-    if r.results == 0 || r.results > r.beam {
-        return Err(ServeError::Input(format!(
-            "results must be in 1..=beam ({}), got {}",
-            r.beam, r.results
-        )));
-    }
-    catalog.resolve(&r.history)?;
     Ok(())
 }
 

@@ -1,18 +1,21 @@
 //! One execute call's requests → one engine batch, each request with its own answer.
 
 use crate::error::ServeError;
-use crate::request::validate;
-use onerec_engine::catalog::Catalog;
+use crate::request::within_max_beam;
 use onerec_engine::{Engine, Request, Response};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// The one call into the engine. When the engine answers each request of a batch on its own
-/// (`Engine::recommend_each`), this becomes that call and the one-by-one fallback in
-/// [`serve`] is no longer needed.
-fn recommend_batch(engine: &Engine, requests: &[Request]) -> Result<Vec<Response>, ServeError> {
+type Answers = Vec<Result<Response, ServeError>>;
+
+/// The one call into the engine: a result per request (`Engine::recommend_each`: an
+/// invalid request fails alone, the valid ones are decoded together); the outer error is
+/// a failure of the whole call (backend, budget, an internal error).
+fn recommend_batch(engine: &Engine, requests: &[Request]) -> Result<Answers, ServeError> {
     // A panic in the engine is a bug; caught here it fails this batch, not the server.
-    match catch_unwind(AssertUnwindSafe(|| engine.recommend(requests))) {
-        Ok(Ok(r)) if r.len() == requests.len() => Ok(r),
+    match catch_unwind(AssertUnwindSafe(|| engine.recommend_each(requests))) {
+        Ok(Ok(r)) if r.len() == requests.len() => {
+            Ok(r.into_iter().map(|r| r.map_err(ServeError::from)).collect())
+        }
         Ok(Ok(r)) => Err(ServeError::Internal(format!(
             "the engine answered {} of {} requests",
             r.len(),
@@ -23,32 +26,29 @@ fn recommend_batch(engine: &Engine, requests: &[Request]) -> Result<Vec<Response
     }
 }
 
-/// Answers every request: those that failed to parse keep their error, the rest are
-/// checked and decoded together as one engine batch. If the batch still fails (an error
-/// the checks could not foresee), each request is decoded alone, so one bad request never
-/// fails its neighbours.
+/// Answers every request: those that failed to parse or exceed the server's beam limit
+/// keep their error, the rest are decoded as one engine batch with an answer each. If the
+/// whole call fails (a budget a smaller batch would meet, an internal error), each request
+/// is decoded alone, so one request never fails its neighbours.
 pub fn serve(
     engine: &Engine,
     max_beam: usize,
     parsed: Vec<Result<Request, ServeError>>,
-) -> Vec<Result<Response, ServeError>> {
-    serve_with(&engine.file().catalog, max_beam, parsed, |batch| {
-        recommend_batch(engine, batch)
-    })
+) -> Answers {
+    serve_with(max_beam, parsed, |batch| recommend_batch(engine, batch))
 }
 
 /// [`serve`] over any batch decoder (tests inject failures through it).
 fn serve_with(
-    catalog: &Catalog,
     max_beam: usize,
     parsed: Vec<Result<Request, ServeError>>,
-    recommend: impl Fn(&[Request]) -> Result<Vec<Response>, ServeError>,
-) -> Vec<Result<Response, ServeError>> {
+    recommend: impl Fn(&[Request]) -> Result<Answers, ServeError>,
+) -> Answers {
     let mut out: Vec<Option<Result<Response, ServeError>>> = Vec::with_capacity(parsed.len());
     let mut batch = Vec::new();
     let mut slots = Vec::new();
     for (i, p) in parsed.into_iter().enumerate() {
-        match p.and_then(|r| validate(&r, catalog, max_beam).map(|()| r)) {
+        match p.and_then(|r| within_max_beam(&r, max_beam).map(|()| r)) {
             Ok(r) => {
                 batch.push(r);
                 slots.push(i);
@@ -59,9 +59,9 @@ fn serve_with(
     }
     if !batch.is_empty() {
         match recommend(&batch) {
-            Ok(responses) => {
-                for (slot, r) in slots.iter().zip(responses) {
-                    out[*slot] = Some(Ok(r));
+            Ok(answers) => {
+                for (slot, r) in slots.iter().zip(answers) {
+                    out[*slot] = Some(r);
                 }
             }
             Err(e) if batch.len() == 1 => out[slots[0]] = Some(Err(e)),
@@ -71,10 +71,11 @@ fn serve_with(
                     batch.len()
                 );
                 for (slot, r) in slots.iter().zip(&batch) {
-                    out[*slot] = Some(
-                        recommend(std::slice::from_ref(r))
-                            .map(|mut v| v.pop().expect("one response per request")),
-                    );
+                    out[*slot] = Some(recommend(std::slice::from_ref(r)).and_then(|mut v| {
+                        v.pop().unwrap_or_else(|| {
+                            Err(ServeError::Internal("no answer for the request".into()))
+                        })
+                    }));
                 }
             }
         }
@@ -165,7 +166,7 @@ mod tests {
             .iter()
             .map(|h| Ok(Request::new(h.clone(), 4, 2)))
             .collect();
-        let out = serve_with(&e.file().catalog, 32, parsed, run);
+        let out = serve_with(32, parsed, run);
         assert!(out[1].as_ref().unwrap_err().to_string().contains("boom"));
         for i in [0, 2] {
             let want = e.recommend(&[Request::new(reqs[i].clone(), 4, 2)]).unwrap();
