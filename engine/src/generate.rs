@@ -478,3 +478,53 @@ fn answer(cat: &Catalog, u: &UserState, f: Finished) -> Result<Result<Response>>
         final_scores: f.scores,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserState {
+        UserState {
+            index: 0,
+            beam: 2,
+            results: 2,
+            history: vec![0],
+            excluded: vec![],
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::new(vec![10, 20], vec![0, 1, 1, 0], 2, 2).unwrap()
+    }
+
+    /// Issue 11 item 1: the "no item" sentinel (or any row past the catalog) coming out of
+    /// a backend is an internal error, never an index.
+    #[test]
+    fn a_row_outside_the_catalog_is_an_internal_error() {
+        let f = Finished {
+            scores: vec![-1.0],
+            sessions: vec![vec![1, u32::MAX]],
+        };
+        let e = answer(&catalog(), &user(), f).unwrap_err();
+        assert!(
+            matches!(e, Error::Internal(ref m) if m.contains("4294967295")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_non_finite_score_fails_only_its_request() {
+        let f = Finished {
+            scores: vec![-1.0, f32::NAN],
+            sessions: vec![vec![0], vec![1]],
+        };
+        let r = answer(&catalog(), &user(), f).unwrap();
+        assert!(matches!(r, Err(Error::NonFinite { .. })), "{r:?}");
+        let ok = Finished {
+            scores: vec![-1.0, -2.0],
+            sessions: vec![vec![0], vec![1]],
+        };
+        let r = answer(&catalog(), &user(), ok).unwrap().unwrap();
+        assert_eq!(r.sessions[1].items, vec![20]);
+    }
+}
