@@ -28,6 +28,10 @@ enum Command {
     Batch(crate::batch::BatchArgs),
     /// Print a model's config, catalog size and tensors; `--verify` checks every byte.
     Inspect(crate::inspect::InspectArgs),
+    /// List the GPU adapters (index, type, backend, name, driver) the wgpu backend can use.
+    Devices(crate::devices::DevicesArgs),
+    /// Turn a safetensors checkpoint with other tensor names into this engine's checkpoint.
+    Convert(crate::convert::ConvertArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +71,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Recommend(a) => recommend(a),
         Command::Batch(a) => crate::batch::run(a),
         Command::Inspect(a) => crate::inspect::inspect(a),
+        Command::Convert(a) => crate::convert::run(a),
+        Command::Devices(a) => crate::devices::run(a),
     }
 }
 
@@ -78,11 +84,12 @@ fn recommend(a: RecommendArgs) -> Result<()> {
     };
     let exclude = ids::parse_list("--exclude", &a.exclude)?;
     let engine = a.model.load()?;
-    let request = Request {
-        exclude,
-        exclude_history: a.exclude_history,
-        ..Request::new(history, a.beam, a.results)
-    };
+    let request = Request::builder(history)
+        .beam(a.beam)
+        .results(a.results)
+        .exclude(exclude)
+        .exclude_history(a.exclude_history)
+        .build();
     let response = engine.recommend(std::slice::from_ref(&request))?.remove(0);
     let builtin = a.model.model.is_none();
     if a.json {

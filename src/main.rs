@@ -2,7 +2,9 @@
 
 mod batch;
 mod cli;
+mod convert;
 mod default_model;
+mod devices;
 mod ids;
 mod inspect;
 mod model_args;
