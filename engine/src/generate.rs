@@ -206,6 +206,24 @@ pub struct Session {
     pub sids: Vec<Vec<u32>>,
 }
 
+/// One request's answer: sessions best first, each `session_len` items with their SIDs.
+///
+/// ```
+/// use onerec_engine::{BackendKind, Engine, Request};
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/moe_dec_l2");
+/// let engine = Engine::load(path.as_ref(), BackendKind::Cpu)?;
+/// let history = vec![engine.file().catalog.item_id(0)];
+/// let resp = engine.recommend(&[Request::builder(history).beam(8).results(2).build()])?.remove(0);
+/// for pair in resp.sessions.windows(2) {
+///     assert!(pair[0].score >= pair[1].score); // best first
+/// }
+/// for s in &resp.sessions {
+///     assert_eq!(s.items.len(), s.sids.len());
+///     assert!(s.sids.iter().all(|sid| sid.len() == engine.config().n_levels));
+/// }
+/// assert!(resp.final_scores.len() >= resp.sessions.len());
+/// # Ok::<(), onerec_engine::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Response {
     /// Up to `results` sessions, best first.
