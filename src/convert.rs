@@ -150,6 +150,9 @@ fn rules(map: &serde_json::Value) -> Result<Vec<Rule>> {
     Ok(out)
 }
 
+/// A planned engine tensor: name, type, shape, and its source parts by stack index.
+type Built = (String, Dtype, Vec<usize>, Vec<(usize, String)>);
+
 /// What a target tensor is made of: source names, by stack index (one entry, index 0,
 /// when not stacked).
 #[derive(Default)]
@@ -225,7 +228,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     }
 
     // Shapes and types of every planned tensor.
-    let mut built: Vec<(String, Dtype, Vec<usize>, Vec<(usize, String)>)> = Vec::new();
+    let mut built: Vec<Built> = Vec::new();
     for (target, plan) in &plans {
         let Some(want) = expected.get(target) else {
             problems.push(format!(
@@ -331,12 +334,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-fn write(
-    a: &ConvertArgs,
-    config_text: &str,
-    st: &SafeTensors<'_>,
-    built: &[(String, Dtype, Vec<usize>, Vec<(usize, String)>)],
-) -> Result<()> {
+fn write(a: &ConvertArgs, config_text: &str, st: &SafeTensors<'_>, built: &[Built]) -> Result<()> {
     // Stacked tensors are concatenated into owned buffers; the others are written from the map.
     let mut owned: Vec<Vec<u8>> = Vec::new();
     for (_, _, _, parts) in built {

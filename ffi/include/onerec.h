@@ -286,8 +286,9 @@ typedef struct onerec_model_params {
      */
     onerec_backend backend;
     /**
-     * Which GPU adapter the wgpu backend uses: an index in the list onerec_device_name()
-     * walks, or -1 (default) to let the library choose.
+     * Which GPU adapter the GPU backend uses: an index in the adapter list that
+     * `onerec devices` prints (wgpu's enumeration order; the CUDA ordinal on CUDA), or -1
+     * (default) to let the library choose.
      */
     int32_t device_index;
     /**

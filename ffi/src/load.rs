@@ -177,7 +177,7 @@ fn read_range(fd: std::ffi::c_int, offset: u64, length: u64) -> Result<Vec<u8>, 
     let end = if length == 0 {
         size
     } else {
-        offset.checked_add(length).unwrap_or(u64::MAX)
+        offset.saturating_add(length)
     };
     if offset > size || end > size || end <= offset {
         return Err(io(format!(

@@ -56,8 +56,9 @@ pub struct onerec_model {
 pub struct onerec_model_params {
     /// One of the ONEREC_BACKEND_* values. Default ONEREC_BACKEND_AUTO.
     pub backend: onerec_backend,
-    /// Which GPU adapter the wgpu backend uses: an index in the list onerec_device_name()
-    /// walks, or -1 (default) to let the library choose.
+    /// Which GPU adapter the GPU backend uses: an index in the adapter list that
+    /// `onerec devices` prints (wgpu's enumeration order; the CUDA ordinal on CUDA), or -1
+    /// (default) to let the library choose.
     pub device_index: i32,
     /// KV-cache precision on GPU backends (ONEREC_KV_*; the CPU always uses f32).
     /// Default ONEREC_KV_AUTO.
