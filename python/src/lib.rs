@@ -122,7 +122,9 @@ impl Engine {
             })
             .collect();
         let engine = self.engine.clone();
-        let outcomes = py.detach(move || engine.recommend_each(&requests)).map_err(error)?;
+        let outcomes = py
+            .detach(move || engine.recommend_each(&requests))
+            .map_err(error)?;
         let out = PyList::empty(py);
         for (i, r) in outcomes.into_iter().enumerate() {
             match r {
