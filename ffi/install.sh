@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the C library in release and installs it under PREFIX:
 #   PREFIX/include/onerec.h
-#   PREFIX/lib/libonerec.a, PREFIX/lib/libonerec.so (.dylib on macOS)
+#   PREFIX/lib/libonerec.a, PREFIX/lib/libonerec.so.N + the link libonerec.so (N = the C ABI
+#   version, ONEREC_ABI_VERSION; libonerec.N.dylib + libonerec.dylib on macOS)
 #   PREFIX/lib/pkgconfig/onerec.pc (shared) and onerec-static.pc (static)
 #   PREFIX/lib/cmake/onerec/onerecConfig.cmake (targets onerec::onerec, onerec::onerec_static)
+#   and onerecConfigVersion.cmake
 # Usage: ffi/install.sh PREFIX   (Linux, macOS; see docs/C_API.md for Android and iOS)
 set -euo pipefail
 prefix=${1:?usage: ffi/install.sh PREFIX}
@@ -16,9 +18,11 @@ log=$(cargo rustc --release -p onerec-ffi --lib -- --print native-static-libs 2>
 native=$(sed -n 's/.*native-static-libs: //p' <<<"$log" | tail -n 1)
 [ -n "$native" ] || { echo "$log" >&2; echo "error: rustc did not print the native static libraries" >&2; exit 1; }
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+abi=$(sed -n 's/^pub const ONEREC_ABI_VERSION: u32 = \([0-9]*\);/\1/p' ffi/src/lib.rs)
+[ -n "$abi" ] || { echo "error: no ONEREC_ABI_VERSION in ffi/src/lib.rs" >&2; exit 1; }
 case "$(uname -s)" in
-    Darwin) shared=libonerec.dylib ;;
-    *) shared=libonerec.so ;;
+    Darwin) built=libonerec.dylib shared=libonerec.$abi.dylib ;;
+    *) built=libonerec.so shared=libonerec.so.$abi ;;
 esac
 
 mkdir -p "$prefix/include" "$prefix/lib/pkgconfig" "$prefix/lib/cmake/onerec"
@@ -30,7 +34,9 @@ put() { # put SRC DEST
 out="${CARGO_TARGET_DIR:-target}/release"
 put ffi/include/onerec.h "$prefix/include/onerec.h"
 put "$out/libonerec.a" "$prefix/lib/libonerec.a"
-put "$out/$shared" "$prefix/lib/$shared"
+put "$out/$built" "$prefix/lib/$shared"
+# The name programs link with (-lonerec); they record the versioned SONAME.
+ln -sfn "$shared" "$prefix/lib/$built"
 pc() { # pc NAME LIBS LIBS_PRIVATE
     local tmp="$prefix/lib/pkgconfig/$1.pc.tmp.$$"
     sed -e "s|@PREFIX@|$prefix|" -e "s|@NAME@|$1|" -e "s|@VERSION@|$version|" \
@@ -44,4 +50,7 @@ cmake_libs=$(sed -e 's/-framework /-framework_/g' <<<"$native" | tr ' ' '\n' | s
 tmp="$prefix/lib/cmake/onerec/onerecConfig.cmake.tmp.$$"
 sed -e "s|@VERSION@|$version|" -e "s|@SHARED@|$shared|" -e "s|@NATIVE_LIBS@|$cmake_libs|" ffi/onerecConfig.cmake.in >"$tmp"
 mv -f "$tmp" "$prefix/lib/cmake/onerec/onerecConfig.cmake"
+tmp="$prefix/lib/cmake/onerec/onerecConfigVersion.cmake.tmp.$$"
+sed -e "s|@VERSION@|$version|" -e "s|@ABI@|$abi|" ffi/onerecConfigVersion.cmake.in >"$tmp"
+mv -f "$tmp" "$prefix/lib/cmake/onerec/onerecConfigVersion.cmake"
 echo "installed onerec $version in $prefix"

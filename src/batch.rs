@@ -142,15 +142,12 @@ fn request_of(m: &Map<String, Value>, a: &BatchArgs) -> Result<Request, String> 
         Some(Value::Bool(b)) => *b,
         Some(v) => return Err(format!("`exclude_history` must be true or false, got {v}")),
     };
-    Ok(Request {
-        exclude,
-        exclude_history,
-        ..Request::new(
-            history,
-            count("beam", a.beam)?,
-            count("results", a.results)?,
-        )
-    })
+    Ok(Request::builder(history)
+        .beam(count("beam", a.beam)?)
+        .results(count("results", a.results)?)
+        .exclude(exclude)
+        .exclude_history(exclude_history)
+        .build())
 }
 
 /// Runs the parsed requests of `lines` as one batch and writes one output line per input line.

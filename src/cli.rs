@@ -32,6 +32,10 @@ enum Command {
     Catalog(crate::catalog_cmd::CatalogArgs),
     /// Time a grid of backend × weight type × beam × history × batch (a llama-bench).
     Bench(crate::bench::BenchArgs),
+    /// List the GPU adapters (index, type, backend, name, driver) the wgpu backend can use.
+    Devices(crate::devices::DevicesArgs),
+    /// Turn a safetensors checkpoint with other tensor names into this engine's checkpoint.
+    Convert(crate::convert::ConvertArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,6 +77,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => crate::inspect::inspect(a),
         Command::Catalog(a) => crate::catalog_cmd::run(a),
         Command::Bench(a) => crate::bench::bench(a),
+        Command::Convert(a) => crate::convert::run(a),
+        Command::Devices(a) => crate::devices::run(a),
     }
 }
 
@@ -84,11 +90,12 @@ fn recommend(a: RecommendArgs) -> Result<()> {
     };
     let exclude = ids::parse_list("--exclude", &a.exclude)?;
     let engine = a.model.load()?;
-    let request = Request {
-        exclude,
-        exclude_history: a.exclude_history,
-        ..Request::new(history, a.beam, a.results)
-    };
+    let request = Request::builder(history)
+        .beam(a.beam)
+        .results(a.results)
+        .exclude(exclude)
+        .exclude_history(a.exclude_history)
+        .build();
     let response = engine.recommend(std::slice::from_ref(&request))?.remove(0);
     let builtin = a.model.model.is_none();
     if a.json {

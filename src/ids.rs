@@ -77,3 +77,20 @@ pub fn list_from_json(what: &str, v: &serde_json::Value) -> Result<Vec<u64>, Str
         .map(|(i, x)| from_json(x).map_err(|e| format!("`{what}[{i}]`: {e}")))
         .collect()
 }
+
+/// A small text file, refused above `cap` bytes (a wrong path must not fill memory).
+pub fn read_text(path: &Path, cap: u64) -> Result<String> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        bail!("{} is not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > cap {
+        bail!("{} is larger than {cap} bytes", path.display());
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}

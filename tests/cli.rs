@@ -440,3 +440,196 @@ fn inspect_without_model_describes_the_built_in_model() {
         "{text}"
     );
 }
+
+/// A PyTorch-style renaming of `name` with per-expert tensors: the converter's input.
+fn torch_names(name: &str, data: &[u8], shape: &[usize]) -> Vec<(String, Vec<u8>, Vec<usize>)> {
+    let renamed = name
+        .replace("enc.layers.", "encoder.layer.")
+        .replace("dec.layers.", "decoder.layer.")
+        .replace(".attn.", ".attention.")
+        .replace(".self_attn.", ".self_attention.")
+        .replace(".cross_attn.", ".cross_attention.");
+    if let Some(prefix) = renamed.strip_suffix(".moe.gate") {
+        // [E, de, d] → E tensors `...experts.{e}.w_gate` of [de, d].
+        let e = shape[0];
+        let per = data.len() / e;
+        return (0..e)
+            .map(|i| {
+                (
+                    format!("{prefix}.experts.{i}.w_gate.weight"),
+                    data[i * per..(i + 1) * per].to_vec(),
+                    shape[1..].to_vec(),
+                )
+            })
+            .collect();
+    }
+    vec![(
+        format!("model.{renamed}.weight"),
+        data.to_vec(),
+        shape.to_vec(),
+    )]
+}
+
+#[test]
+fn convert_renames_and_stacks_and_reports_every_mismatch() {
+    let src = fixture("moe_dec_l2");
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        for t in torch_names(&name, view.data(), view.shape()) {
+            tensors.push((t, view.dtype()));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("torch.safetensors");
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|((n, d, s), dt)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &input).unwrap();
+    // Placeholders match integers only, so each name family gets its own rule; the
+    // per-expert gates (`{e}` absent from the engine name) are stacked into `[E, de, d]`.
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "decoder.layer.{i}.experts.{e}.w_gate.weight".into(),
+        "dec.layers.{i}.moe.gate".into(),
+    );
+    map.insert("model.head.weight".into(), "head".into());
+    for n in ["attn_norm", "ffn_norm"] {
+        map.insert(
+            format!("model.encoder.layer.{{i}}.{n}.weight"),
+            format!("enc.layers.{{i}}.{n}").into(),
+        );
+    }
+    for m in ["q", "k", "v", "o"] {
+        map.insert(
+            format!("model.encoder.layer.{{i}}.attention.{m}.weight"),
+            format!("enc.layers.{{i}}.attn.{m}").into(),
+        );
+        map.insert(
+            format!("model.decoder.layer.{{i}}.self_attention.{m}.weight"),
+            format!("dec.layers.{{i}}.self_attn.{m}").into(),
+        );
+        map.insert(
+            format!("model.decoder.layer.{{i}}.cross_attention.{m}.weight"),
+            format!("dec.layers.{{i}}.cross_attn.{m}").into(),
+        );
+    }
+    for m in ["gate", "up", "down"] {
+        map.insert(
+            format!("model.encoder.layer.{{i}}.ffn.{m}.weight"),
+            format!("enc.layers.{{i}}.ffn.{m}").into(),
+        );
+    }
+    for m in ["up", "down", "router"] {
+        map.insert(
+            format!("model.decoder.layer.{{i}}.moe.{m}.weight"),
+            format!("dec.layers.{{i}}.moe.{m}").into(),
+        );
+    }
+    for n in ["self_norm", "cross_norm", "ffn_norm"] {
+        map.insert(
+            format!("model.decoder.layer.{{i}}.{n}.weight"),
+            format!("dec.layers.{{i}}.{n}").into(),
+        );
+    }
+    for n in [
+        "enc.embed",
+        "enc.pos",
+        "enc.norm",
+        "dec.bos",
+        "dec.embed",
+        "dec.pos",
+        "dec.norm",
+        "catalog.item_ids",
+        "catalog.sids",
+    ] {
+        map.insert(format!("model.{n}.weight"), n.into());
+    }
+    let map_path = dir.path().join("map.json");
+    std::fs::write(
+        &map_path,
+        serde_json::Value::Object(map.clone()).to_string(),
+    )
+    .unwrap();
+    let config = src.join("config.json");
+    let out_dir = dir.path().join("converted");
+    let args = |map: &std::path::Path, out: &std::path::Path| {
+        onerec(&[
+            "convert",
+            "--input",
+            input.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--map",
+            map.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+    };
+    let out = args(&map_path, &out_dir);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The converted checkpoint answers as the original does.
+    let g = load_golden("moe_dec_l2");
+    let (req, _) = &requests(&g)[1];
+    let run = |model: &std::path::Path| {
+        json_of(&onerec(&[
+            "recommend",
+            "--model",
+            model.to_str().unwrap(),
+            "--history",
+            &join(&req.history),
+            "--backend",
+            "cpu",
+            "--json",
+        ]))
+    };
+    assert_eq!(run(&out_dir), run(&src));
+
+    // A map with three problems: all three reported, nothing written.
+    map.remove("model.head.weight"); // head missing, and its source unmapped
+    map.insert("model.dec.bos.weight".into(), "dec.pos".into()); // wrong shape, dec.bos missing
+    std::fs::write(&map_path, serde_json::Value::Object(map).to_string()).unwrap();
+    let bad_dir = dir.path().join("bad");
+    let out = args(&map_path, &bad_dir);
+    assert!(!out.status.success());
+    let report = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "source tensor `model.head.weight` matches no map entry",
+        "engine tensor `head` is missing",
+        "engine tensor `dec.bos` is missing",
+        "both map to `dec.pos`",
+    ] {
+        assert!(report.contains(want), "{want}: {report}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mismatch"));
+    assert!(!bad_dir.exists());
+}
+
+#[test]
+fn devices_lists_adapters_as_json() {
+    let out = onerec(&["devices", "--json"]);
+    let list = json_of(&out);
+    let list = list.as_array().unwrap();
+    for (i, d) in list.iter().enumerate() {
+        assert_eq!(d["index"], i, "{d}");
+        assert!(d["name"].is_string() && d["type"].is_string() && d["backend"].is_string());
+    }
+    // Where the GPU tests must run (CI with lavapipe), an adapter is listed.
+    if std::env::var("ONEREC_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        assert!(!list.is_empty(), "no adapter listed");
+    }
+    let table = onerec(&["devices"]);
+    assert!(table.status.success());
+}

@@ -93,13 +93,11 @@ fn known_histories_give_the_reference_sessions() {
             r["min_score_gap"].as_f64().unwrap() > 1e-4,
             "golden too close to a tie: {r}"
         );
-        let req = Request {
-            history: u64s(&r["history"]),
-            beam: r["beam"].as_u64().unwrap() as usize,
-            results: r["results"].as_u64().unwrap() as usize,
-            exclude: Vec::new(),
-            exclude_history: r["exclude_history"].as_bool().unwrap(),
-        };
+        let req = Request::builder(u64s(&r["history"]))
+            .beam(r["beam"].as_u64().unwrap() as usize)
+            .results(r["results"].as_u64().unwrap() as usize)
+            .exclude_history(r["exclude_history"].as_bool().unwrap())
+            .build();
         let got = e.recommend(std::slice::from_ref(&req)).unwrap().remove(0);
         let want = r["sessions"].as_array().unwrap();
         assert_eq!(got.sessions.len(), want.len(), "history {:?}", req.history);

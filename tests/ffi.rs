@@ -285,6 +285,7 @@ fn golden_requests_on_the_gpu_backend() {
                 path.as_ptr(),
                 onerec_model_params {
                     backend: ONEREC_BACKEND_WGPU,
+                    ..onerec_model_default_params()
                 },
                 &mut model,
             )
@@ -388,7 +389,10 @@ fn load_errors() {
         onerec_status::NullPointer,
         "out_model",
     );
-    let bad_backend = onerec_model_params { backend: 77 };
+    let bad_backend = onerec_model_params {
+        backend: 77,
+        ..onerec_model_default_params()
+    };
     fails(
         unsafe { onerec_model_load(good.as_ptr(), bad_backend, &mut model) },
         onerec_status::InvalidArgument,
@@ -402,8 +406,16 @@ fn load_errors() {
     // GPU backends either load (when built in and usable) or say they are unavailable.
     for backend in [ONEREC_BACKEND_WGPU, ONEREC_BACKEND_CUDA] {
         let mut m = ptr::null_mut();
-        let st =
-            unsafe { onerec_model_load(good.as_ptr(), onerec_model_params { backend }, &mut m) };
+        let st = unsafe {
+            onerec_model_load(
+                good.as_ptr(),
+                onerec_model_params {
+                    backend,
+                    ..onerec_model_default_params()
+                },
+                &mut m,
+            )
+        };
         assert!(
             matches!(st, onerec_status::Ok | onerec_status::BackendUnavailable),
             "backend {backend}: {st:?} {}",
@@ -520,14 +532,29 @@ fn request_and_result_errors() {
         "request 1",
     );
 
-    // After a failure the context holds no results.
+    // The bad request fails alone: request 0 keeps its results, request 1 its status.
+    check_results(ctx, 0, g, "beside a failed request");
+    let mut st = onerec_status::Ok;
+    ok(unsafe { onerec_results_status(ctx, 1, &mut st) });
+    assert_eq!(st, onerec_status::InvalidArgument);
     let mut n = 99usize;
+    fails(
+        unsafe { onerec_results_n_sessions(ctx, 1, &mut n) },
+        onerec_status::InvalidArgument,
+        "request 1",
+    );
+    assert_eq!(n, 99);
+    // After a failure of the whole call the context holds no results.
+    fails(
+        unsafe { onerec_recommend(ctx, ptr::null(), 1) },
+        onerec_status::NullPointer,
+        "requests",
+    );
     fails(
         unsafe { onerec_results_n_sessions(ctx, 0, &mut n) },
         onerec_status::OutOfRange,
         "request 0",
     );
-    assert_eq!(n, 99);
 
     ok(unsafe { onerec_recommend(ctx, &req, 1) });
     check_results(ctx, 0, g, "after errors");

@@ -206,6 +206,24 @@ pub struct Session {
     pub sids: Vec<Vec<u32>>,
 }
 
+/// One request's answer: sessions best first, each `session_len` items with their SIDs.
+///
+/// ```
+/// use onerec_engine::{BackendKind, Engine, Request};
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/moe_dec_l2");
+/// let engine = Engine::load(path.as_ref(), BackendKind::Cpu)?;
+/// let history = vec![engine.file().catalog.item_id(0)];
+/// let resp = engine.recommend(&[Request::builder(history).beam(8).results(2).build()])?.remove(0);
+/// for pair in resp.sessions.windows(2) {
+///     assert!(pair[0].score >= pair[1].score); // best first
+/// }
+/// for s in &resp.sessions {
+///     assert_eq!(s.items.len(), s.sids.len());
+///     assert!(s.sids.iter().all(|sid| sid.len() == engine.config().n_levels));
+/// }
+/// assert!(resp.final_scores.len() >= resp.sessions.len());
+/// # Ok::<(), onerec_engine::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Response {
     /// Up to `results` sessions, best first.
@@ -488,4 +506,54 @@ fn answer(
         final_scores: f.scores,
         catalog_version,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> UserState {
+        UserState {
+            index: 0,
+            beam: 2,
+            results: 2,
+            history: vec![0],
+            excluded: vec![],
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::new(vec![10, 20], vec![0, 1, 1, 0], 2, 2).unwrap()
+    }
+
+    /// Issue 11 item 1: the "no item" sentinel (or any row past the catalog) coming out of
+    /// a backend is an internal error, never an index.
+    #[test]
+    fn a_row_outside_the_catalog_is_an_internal_error() {
+        let f = Finished {
+            scores: vec![-1.0],
+            sessions: vec![vec![1, u32::MAX]],
+        };
+        let e = answer(&catalog(), 0, &user(), f).unwrap_err();
+        assert!(
+            matches!(e, Error::Internal(ref m) if m.contains("4294967295")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_non_finite_score_fails_only_its_request() {
+        let f = Finished {
+            scores: vec![-1.0, f32::NAN],
+            sessions: vec![vec![0], vec![1]],
+        };
+        let r = answer(&catalog(), 0, &user(), f).unwrap();
+        assert!(matches!(r, Err(Error::NonFinite { .. })), "{r:?}");
+        let ok = Finished {
+            scores: vec![-1.0, -2.0],
+            sessions: vec![vec![0], vec![1]],
+        };
+        let r = answer(&catalog(), 0, &user(), ok).unwrap().unwrap();
+        assert_eq!(r.sessions[1].items, vec![20]);
+    }
 }

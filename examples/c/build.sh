@@ -13,7 +13,7 @@ cflags=${CFLAGS:--std=c11 -O1 -g -Wall -Wextra -Werror -pedantic}
 src="$root/examples/c"
 # shellcheck disable=SC2046,SC2086 # pkg-config output and CFLAGS are word lists
 $cc $cflags $(pkg-config --cflags onerec-static) -o "$out/test_onerec" \
-    "$src/test_onerec.c" "$src/json.c" $(pkg-config --libs onerec-static) -lpthread -lm
+    "$src/test_onerec.c" "$src/test_v2.c" "$src/json.c" $(pkg-config --libs onerec-static) -lpthread -lm
 # shellcheck disable=SC2046,SC2086
 $cc $cflags $(pkg-config --cflags onerec) -o "$out/recommend" \
     "$src/recommend.c" $(pkg-config --libs onerec) -Wl,-rpath,"$out/prefix/lib"

@@ -1,7 +1,9 @@
 /* Tests of the OneRec C API from C: golden results, every error path, threads sharing one
- * model. Usage: test_onerec FIXTURE_DIR... (tests/fixtures/<name>: a model + golden.json).
- * The first fixture also runs the error and thread tests. Exit status 0 when every check
- * passes. Run by scripts/ci.d/30-ffi-c.sh, also under valgrind. */
+ * model; with --model-file, the calls of ABI version 2 (test_v2.c).
+ * Usage: test_onerec [--model-file MODEL.onerec] FIXTURE_DIR... (tests/fixtures/<name>: a
+ * model + golden.json). The first fixture also runs the error and thread tests. Exit status
+ * 0 when every check passes. Run by scripts/ci.d/30-ffi-c.sh, also under valgrind and ASan. */
+#include "check.h"
 #include "json.h"
 #include "onerec.h"
 
@@ -12,32 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static atomic_int checks;
-static atomic_int failures;
-
-#define CHECK(cond, ...)                                                              \
-    do {                                                                              \
-        atomic_fetch_add(&checks, 1);                                                 \
-        if (!(cond)) {                                                                \
-            atomic_fetch_add(&failures, 1);                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                      \
-            fprintf(stderr, __VA_ARGS__);                                             \
-            fprintf(stderr, " (last error: \"%s\")\n", onerec_last_error());          \
-        }                                                                             \
-    } while (0)
-
-/* A call must return `expected` and leave a message that mentions `needle`. */
-#define CHECK_FAILS(call, expected, needle)                                           \
-    do {                                                                              \
-        onerec_status st_ = (call);                                                   \
-        CHECK(st_ == (expected), "%s returned %s, expected %s", #call,                \
-              onerec_status_name(st_), onerec_status_name(expected));                 \
-        CHECK(strstr(onerec_last_error(), (needle)) != NULL,                          \
-              "the message of %s should mention \"%s\"", #call, (needle));            \
-    } while (0)
-
-#define CHECK_OK(call) \
-    do { onerec_status st_ = (call); CHECK(st_ == ONEREC_STATUS_OK, "%s returned %s", #call, onerec_status_name(st_)); } while (0)
+atomic_int checks;
+atomic_int failures;
 
 /* Scores are sums of float32 log-probabilities; MODEL_SPEC's beam tolerance is 1e-3. */
 #define SCORE_TOL 1e-3
@@ -338,11 +316,15 @@ static void test_request_errors(const char *dir) {
     onerec_request batch[2] = {good, good};
     batch[1].beam = 0;
     CHECK_FAILS(onerec_recommend(ctx, batch, 2), ONEREC_STATUS_INVALID_ARGUMENT, "request 1");
-
-    /* After a failure the context holds no results. */
+    /* One bad request fails alone: request 0 still has its results. */
+    check_results(ctx, 0, gr, "beside a failed request");
     size_t n = 99;
-    CHECK_FAILS(onerec_results_n_sessions(ctx, 0, &n), ONEREC_STATUS_OUT_OF_RANGE, "request 0");
+    CHECK_FAILS(onerec_results_n_sessions(ctx, 1, &n), ONEREC_STATUS_INVALID_ARGUMENT, "request 1");
     CHECK(n == 99, "a failed call wrote its out-parameter");
+
+    /* After a failure of the whole call the context holds no results. */
+    CHECK_FAILS(onerec_recommend(ctx, NULL, 1), ONEREC_STATUS_NULL_POINTER, "requests");
+    CHECK_FAILS(onerec_results_n_sessions(ctx, 0, &n), ONEREC_STATUS_OUT_OF_RANGE, "request 0");
 
     CHECK_OK(onerec_recommend(ctx, &good, 1));
     CHECK(strcmp(onerec_last_error(), "") == 0, "a success clears the last error");
@@ -442,11 +424,23 @@ static void test_threads(const char *dir) {
 }
 
 int main(int argc, char **argv) {
+    const char *model_file = NULL;
+    if (argc == 3 && strcmp(argv[1], "--huge-batches") == 0) {
+        int f = test_huge_batches(argv[2]);
+        printf("%d checks, %d failures\n", atomic_load(&checks), f);
+        return f == 0 ? 0 : 1;
+    }
+    if (argc >= 3 && strcmp(argv[1], "--model-file") == 0) {
+        model_file = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: %s FIXTURE_DIR... (tests/fixtures/<name>)\n", argv[0]);
+        fprintf(stderr, "usage: %s [--model-file MODEL.onerec] FIXTURE_DIR... (tests/fixtures/<name>)\n", argv[0]);
         return 2;
     }
     test_versions();
+    if (model_file) test_v2(model_file, argv[1]);
     test_load_errors(argv[1]);
     test_request_errors(argv[1]);
     for (int i = 1; i < argc; i++) test_golden(argv[i]);

@@ -55,10 +55,18 @@
 
 /**
  * The version of the C ABI this header describes. It changes whenever a function
- * signature, a struct layout or the meaning of a status code changes. Compare it with
+ * signature, a struct layout or the meaning of a status code changes, and it is the
+ * number in the shared library's name (libonerec.so.2). Compare it with
  * onerec_abi_version() at start-up to catch a header/library mismatch.
+ *
+ * Version 2 (from version 1): onerec_model_params gained device_index, kv_precision,
+ * cpu_threads, verify and memory_budget; onerec_model_info gained the config's sizes and
+ * file_bytes; onerec_recommend() keeps the results of the requests that succeeded when
+ * others fail (per-request status: onerec_results_status()); new statuses CANCELLED,
+ * BUDGET_EXCEEDED, OUT_OF_MEMORY, NON_FINITE; new functions for loading from a buffer or
+ * a file descriptor, logging, aborting, catalog and memory queries.
  */
-#define ONEREC_ABI_VERSION 1
+#define ONEREC_ABI_VERSION 2
 
 /**
  * The result of every function that can fail. ONEREC_STATUS_OK (0) is success; on any
@@ -129,6 +137,26 @@ enum onerec_status
      * The handles involved are still safe to free.
      */
     ONEREC_STATUS_PANIC = 12,
+    /**
+     * The context's abort callback asked to stop; the call returned early and the context
+     * is ready for the next request. (ABI 2)
+     */
+    ONEREC_STATUS_CANCELLED = 13,
+    /**
+     * The batch would need more memory than the model's budget (onerec_model_params
+     * memory_budget, or the library's default cap); nothing was allocated. Split the batch
+     * or lower the beam. (ABI 2)
+     */
+    ONEREC_STATUS_BUDGET_EXCEEDED = 14,
+    /**
+     * An allocation failed; the library refused the work instead of aborting. (ABI 2)
+     */
+    ONEREC_STATUS_OUT_OF_MEMORY = 15,
+    /**
+     * A score came out as NaN or infinite (corrupted weights, or a numeric overflow); the
+     * request has no results. (ABI 2)
+     */
+    ONEREC_STATUS_NON_FINITE = 16,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -193,6 +221,15 @@ typedef struct onerec_request {
 } onerec_request;
 
 /**
+ * A function the library calls between decoder steps of onerec_recommend() on the
+ * context it is set on; returning true stops the call, which then returns
+ * ONEREC_STATUS_CANCELLED. It runs on the thread that called onerec_recommend(); to cancel
+ * from another thread, have it read a flag that thread sets (an atomic). It must not call
+ * back into the library.
+ */
+typedef bool (*onerec_abort_callback)(void *user_data);
+
+/**
  * One recommended session, read with onerec_results_session().
  *
  * Ownership: `items` and `sids` point into the context; they stay valid until the next
@@ -228,18 +265,68 @@ typedef struct onerec_session {
 typedef uint32_t onerec_backend;
 
 /**
+ * KV-cache precision on a GPU backend: one of the ONEREC_KV_* values.
+ */
+typedef uint32_t onerec_kv_precision;
+
+/**
+ * Whether loading reads every tensor to check its checksum and that every value is
+ * finite: one of the ONEREC_VERIFY_* values.
+ */
+typedef uint32_t onerec_verify;
+
+/**
  * How to load a model. Get one from onerec_model_default_params() and change the
  * fields you need, so that fields added later keep their defaults.
+ * (ABI version 1 had only `backend`.)
  */
 typedef struct onerec_model_params {
     /**
-     * One of the ONEREC_BACKEND_* values.
+     * One of the ONEREC_BACKEND_* values. Default ONEREC_BACKEND_AUTO.
      */
     onerec_backend backend;
+    /**
+     * Which GPU adapter the GPU backend uses: an index in the adapter list that
+     * `onerec devices` prints (wgpu's enumeration order; the CUDA ordinal on CUDA), or -1
+     * (default) to let the library choose.
+     */
+    int32_t device_index;
+    /**
+     * KV-cache precision on GPU backends (ONEREC_KV_*; the CPU always uses f32).
+     * Default ONEREC_KV_AUTO.
+     */
+    onerec_kv_precision kv_precision;
+    /**
+     * Threads of the CPU backend; 0 (default) is one per core.
+     */
+    uint32_t cpu_threads;
+    /**
+     * Checks of the weights at load (ONEREC_VERIFY_*). Default ONEREC_VERIFY_AUTO.
+     */
+    onerec_verify verify;
+    /**
+     * The most memory, in bytes, one onerec_recommend() call may plan to use (KV cache and
+     * activations); a larger batch fails with ONEREC_STATUS_BUDGET_EXCEEDED before it
+     * allocates anything. 0 (default) is the library's default cap.
+     */
+    uint64_t memory_budget;
 } onerec_model_params;
 
 /**
- * Facts about a loaded model.
+ * Severity of a log message: one of the ONEREC_LOG_* values (higher is more verbose).
+ */
+typedef uint32_t onerec_log_level;
+
+/**
+ * A function that receives the library's log messages: `level` is an ONEREC_LOG_* value,
+ * `message` a NUL-terminated line (valid only during the call), `user_data` what was given
+ * to onerec_log_set(). It may be called from any thread, also from several at once, and
+ * must not call back into the library.
+ */
+typedef void (*onerec_log_callback)(onerec_log_level level, const char *message, void *user_data);
+
+/**
+ * Facts about a loaded model (its config fields and limits).
  */
 typedef struct onerec_model_info {
     /**
@@ -266,6 +353,34 @@ typedef struct onerec_model_info {
      * The largest beam width a request may ask for.
      */
     size_t max_beam;
+    /**
+     * Model width.
+     */
+    size_t d_model;
+    /**
+     * Attention heads.
+     */
+    size_t n_heads;
+    /**
+     * Encoder layers.
+     */
+    size_t n_enc_layers;
+    /**
+     * Decoder layers.
+     */
+    size_t n_dec_layers;
+    /**
+     * Experts per MoE layer (0 when no layer is MoE).
+     */
+    size_t n_experts;
+    /**
+     * Experts each token is routed to.
+     */
+    size_t top_k;
+    /**
+     * Bytes of the model file (or checkpoint) the weights come from.
+     */
+    size_t file_bytes;
 } onerec_model_info;
 
 /**
@@ -281,6 +396,31 @@ typedef struct onerec_catalog_item {
     const float *embedding;
     size_t n_embedding;
 } onerec_catalog_item;
+
+/**
+ * Something failed.
+ */
+#define ONEREC_LOG_ERROR 1
+
+/**
+ * Something is off but the call goes on (e.g. a GPU was found but is unusable; the CPU serves).
+ */
+#define ONEREC_LOG_WARN 2
+
+/**
+ * What the library chose (backend, adapter, cache precision).
+ */
+#define ONEREC_LOG_INFO 3
+
+/**
+ * Details for debugging.
+ */
+#define ONEREC_LOG_DEBUG 4
+
+/**
+ * Everything, including the GPU runtime's own chatter.
+ */
+#define ONEREC_LOG_TRACE 5
 
 /**
  * A GPU backend when one is built in and usable, else the CPU.
@@ -301,6 +441,36 @@ typedef struct onerec_catalog_item {
  * The NVIDIA CUDA backend (in libraries built with `--features cuda`; servers).
  */
 #define ONEREC_BACKEND_CUDA 3
+
+/**
+ * f16 where the device supports it (half the memory; scores move by about 1e-3), else f32.
+ */
+#define ONEREC_KV_AUTO 0
+
+/**
+ * f32: the reference's precision, at twice the memory.
+ */
+#define ONEREC_KV_F32 1
+
+/**
+ * f16; a device without f16 support fails to load with ONEREC_STATUS_BACKEND_UNAVAILABLE.
+ */
+#define ONEREC_KV_F16 2
+
+/**
+ * Verify small models (the engine's threshold; see docs/DECISIONS.md), skip large ones.
+ */
+#define ONEREC_VERIFY_AUTO 0
+
+/**
+ * Always verify (reads the whole file once at load).
+ */
+#define ONEREC_VERIFY_ALWAYS 1
+
+/**
+ * Never verify (fastest load; a corrupted weight shows only as a failed request).
+ */
+#define ONEREC_VERIFY_NEVER 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -347,13 +517,20 @@ void onerec_context_free(struct onerec_context *ctx);
  * together: faster than one call per user), and keeps the results in `ctx`, request i's
  * at index i.
  *
- * Returns ONEREC_STATUS_OK, or ONEREC_STATUS_INVALID_ARGUMENT (bad beam, results or empty
- * history; the message names the request), ONEREC_STATUS_UNKNOWN_ITEM (a history item
- * is not in the catalog),
- * ONEREC_STATUS_NULL_POINTER, ONEREC_STATUS_BUSY, ONEREC_STATUS_BACKEND_FAILED.
- * Any call invalidates the pointers read from this context's previous results; after a
- * failure the context holds no results. A request may get fewer sessions than it asked
- * for, even none, when its exclusions leave fewer possible sessions.
+ * Each request succeeds or fails on its own: a request with an unknown history item or
+ * a bad beam fails alone and the others are still served. The call returns
+ * ONEREC_STATUS_OK when every request succeeded; otherwise the status of the first
+ * request that failed (ONEREC_STATUS_UNKNOWN_ITEM, ONEREC_STATUS_INVALID_ARGUMENT,
+ * ONEREC_STATUS_NON_FINITE; the message names the request), and the context still holds
+ * the results of the requests that succeeded: read each one's outcome with
+ * onerec_results_status(). (ABI version 1 kept no results after any failure.)
+ * Failures of the whole call leave no results: ONEREC_STATUS_NULL_POINTER,
+ * ONEREC_STATUS_BUSY, ONEREC_STATUS_CANCELLED (the abort callback stopped it),
+ * ONEREC_STATUS_BUDGET_EXCEEDED (the batch needs more memory than the budget),
+ * ONEREC_STATUS_OUT_OF_MEMORY, ONEREC_STATUS_BACKEND_FAILED.
+ * Any call invalidates the pointers read from this context's previous results. A request
+ * may get fewer sessions than it asked for, even none, when its exclusions leave fewer
+ * possible sessions.
  * Ownership: `requests` and the arrays they point to stay the caller's and are only read
  * during the call.
  * Thread safety: one thread at a time per context; other contexts on the same model run
@@ -364,11 +541,49 @@ onerec_status onerec_recommend(struct onerec_context *ctx,
                                size_t n_requests);
 
 /**
+ * Sets (or, with NULL, removes) the abort callback of `ctx`: onerec_recommend() on this
+ * context calls it between decoder steps and stops with ONEREC_STATUS_CANCELLED when it
+ * returns true. The context then serves the next call normally.
+ *
+ * Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+ * Ownership: `user_data` stays the caller's and must stay valid while the callback is set.
+ * Thread safety: not while another thread runs onerec_recommend() on `ctx` (the change
+ * applies from the next call).
+ */
+onerec_status onerec_context_set_abort_callback(struct onerec_context *ctx,
+                                                onerec_abort_callback callback,
+                                                void *user_data);
+
+/**
+ * Writes the outcome of request `request` of the last onerec_recommend() to
+ * `*out_status`: ONEREC_STATUS_OK when it has results, else why it failed (its message
+ * from onerec_results_error()).
+ *
+ * Returns ONEREC_STATUS_OK (the outcome was written), ONEREC_STATUS_OUT_OF_RANGE (no
+ * such request in the last batch, or the whole call failed) or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: not while another thread uses `ctx`.
+ */
+onerec_status onerec_results_status(const struct onerec_context *ctx,
+                                    size_t request,
+                                    onerec_status *out_status);
+
+/**
+ * Returns the message of request `request` of the last onerec_recommend(): "" when it
+ * succeeded, why it failed otherwise; NULL when `ctx` is NULL or there is no such request.
+ *
+ * Ownership: the string belongs to `ctx` and stays valid until its next
+ * onerec_recommend() or onerec_context_free(); never free it.
+ * Thread safety: not while another thread uses `ctx`.
+ */
+const char *onerec_results_error(const struct onerec_context *ctx, size_t request);
+
+/**
  * Writes the number of sessions that request `request` of the last onerec_recommend()
  * got (0..=its `results`) to `*out_n`.
  *
  * Returns ONEREC_STATUS_OK, ONEREC_STATUS_OUT_OF_RANGE (no such request in the last
- * batch) or ONEREC_STATUS_NULL_POINTER.
+ * batch), the request's own status when it failed (see onerec_results_status()) or
+ * ONEREC_STATUS_NULL_POINTER.
  * Ownership: nothing is allocated.
  * Thread safety: not while another thread uses `ctx`.
  */
@@ -412,7 +627,66 @@ onerec_status onerec_results_copy(const struct onerec_context *ctx,
                                   size_t *out_n_sessions);
 
 /**
- * Returns the default load parameters: ONEREC_BACKEND_AUTO.
+ * Loads a model file (made by onerec-quantize; a checkpoint directory cannot come from
+ * memory) from the `len` bytes at `data`, and writes a new handle to `*out_model`.
+ *
+ * The bytes are COPIED: the caller may free or reuse `data` as soon as the call returns.
+ * (The copy costs the file's size in memory; onerec_model_load() of a path maps the file
+ * instead.)
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_INVALID_MODEL (the bytes are not a valid model
+ * file), ONEREC_STATUS_OUT_OF_MEMORY, ONEREC_STATUS_BACKEND_UNAVAILABLE,
+ * ONEREC_STATUS_INVALID_ARGUMENT, ONEREC_STATUS_NULL_POINTER.
+ * Ownership: on success the caller owns `*out_model` (onerec_model_free()); `data` stays
+ * the caller's.
+ * Thread safety: may be called from any thread.
+ */
+onerec_status onerec_model_load_from_buffer(const void *data,
+                                            size_t len,
+                                            struct onerec_model_params params,
+                                            struct onerec_model **out_model);
+
+/**
+ * Loads a model file stored at bytes `offset .. offset + length` of the open file `fd`
+ * (e.g. an uncompressed asset inside an Android APK, from AAsset_openFileDescriptor64),
+ * and writes a new handle to `*out_model`. `length` 0 means "to the end of the file".
+ *
+ * The range is read into memory owned by the model (a copy, like
+ * onerec_model_load_from_buffer()); the descriptor is neither closed nor moved (reads use
+ * pread), and the caller may close it as soon as the call returns.
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_IO (not a readable regular file, or the range
+ * is past its end), ONEREC_STATUS_INVALID_MODEL, ONEREC_STATUS_OUT_OF_MEMORY,
+ * ONEREC_STATUS_BACKEND_UNAVAILABLE, ONEREC_STATUS_INVALID_ARGUMENT.
+ * Ownership: on success the caller owns `*out_model` (onerec_model_free()); `fd` stays
+ * the caller's.
+ * Thread safety: may be called from any thread (pread does not share the file offset).
+ */
+onerec_status onerec_model_load_from_fd(int fd,
+                                        uint64_t offset,
+                                        uint64_t length,
+                                        struct onerec_model_params params,
+                                        struct onerec_model **out_model);
+
+/**
+ * Sends the library's log messages up to `max_level` (an ONEREC_LOG_* value; 0 for
+ * none) to `callback`, replacing any callback set before. A NULL `callback` stops logging.
+ * Without a callback the library logs nothing (it never writes to stderr).
+ *
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_INVALID_ARGUMENT (unknown level), or
+ * ONEREC_STATUS_INTERNAL when the process already has another Rust `log` logger (a host
+ * written partly in Rust that installed its own: its logger then receives the messages).
+ * Ownership: `user_data` stays the caller's; it must stay valid until the callback is
+ * replaced or removed.
+ * Thread safety: may be called from any thread; messages being delivered at that moment
+ * may still reach the previous callback.
+ */
+onerec_status onerec_log_set(onerec_log_callback callback,
+                             void *user_data,
+                             onerec_log_level max_level);
+
+/**
+ * Returns the default load parameters: ONEREC_BACKEND_AUTO, device -1 (library's
+ * choice), ONEREC_KV_AUTO, 0 CPU threads (one per core), ONEREC_VERIFY_AUTO, budget 0
+ * (library default).
  *
  * Ownership: returned by value; nothing to free.
  * Thread safety: may be called from any thread at any time.
@@ -420,14 +694,15 @@ onerec_status onerec_results_copy(const struct onerec_context *ctx,
 struct onerec_model_params onerec_model_default_params(void);
 
 /**
- * Loads a model (a checkpoint directory or a model file) on the backend named in
- * `params`, and writes a new handle to `*out_model`.
+ * Loads a model (a checkpoint directory or a model file) with `params`, and writes a
+ * new handle to `*out_model`. The model file is memory-mapped, not read into memory.
  *
  * Arguments: `path` is a NUL-terminated path (bytes on Unix, UTF-8 on Windows);
  * `out_model` must not be NULL.
  * Returns ONEREC_STATUS_OK, or ONEREC_STATUS_IO (cannot read `path`),
- * ONEREC_STATUS_INVALID_MODEL, ONEREC_STATUS_BACKEND_UNAVAILABLE,
- * ONEREC_STATUS_INVALID_ARGUMENT (bad backend value), ONEREC_STATUS_NULL_POINTER.
+ * ONEREC_STATUS_INVALID_MODEL (also a failed verification),
+ * ONEREC_STATUS_BACKEND_UNAVAILABLE, ONEREC_STATUS_INVALID_ARGUMENT (a bad field in
+ * `params`), ONEREC_STATUS_NULL_POINTER.
  * Ownership: on success the caller owns `*out_model` and releases it with
  * onerec_model_free(); on failure `*out_model` is left unchanged.
  * Thread safety: may be called from any thread; loading several models at once is fine.
@@ -448,7 +723,7 @@ onerec_status onerec_model_load(const char *path,
 void onerec_model_free(struct onerec_model *model);
 
 /**
- * Writes facts about `model` (session length, levels, catalog size, limits) to `*out_info`.
+ * Writes facts about `model` (its config fields, catalog size, limits) to `*out_info`.
  *
  * Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
  * Ownership: `*out_info` is a plain struct the caller owns; nothing to free.
@@ -466,6 +741,80 @@ onerec_status onerec_model_get_info(const struct onerec_model *model,
  * Thread safety: thread-safe.
  */
 const char *onerec_model_backend_name(const struct onerec_model *model);
+
+/**
+ * Returns the model's config as a NUL-terminated JSON object (every field of
+ * MODEL_SPEC's config.json, e.g. `{"d_model": 64, ...}`), or NULL when `model` is NULL.
+ *
+ * Ownership: the string belongs to the model and lives as long as the model handle;
+ * never free it.
+ * Thread safety: thread-safe.
+ */
+const char *onerec_model_config_json(const struct onerec_model *model);
+
+/**
+ * Writes whether item `item_id` is in the model's catalog (the only ids a history may
+ * hold and a session may contain) to `*out_found`.
+ *
+ * Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: thread-safe.
+ */
+onerec_status onerec_model_has_item(const struct onerec_model *model,
+                                    uint64_t item_id,
+                                    bool *out_found);
+
+/**
+ * Writes the catalog index (0..n_items) of item `item_id` to `*out_index`.
+ *
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_UNKNOWN_ITEM (not in the catalog) or
+ * ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: thread-safe.
+ */
+onerec_status onerec_model_item_index(const struct onerec_model *model,
+                                      uint64_t item_id,
+                                      size_t *out_index);
+
+/**
+ * Writes the item at catalog index `index` (0..onerec_model_info.n_items): its id to
+ * `*out_item_id` and its semantic ID (n_levels codes) to `sid[0..n_levels]`.
+ *
+ * Arguments: `sid` holds `sid_len` codes (at least onerec_model_info.n_levels); it may be
+ * NULL with `sid_len` 0 when only the id is wanted.
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_OUT_OF_RANGE, ONEREC_STATUS_BUFFER_TOO_SMALL
+ * (nothing written) or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: thread-safe.
+ */
+onerec_status onerec_model_item_at(const struct onerec_model *model,
+                                   size_t index,
+                                   uint64_t *out_item_id,
+                                   uint32_t *sid,
+                                   size_t sid_len);
+
+/**
+ * Writes the bytes of the model's weights (the file, mapped or uploaded to the device)
+ * to `*out_bytes`.
+ *
+ * Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: thread-safe.
+ */
+onerec_status onerec_model_memory(const struct onerec_model *model, uint64_t *out_bytes);
+
+/**
+ * Writes an estimate (on the high side) of the working memory one onerec_recommend() of
+ * `n_requests` requests of beam `beam` and `history_len` history items each needs (KV
+ * caches, activations, beam state) to `*out_bytes`. This is the figure compared with the
+ * model's memory budget before a call allocates anything (ONEREC_STATUS_BUDGET_EXCEEDED).
+ *
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_INVALID_ARGUMENT (beam outside
+ * 1..=max_beam, history_len 0, more requests than one call may hold) or
+ * ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: thread-safe.
+ */
+onerec_status onerec_estimate_memory(const struct onerec_model *model,
+                                     size_t n_requests,
+                                     size_t beam,
+                                     size_t history_len,
+                                     uint64_t *out_bytes);
 
 /**
  * Returns a request with no history or exclusions, beam 16, results 5 and

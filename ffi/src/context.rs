@@ -4,8 +4,43 @@ use crate::guard;
 use crate::model::onerec_model;
 use crate::request::onerec_request;
 use crate::status::{onerec_status, FfiError, Phase};
-use onerec_engine::{Engine, Response};
+use onerec_engine::{Engine, Response, RunOptions};
+use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+
+/// A function the library calls between decoder steps of onerec_recommend() on the
+/// context it is set on; returning true stops the call, which then returns
+/// ONEREC_STATUS_CANCELLED. It runs on the thread that called onerec_recommend(); to cancel
+/// from another thread, have it read a flag that thread sets (an atomic). It must not call
+/// back into the library.
+pub type onerec_abort_callback = Option<unsafe extern "C" fn(user_data: *mut c_void) -> bool>;
+
+/// The abort callback with its data, as the engine calls it.
+#[derive(Clone, Copy)]
+pub(crate) struct Abort {
+    callback: unsafe extern "C" fn(*mut c_void) -> bool,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the callback runs only on the thread running onerec_recommend() on the context,
+// which the host already allows to use `user_data` (header text).
+unsafe impl Send for Abort {}
+unsafe impl Sync for Abort {}
+
+impl Abort {
+    pub(crate) fn requested(&self) -> bool {
+        unsafe { (self.callback)(self.user_data) }
+    }
+}
+
+/// One request's outcome in the last batch.
+type Outcome = Result<Vec<Stored>, Failed>;
+
+/// Why one request of a batch has no results.
+struct Failed {
+    status: onerec_status,
+    message: CString,
+}
 
 /// Per-thread state for running requests on a model: holds the results of the last
 /// onerec_recommend() call until the next one.
@@ -16,7 +51,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 /// ONEREC_STATUS_BUSY for one of them rather than corrupted results.
 pub struct onerec_context {
     engine: Arc<Engine>,
-    results: Mutex<Vec<Vec<Stored>>>,
+    results: Mutex<Vec<Outcome>>,
+    abort: Mutex<Option<Abort>>,
 }
 
 /// A session as the context keeps it: SIDs flattened so C can read them through one pointer.
@@ -46,27 +82,34 @@ pub struct onerec_session {
 }
 
 impl onerec_context {
-    fn lock(&self) -> MutexGuard<'_, Vec<Vec<Stored>>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Outcome>> {
         // The results are replaced whole on every call, so a panic mid-call leaves
         // nothing half-updated that a later reader could trust.
         self.results.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-fn store(responses: Vec<Response>) -> Vec<Vec<Stored>> {
-    responses
+fn store(r: Response) -> Vec<Stored> {
+    r.sessions
         .into_iter()
-        .map(|r| {
-            r.sessions
-                .into_iter()
-                .map(|s| Stored {
-                    score: s.score,
-                    items: s.items,
-                    sids: s.sids.into_iter().flatten().collect(),
-                })
-                .collect()
+        .map(|s| Stored {
+            score: s.score,
+            items: s.items,
+            sids: s.sids.into_iter().flatten().collect(),
         })
         .collect()
+}
+
+/// The sessions of request `request`, or its own failure as this call's error.
+fn sessions_of(results: &[Outcome], request: usize) -> Result<&[Stored], FfiError> {
+    match results.get(request) {
+        None => Err(out_of_range("request", request, results.len())),
+        Some(Ok(s)) => Ok(s),
+        Some(Err(f)) => Err(FfiError::new(
+            f.status,
+            format!("request {request} failed: {}", f.message.to_string_lossy()),
+        )),
+    }
 }
 
 fn out_of_range(what: &str, index: usize, len: usize) -> FfiError {
@@ -93,6 +136,7 @@ pub unsafe extern "C" fn onerec_context_new(
         let ctx = Box::new(onerec_context {
             engine: model.engine.clone(),
             results: Mutex::new(Vec::new()),
+            abort: Mutex::new(None),
         });
         unsafe { out.write(Box::into_raw(ctx)) };
         Ok(())
@@ -117,13 +161,20 @@ pub unsafe extern "C" fn onerec_context_free(ctx: *mut onerec_context) {
 /// together: faster than one call per user), and keeps the results in `ctx`, request i's
 /// at index i.
 ///
-/// Returns ONEREC_STATUS_OK, or ONEREC_STATUS_INVALID_ARGUMENT (bad beam, results or empty
-/// history; the message names the request), ONEREC_STATUS_UNKNOWN_ITEM (a history item
-/// is not in the catalog),
-/// ONEREC_STATUS_NULL_POINTER, ONEREC_STATUS_BUSY, ONEREC_STATUS_BACKEND_FAILED.
-/// Any call invalidates the pointers read from this context's previous results; after a
-/// failure the context holds no results. A request may get fewer sessions than it asked
-/// for, even none, when its exclusions leave fewer possible sessions.
+/// Each request succeeds or fails on its own: a request with an unknown history item or
+/// a bad beam fails alone and the others are still served. The call returns
+/// ONEREC_STATUS_OK when every request succeeded; otherwise the status of the first
+/// request that failed (ONEREC_STATUS_UNKNOWN_ITEM, ONEREC_STATUS_INVALID_ARGUMENT,
+/// ONEREC_STATUS_NON_FINITE; the message names the request), and the context still holds
+/// the results of the requests that succeeded: read each one's outcome with
+/// onerec_results_status(). (ABI version 1 kept no results after any failure.)
+/// Failures of the whole call leave no results: ONEREC_STATUS_NULL_POINTER,
+/// ONEREC_STATUS_BUSY, ONEREC_STATUS_CANCELLED (the abort callback stopped it),
+/// ONEREC_STATUS_BUDGET_EXCEEDED (the batch needs more memory than the budget),
+/// ONEREC_STATUS_OUT_OF_MEMORY, ONEREC_STATUS_BACKEND_FAILED.
+/// Any call invalidates the pointers read from this context's previous results. A request
+/// may get fewer sessions than it asked for, even none, when its exclusions leave fewer
+/// possible sessions.
 /// Ownership: `requests` and the arrays they point to stay the caller's and are only read
 /// during the call.
 /// Thread safety: one thread at a time per context; other contexts on the same model run
@@ -153,12 +204,113 @@ pub unsafe extern "C" fn onerec_recommend(
             .enumerate()
             .map(|(i, r)| unsafe { r.to_engine(i) })
             .collect::<Result<Vec<_>, _>>()?;
-        let responses = ctx
+        let abort = *ctx.abort.lock().unwrap_or_else(PoisonError::into_inner);
+        let check = move || abort.is_some_and(|a| a.requested());
+        let mut run = RunOptions::default();
+        if abort.is_some() {
+            run = run.abort(&check);
+        }
+        let outcomes = ctx
             .engine
-            .recommend(&requests)
+            .recommend_each_with(&requests, &run)
             .map_err(|e| FfiError::engine(e, Phase::Run))?;
-        *results = store(responses);
+        let mut first_failure = None;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            results.push(match outcome {
+                Ok(r) => Ok(store(r)),
+                Err(e) => {
+                    let e = FfiError::engine(e, Phase::Run);
+                    if first_failure.is_none() {
+                        first_failure = Some(FfiError::new(
+                            e.status,
+                            format!("request {i}: {}", e.message),
+                        ));
+                    }
+                    Err(Failed {
+                        status: e.status,
+                        message: CString::new(e.message.replace('\0', " ")).unwrap_or_default(),
+                    })
+                }
+            });
+        }
+        first_failure.map_or(Ok(()), Err)
+    })
+}
+
+/// Sets (or, with NULL, removes) the abort callback of `ctx`: onerec_recommend() on this
+/// context calls it between decoder steps and stops with ONEREC_STATUS_CANCELLED when it
+/// returns true. The context then serves the next call normally.
+///
+/// Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+/// Ownership: `user_data` stays the caller's and must stay valid while the callback is set.
+/// Thread safety: not while another thread runs onerec_recommend() on `ctx` (the change
+/// applies from the next call).
+#[no_mangle]
+pub unsafe extern "C" fn onerec_context_set_abort_callback(
+    ctx: *mut onerec_context,
+    callback: onerec_abort_callback,
+    user_data: *mut c_void,
+) -> onerec_status {
+    guard::status(|| {
+        let ctx = unsafe { guard::reference(ctx, "ctx") }?;
+        *ctx.abort.lock().unwrap_or_else(PoisonError::into_inner) =
+            callback.map(|callback| Abort {
+                callback,
+                user_data,
+            });
         Ok(())
+    })
+}
+
+/// Writes the outcome of request `request` of the last onerec_recommend() to
+/// `*out_status`: ONEREC_STATUS_OK when it has results, else why it failed (its message
+/// from onerec_results_error()).
+///
+/// Returns ONEREC_STATUS_OK (the outcome was written), ONEREC_STATUS_OUT_OF_RANGE (no
+/// such request in the last batch, or the whole call failed) or ONEREC_STATUS_NULL_POINTER.
+/// Thread safety: not while another thread uses `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn onerec_results_status(
+    ctx: *const onerec_context,
+    request: usize,
+    out_status: *mut onerec_status,
+) -> onerec_status {
+    guard::status(|| {
+        let out = guard::out(out_status, "out_status")?;
+        let ctx = unsafe { guard::reference(ctx, "ctx") }?;
+        let results = ctx.lock();
+        let status = match results.get(request) {
+            None => return Err(out_of_range("request", request, results.len())),
+            Some(Ok(_)) => onerec_status::Ok,
+            Some(Err(f)) => f.status,
+        };
+        unsafe { out.write(status) };
+        Ok(())
+    })
+}
+
+/// Returns the message of request `request` of the last onerec_recommend(): "" when it
+/// succeeded, why it failed otherwise; NULL when `ctx` is NULL or there is no such request.
+///
+/// Ownership: the string belongs to `ctx` and stays valid until its next
+/// onerec_recommend() or onerec_context_free(); never free it.
+/// Thread safety: not while another thread uses `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn onerec_results_error(
+    ctx: *const onerec_context,
+    request: usize,
+) -> *const c_char {
+    guard::value(std::ptr::null(), || {
+        let Ok(ctx) = (unsafe { guard::reference(ctx, "ctx") }) else {
+            return std::ptr::null();
+        };
+        let results = ctx.lock();
+        match results.get(request) {
+            None => std::ptr::null(),
+            Some(Ok(_)) => c"".as_ptr(),
+            // The CString's heap buffer stays put until the results are replaced.
+            Some(Err(f)) => f.message.as_ptr(),
+        }
     })
 }
 
@@ -166,7 +318,8 @@ pub unsafe extern "C" fn onerec_recommend(
 /// got (0..=its `results`) to `*out_n`.
 ///
 /// Returns ONEREC_STATUS_OK, ONEREC_STATUS_OUT_OF_RANGE (no such request in the last
-/// batch) or ONEREC_STATUS_NULL_POINTER.
+/// batch), the request's own status when it failed (see onerec_results_status()) or
+/// ONEREC_STATUS_NULL_POINTER.
 /// Ownership: nothing is allocated.
 /// Thread safety: not while another thread uses `ctx`.
 #[no_mangle]
@@ -179,9 +332,7 @@ pub unsafe extern "C" fn onerec_results_n_sessions(
         let out = guard::out(out_n, "out_n")?;
         let ctx = unsafe { guard::reference(ctx, "ctx") }?;
         let results = ctx.lock();
-        let sessions = results
-            .get(request)
-            .ok_or_else(|| out_of_range("request", request, results.len()))?;
+        let sessions = sessions_of(&results, request)?;
         unsafe { out.write(sessions.len()) };
         Ok(())
     })
@@ -204,9 +355,7 @@ pub unsafe extern "C" fn onerec_results_session(
         let out = guard::out(out_session, "out_session")?;
         let ctx = unsafe { guard::reference(ctx, "ctx") }?;
         let results = ctx.lock();
-        let sessions = results
-            .get(request)
-            .ok_or_else(|| out_of_range("request", request, results.len()))?;
+        let sessions = sessions_of(&results, request)?;
         let s = sessions
             .get(session)
             .ok_or_else(|| out_of_range("session", session, sessions.len()))?;
@@ -250,9 +399,7 @@ pub unsafe extern "C" fn onerec_results_copy(
         let items = unsafe { guard::array_mut(items, items_len, "items") }?;
         let scores = unsafe { guard::array_mut(scores, scores_len, "scores") }?;
         let results = ctx.lock();
-        let sessions = results
-            .get(request)
-            .ok_or_else(|| out_of_range("request", request, results.len()))?;
+        let sessions = sessions_of(&results, request)?;
         let n_items: usize = sessions.iter().map(|s| s.items.len()).sum();
         if items.len() < n_items || scores.len() < sessions.len() {
             return Err(FfiError::new(

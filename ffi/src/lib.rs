@@ -8,10 +8,15 @@
 // Every `unsafe extern "C"` function documents its pointer contract in the header text.
 #![allow(clippy::missing_safety_doc)]
 
-// Declared in the order the header presents them: errors, model, request, context.
+// Declared in the order the header presents them: errors, logging, model, loading,
+// queries, request, context.
 mod context;
 mod guard;
+mod load;
+mod logging;
 mod model;
+mod query;
+mod quiet;
 mod request;
 mod status;
 // The live catalog (update, load) comes last in the header.
@@ -19,14 +24,25 @@ mod catalog;
 
 pub use catalog::*;
 pub use context::*;
+pub use load::*;
+pub use logging::*;
 pub use model::*;
+pub use query::*;
 pub use request::*;
 pub use status::*;
 
 /// The version of the C ABI this header describes. It changes whenever a function
-/// signature, a struct layout or the meaning of a status code changes. Compare it with
+/// signature, a struct layout or the meaning of a status code changes, and it is the
+/// number in the shared library's name (libonerec.so.2). Compare it with
 /// onerec_abi_version() at start-up to catch a header/library mismatch.
-pub const ONEREC_ABI_VERSION: u32 = 1;
+///
+/// Version 2 (from version 1): onerec_model_params gained device_index, kv_precision,
+/// cpu_threads, verify and memory_budget; onerec_model_info gained the config's sizes and
+/// file_bytes; onerec_recommend() keeps the results of the requests that succeeded when
+/// others fail (per-request status: onerec_results_status()); new statuses CANCELLED,
+/// BUDGET_EXCEEDED, OUT_OF_MEMORY, NON_FINITE; new functions for loading from a buffer or
+/// a file descriptor, logging, aborting, catalog and memory queries.
+pub const ONEREC_ABI_VERSION: u32 = 2;
 
 /// Returns the ABI version of the library that is linked (ONEREC_ABI_VERSION of the
 /// header it was built with).

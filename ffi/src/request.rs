@@ -64,10 +64,11 @@ impl onerec_request {
                 &format!("requests[{index}].exclude"),
             )
         }?;
-        Ok(Request {
-            exclude: exclude.to_vec(),
-            exclude_history: self.exclude_history,
-            ..Request::new(history.to_vec(), self.beam, self.results)
-        })
+        Ok(Request::builder(history.to_vec())
+            .beam(self.beam)
+            .results(self.results)
+            .exclude(exclude.to_vec())
+            .exclude_history(self.exclude_history)
+            .build())
     }
 }

@@ -43,6 +43,18 @@ pub enum onerec_status {
     /// A bug in the library was caught before it could cross into C (a Rust panic).
     /// The handles involved are still safe to free.
     Panic = 12,
+    /// The context's abort callback asked to stop; the call returned early and the context
+    /// is ready for the next request. (ABI 2)
+    Cancelled = 13,
+    /// The batch would need more memory than the model's budget (onerec_model_params
+    /// memory_budget, or the library's default cap); nothing was allocated. Split the batch
+    /// or lower the beam. (ABI 2)
+    BudgetExceeded = 14,
+    /// An allocation failed; the library refused the work instead of aborting. (ABI 2)
+    OutOfMemory = 15,
+    /// A score came out as NaN or infinite (corrupted weights, or a numeric overflow); the
+    /// request has no results. (ABI 2)
+    NonFinite = 16,
 }
 
 impl onerec_status {
@@ -61,10 +73,14 @@ impl onerec_status {
             onerec_status::Busy => c"ONEREC_STATUS_BUSY",
             onerec_status::Internal => c"ONEREC_STATUS_INTERNAL",
             onerec_status::Panic => c"ONEREC_STATUS_PANIC",
+            onerec_status::Cancelled => c"ONEREC_STATUS_CANCELLED",
+            onerec_status::BudgetExceeded => c"ONEREC_STATUS_BUDGET_EXCEEDED",
+            onerec_status::OutOfMemory => c"ONEREC_STATUS_OUT_OF_MEMORY",
+            onerec_status::NonFinite => c"ONEREC_STATUS_NON_FINITE",
         }
     }
 
-    const ALL: [onerec_status; 13] = [
+    const ALL: [onerec_status; 17] = [
         onerec_status::Ok,
         onerec_status::InvalidArgument,
         onerec_status::NullPointer,
@@ -78,6 +94,10 @@ impl onerec_status {
         onerec_status::Busy,
         onerec_status::Internal,
         onerec_status::Panic,
+        onerec_status::Cancelled,
+        onerec_status::BudgetExceeded,
+        onerec_status::OutOfMemory,
+        onerec_status::NonFinite,
     ];
 }
 
@@ -105,7 +125,8 @@ impl FfiError {
     }
 
     pub fn engine(e: Error, phase: Phase) -> Self {
-        let status = match (&e, phase) {
+        // A batch's error names its request; the status is that of the cause.
+        let status = match (e.root(), phase) {
             (Error::Io { .. }, _) => onerec_status::Io,
             (
                 Error::Config(_)
@@ -116,11 +137,15 @@ impl FfiError {
                 _,
             ) => onerec_status::InvalidModel,
             (Error::Request(_), _) => onerec_status::InvalidArgument,
-            (Error::UnknownItems(_), _) => onerec_status::UnknownItem,
+            (Error::UnknownItems { .. }, _) => onerec_status::UnknownItem,
             (Error::Backend { .. }, Phase::Load) => onerec_status::BackendUnavailable,
             (Error::Backend { .. }, Phase::Run) => onerec_status::BackendFailed,
-            // Variants added to the engine after this mapping still reach C with their message.
-            #[allow(unreachable_patterns)]
+            (Error::Cancelled, _) => onerec_status::Cancelled,
+            (Error::Budget { .. }, _) => onerec_status::BudgetExceeded,
+            (Error::OutOfMemory { .. }, _) => onerec_status::OutOfMemory,
+            (Error::NonFinite { .. }, _) => onerec_status::NonFinite,
+            // Internal errors, and variants added to the engine after this mapping, reach
+            // C with their message.
             _ => onerec_status::Internal,
         };
         FfiError {

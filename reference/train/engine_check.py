@@ -1,6 +1,8 @@
-"""Runs the Rust engine (`onerec recommend --json`) on the test points and compares its
-sessions with the reference beam search's; computes the engine's figures with the same
-metric code. Both run the same decoding, so the figures must be equal."""
+"""Runs the Rust engine on the test points and compares its sessions with the reference beam
+search's; computes the engine's figures with the same metric code. Both run the same
+decoding, so the figures must be equal. The engine is the `onerec` Python package
+(`pip install ./python`), one model load for every user; without it, one `onerec recommend
+--json` process per user."""
 
 from __future__ import annotations
 
@@ -23,6 +25,22 @@ def run_engine(binary: Path, model: Path, history: list[int], beam: int, results
     return json.loads(out)["sessions"]
 
 
+def engine_runner(binary: Path, model: Path):
+    """`run(history, beam, results) -> sessions`: through the package when installed (the
+    model loads once), else through the CLI."""
+    try:
+        import onerec
+    except ImportError:
+        print("  engine: the onerec package is not installed (pip install ./python); "
+              "running one CLI process per user", file=sys.stderr)
+        return lambda hist, beam, results: run_engine(binary, model, hist, beam, results)
+    engine = onerec.Engine(model, backend="cpu")
+    # One request per call, as the CLI ran them: a batch decodes with other matrix shapes,
+    # and this check compares session lists exactly.
+    return lambda hist, beam, results: engine.recommend(
+        [hist], beam=beam, results=results, exclude_history=True)[0]
+
+
 def compare(binary: Path, model: Path, split: Split, ref: dict[int, list[dict]],
             gaps: dict[int, float], beam: int, results: int, ks: list[int],
             users: list[int] | None = None) -> dict:
@@ -31,9 +49,10 @@ def compare(binary: Path, model: Path, split: Split, ref: dict[int, list[dict]],
     users = users if users is not None else split.users
     rows, same_items, worst_rel, mismatches = [], 0, 0.0, []
     t0 = time.time()
+    run = engine_runner(binary, model)
     for n, u in enumerate(users):
         hist, true_next = split.point(u, "test")
-        eng = run_engine(binary, model, hist, beam, results)
+        eng = run(hist, beam, results)
         ranked = metrics.ranked_from_sessions([s["items"] for s in eng])
         rows.append(metrics.point_metrics(ranked, true_next, ks, split.m))
         r = ref[u]

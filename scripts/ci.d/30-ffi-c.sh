@@ -9,14 +9,30 @@ out=target/c-api
 bash examples/c/build.sh "$out"
 
 fixtures=(tests/fixtures/dense_l3 tests/fixtures/moe_dec_l2 tests/fixtures/moe_enc_dec_l4 tests/fixtures/pointwise_top1 tests/fixtures/heads_odd)
-echo "-- C test (golden results, error paths, threads)"
-"$out/test_onerec" "${fixtures[@]}"
+model_file=models/default/model.onerec
+echo "-- C test (golden results, error paths, threads, the ABI 2 calls)"
+"$out/test_onerec" --model-file "$model_file" "${fixtures[@]}"
 
 echo "-- C test under valgrind"
 # The suppression file covers only the rayon pool threads that outlive main (see it).
 valgrind --quiet --suppressions=examples/c/valgrind.supp --leak-check=full \
     --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
-    --error-exitcode=1 "$out/test_onerec" tests/fixtures/heads_odd
+    --error-exitcode=1 "$out/test_onerec" --model-file "$model_file" tests/fixtures/heads_odd
+
+echo "-- batches far past memory return a status under a 4 GB address-space limit"
+(ulimit -v 4000000 && "$out/test_onerec" --huge-batches "$model_file")
+
+echo "-- nothing on stderr from the GPU probe, even without XDG_RUNTIME_DIR"
+env -u XDG_RUNTIME_DIR "$out/recommend" "$model_file" 50,172,181 --backend auto >/dev/null 2>"$out/probe.txt" || true
+if grep -q XDG_RUNTIME_DIR "$out/probe.txt"; then
+    cat "$out/probe.txt" >&2; echo "the library wrote to stderr" >&2; exit 1
+fi
+
+echo "-- the shared library is versioned by the ABI"
+abi=$(sed -n 's/^pub const ONEREC_ABI_VERSION: u32 = \([0-9]*\);/\1/p' ffi/src/lib.rs)
+readelf -d "$out/prefix/lib/libonerec.so.$abi" | grep "SONAME.*\[libonerec.so.$abi\]" >/dev/null
+readelf -d "$out/recommend" | grep "NEEDED.*\[libonerec.so.$abi\]" >/dev/null
+[ -f "$out/prefix/lib/cmake/onerec/onerecConfigVersion.cmake" ]
 
 echo "-- C example against the onerec CLI"
 cargo build --release -q -p onerec --bin onerec
