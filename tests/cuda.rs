@@ -209,7 +209,7 @@ mod device {
     #[test]
     fn kernel_files_are_embedded_and_listed() {
         // Needs no device: the build embeds every shaders/cuda file and lists its kernels.
-        let dir = repo_root().join("shaders/cuda");
+        let dir = repo_root().join("engine/shaders/cuda");
         let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -220,7 +220,7 @@ mod device {
         listed.sort();
         assert_eq!(
             on_disk, listed,
-            "shaders/cuda/*.cu and kernels::FILES differ"
+            "engine/shaders/cuda/*.cu and kernels::FILES differ"
         );
         for f in kernels::FILES {
             assert_eq!(

@@ -33,7 +33,7 @@ fn every_shader_variant_validates() {
 
 #[test]
 fn every_shader_file_is_embedded_and_covered() {
-    let dir = crate::common::repo_root().join("shaders");
+    let dir = crate::common::repo_root().join("engine/shaders");
     let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -42,7 +42,7 @@ fn every_shader_file_is_embedded_and_covered() {
     let embedded: BTreeSet<String> = FILES.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(
         on_disk, embedded,
-        "shaders/*.wgsl and the embedded list differ"
+        "engine/shaders/*.wgsl and the embedded list differ"
     );
     for (name, src) in FILES {
         assert_eq!(

@@ -30,7 +30,9 @@ fn device(f16_kv: bool) -> WgpuBackend {
 
 /// The f16 cache rounds every key and value to 11 significant bits; the scores (sums of
 /// up to 15 log-probabilities) then move by more than the contract's 1e-3 (1.2e-3 seen
-/// on dense_l3), so the f16 runs are held to 1e-2 and the f32 ones to 1e-3.
+/// on dense_l3) from the f32 reference's goldens, so against those the f16 runs are held
+/// to 1e-2. Against the CPU storing K/V the same way they are held to 1e-3
+/// (`wgpu_matches_cpu_for_every_weight_type`).
 const F16_KV_TOL: f32 = 1e-2;
 
 #[test]
@@ -196,9 +198,11 @@ fn wgpu_matches_cpu_for_every_weight_type() {
     if gpu().is_none() {
         return;
     }
-    for (f16_kv, tol) in [(false, 1e-3), (true, F16_KV_TOL)] {
+    // Issue 11 item 9: the f16 cache is held to the contract's f32 tolerance against the
+    // CPU reference storing K/V the same way (rounded to f16), not to a looser bound.
+    for f16_kv in [false, true] {
         let g = device(f16_kv);
-        same_as_cpu_for_every_weight_type(&g, tol);
+        same_as_cpu_for_every_weight_type(&g, 1e-3);
     }
 }
 
@@ -210,7 +214,8 @@ fn same_as_cpu_for_every_weight_type(g: &WgpuBackend, tol: f32) {
                 .into_iter()
                 .map(|(r, _)| r)
                 .collect();
-            let cpu = Model::new(CpuBackend::reference(), file.clone()).unwrap();
+            let reference = CpuBackend::reference().with_kv_f16(g.kv_f16());
+            let cpu = Model::new(reference, file.clone()).unwrap();
             let gm = Model::new(g.clone(), file).unwrap();
             let want = run(&cpu, &reqs);
             // All requests of the fixture in one batch (each alone: the golden test).

@@ -1,4 +1,4 @@
-//! Compiles every CUDA kernel file (shaders/cuda/*.cu) through NVRTC to a CUBIN for each
+//! Compiles every CUDA kernel file (engine/shaders/cuda/*.cu) through NVRTC to a CUBIN for each
 //! architecture given (default sm_80 and sm_90), prints registers, shared memory and
 //! local memory per kernel from the `ptxas -v` log, and fails on a compile error, a
 //! compiler warning, a missing entry point, a register spill or any local memory.

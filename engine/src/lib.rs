@@ -506,13 +506,10 @@ fn wgpu_backend(adapter: ::wgpu::Adapter, opts: &EngineOptions) -> Result<WgpuBa
 }
 
 fn cpu_runner(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Box<dyn Runner>> {
-    if opts.kv_precision == KvPrecision::F16 {
-        return Err(Error::Backend {
-            backend: "cpu".into(),
-            msg: "the CPU backend keeps its KV cache in f32 (an f16 cache was asked for)".into(),
-        });
-    }
-    Ok(Box::new(Model::new(CpuBackend::new(), file)?))
+    // F16 rounds every stored K/V value to f16, as a GPU's f16 cache does (the model of
+    // that precision the GPU backends are tested against); Auto and F32 keep f32.
+    let cpu = CpuBackend::new().with_kv_f16(opts.kv_precision == KvPrecision::F16);
+    Ok(Box::new(Model::new(cpu, file)?))
 }
 
 #[cfg(feature = "cuda")]

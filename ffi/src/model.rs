@@ -25,7 +25,8 @@ pub type onerec_kv_precision = u32;
 pub const ONEREC_KV_AUTO: onerec_kv_precision = 0;
 /// f32: the reference's precision, at twice the memory.
 pub const ONEREC_KV_F32: onerec_kv_precision = 1;
-/// f16; a device without f16 support fails to load with ONEREC_STATUS_BACKEND_UNAVAILABLE.
+/// f16 (the CPU backend stores K/V rounded to f16, the model of a GPU's f16 cache); a GPU
+/// without f16 support fails to load with ONEREC_STATUS_BACKEND_UNAVAILABLE.
 pub const ONEREC_KV_F16: onerec_kv_precision = 2;
 
 /// Whether loading reads every tensor to check its checksum and that every value is

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA backend on a machine without a GPU or a CUDA toolkit (docs/CUDA.md):
-# 1. every shaders/cuda/*.cu kernel compiles through NVRTC (PyPI wheels) to a CUBIN for
+# 1. every engine/shaders/cuda/*.cu kernel compiles through NVRTC (PyPI wheels) to a CUBIN for
 #    sm_80 and sm_90 with no warning, no register spill and no local memory; the
 #    registers and shared memory of each kernel are printed;
 # 2. the `cuda` feature builds, its tests report themselves skipped (no device), and

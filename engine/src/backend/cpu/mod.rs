@@ -57,6 +57,9 @@ pub struct CpuBackend {
     /// Floating-point operations of the products and attention run so far (one relaxed
     /// add per op call), for `onerec bench`'s GFLOP/s.
     flops: Arc<AtomicU64>,
+    /// K/V cache rows are stored rounded to f16 (what a GPU's f16 cache holds), so the
+    /// f16-cache path of every backend can be checked at the f32 tolerance.
+    kv_f16: bool,
 }
 
 impl Default for CpuBackend {
@@ -79,6 +82,7 @@ impl CpuBackend {
             simd,
             int8: false,
             flops: Arc::default(),
+            kv_f16: false,
         }
     }
 
@@ -98,7 +102,20 @@ impl CpuBackend {
             simd: SimdLevel::Scalar,
             int8: false,
             flops: Arc::default(),
+            kv_f16: false,
         }
+    }
+
+    /// Stores K/V cache rows rounded to f16 (round to nearest even), as a GPU's f16
+    /// cache does: the model of `KvPrecision::F16` that the GPU backends are checked
+    /// against.
+    pub fn with_kv_f16(mut self, on: bool) -> Self {
+        self.kv_f16 = on;
+        self
+    }
+
+    pub fn kv_f16(&self) -> bool {
+        self.kv_f16
     }
 
     pub fn simd(&self) -> SimdLevel {
@@ -141,9 +158,10 @@ impl Backend for CpuBackend {
 
     fn describe(&self) -> String {
         format!(
-            "cpu ({} threads, {})",
+            "cpu ({} threads, {}{})",
             rayon::current_num_threads(),
-            self.simd.name()
+            self.simd.name(),
+            if self.kv_f16 { ", f16 KV cache" } else { "" }
         )
     }
 
@@ -249,7 +267,15 @@ impl Backend for CpuBackend {
                 dst.rows
             )));
         }
-        dst.data[row0 * dst.cols..(row0 + src.rows) * dst.cols].copy_from_slice(&src.data);
+        let dst = &mut dst.data[row0 * dst.cols..(row0 + src.rows) * dst.cols];
+        if self.kv_f16 {
+            // `write_rows` only ever fills K/V caches (the trait's contract).
+            for (d, &x) in dst.iter_mut().zip(&src.data) {
+                *d = half::f16::from_f32(x).to_f32();
+            }
+        } else {
+            dst.copy_from_slice(&src.data);
+        }
         Ok(())
     }
 

@@ -1,15 +1,15 @@
-//! The CUDA kernel sources (`shaders/cuda/*.cu`, one op family per file), embedded in
+//! The CUDA kernel sources (`engine/shaders/cuda/*.cu`, one op family per file), embedded in
 //! the binary so a deployed engine needs no source tree, and the entry points of each.
 
 /// Headers the kernel files include, handed to NVRTC in memory.
 pub const HEADERS: &[(&str, &str)] = &[
     (
         "common.cuh",
-        include_str!("../../../../shaders/cuda/common.cuh"),
+        include_str!("../../../shaders/cuda/common.cuh"),
     ),
     (
         "gemm.cuh",
-        include_str!("../../../../shaders/cuda/gemm.cuh"),
+        include_str!("../../../shaders/cuda/gemm.cuh"),
     ),
 ];
 
@@ -24,7 +24,7 @@ pub struct KernelFile {
 
 macro_rules! kernel_file {
     ($file:literal, [$($entry:literal),* $(,)?]) => {
-        KernelFile { file: $file, source: include_str!(concat!("../../../../shaders/cuda/", $file)), entries: &[$($entry),*] }
+        KernelFile { file: $file, source: include_str!(concat!("../../../shaders/cuda/", $file)), entries: &[$($entry),*] }
     };
 }
 

@@ -1,6 +1,6 @@
 //! The CUDA backend for server GPUs (feature `cuda`).
 //!
-//! Kernels are the `.cu` files in `shaders/cuda/` (one op family per file, mirroring
+//! Kernels are the `.cu` files in `engine/shaders/cuda/` (one op family per file, mirroring
 //! the WGSL ones), compiled at run time by NVRTC for the device's architecture and
 //! cached on disk. The CUDA libraries are loaded dynamically: a build with this feature
 //! runs on machines without CUDA, where creating the backend returns an error.

@@ -1,5 +1,5 @@
-//! The WGSL sources (`shaders/*.wgsl`, embedded at build time) and the tiny strict
-//! preprocessor that specializes them (see `shaders/README.md`):
+//! The WGSL sources (`engine/shaders/*.wgsl`, embedded at build time) and the tiny strict
+//! preprocessor that specializes them (see `engine/shaders/README.md`):
 //! `#include "file.wgsl"`, `#if NAME` / `#if !NAME` / `#else` / `#endif` over a set of
 //! defined names. Anything else starting with `#` is an error, so a typo cannot silently
 //! drop a block. Every specialization the backend can ask for is listed by [`variants`],
@@ -11,38 +11,38 @@ use crate::tensor::DType;
 pub const FILES: &[(&str, &str)] = &[
     (
         "attention.wgsl",
-        include_str!("../../../../shaders/attention.wgsl"),
+        include_str!("../../../shaders/attention.wgsl"),
     ),
-    ("beams.wgsl", include_str!("../../../../shaders/beams.wgsl")),
+    ("beams.wgsl", include_str!("../../../shaders/beams.wgsl")),
     (
         "elementwise.wgsl",
-        include_str!("../../../../shaders/elementwise.wgsl"),
+        include_str!("../../../shaders/elementwise.wgsl"),
     ),
     (
         "gather.wgsl",
-        include_str!("../../../../shaders/gather.wgsl"),
+        include_str!("../../../shaders/gather.wgsl"),
     ),
-    ("grid.wgsl", include_str!("../../../../shaders/grid.wgsl")),
+    ("grid.wgsl", include_str!("../../../shaders/grid.wgsl")),
     (
         "kv_cache.wgsl",
-        include_str!("../../../../shaders/kv_cache.wgsl"),
+        include_str!("../../../shaders/kv_cache.wgsl"),
     ),
     (
         "log_softmax.wgsl",
-        include_str!("../../../../shaders/log_softmax.wgsl"),
+        include_str!("../../../shaders/log_softmax.wgsl"),
     ),
     (
         "matmul.wgsl",
-        include_str!("../../../../shaders/matmul.wgsl"),
+        include_str!("../../../shaders/matmul.wgsl"),
     ),
-    ("moe.wgsl", include_str!("../../../../shaders/moe.wgsl")),
+    ("moe.wgsl", include_str!("../../../shaders/moe.wgsl")),
     (
         "rms_norm.wgsl",
-        include_str!("../../../../shaders/rms_norm.wgsl"),
+        include_str!("../../../shaders/rms_norm.wgsl"),
     ),
     (
         "weights.wgsl",
-        include_str!("../../../../shaders/weights.wgsl"),
+        include_str!("../../../shaders/weights.wgsl"),
     ),
 ];
 

@@ -14,7 +14,7 @@ pub struct Part {
     pub row0: u32,
     pub rows: u32,
     /// Where the part starts in `buf`: in elements for float types, in words of quants
-    /// for Q8_0/Q4_0 (see shaders/weights.wgsl).
+    /// for Q8_0/Q4_0 (see engine/shaders/weights.wgsl).
     pub base: u32,
     /// Where its f16 block scales start, in halves (Q8_0/Q4_0).
     pub sbase: u32,
