@@ -16,7 +16,6 @@ mod load;
 mod logging;
 mod model;
 mod query;
-mod quiet;
 mod request;
 mod status;
 // The live catalog (update, load) comes last in the header.

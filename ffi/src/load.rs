@@ -62,12 +62,10 @@ pub(crate) fn options(p: &onerec_model_params) -> Result<EngineOptions, FfiError
 }
 
 pub(crate) fn open_path(path: &Path, o: &EngineOptions) -> Result<Engine, FfiError> {
-    crate::quiet::quiet_gpu_probe();
     Engine::open(path, o).map_err(|e| FfiError::engine(e, Phase::Load))
 }
 
 fn open_bytes(bytes: Vec<u8>, source: &str, o: &EngineOptions) -> Result<Engine, FfiError> {
-    crate::quiet::quiet_gpu_probe();
     let file = onerec_engine::format::from_blob(
         Arc::new(onerec_engine::tensor::Blob::Owned(bytes)),
         Path::new(source),

@@ -614,6 +614,7 @@ pub struct AdapterDesc {
 /// Every adapter wgpu reaches (Vulkan, Metal, DX12; `WGPU_BACKEND` narrows the choice),
 /// in a stable order. Never panics: a broken driver reads as no adapter.
 pub(crate) fn adapters() -> Vec<wgpu::Adapter> {
+    super::quiet::quiet_gpu_probe();
     std::panic::catch_unwind(|| {
         let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         let instance = wgpu::Instance::new(desc);

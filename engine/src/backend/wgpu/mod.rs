@@ -10,6 +10,7 @@ mod beams;
 mod context;
 mod kernels;
 mod moe;
+mod quiet;
 pub mod shaders;
 mod weight;
 
@@ -89,6 +90,7 @@ pub struct WgpuBackend {
 /// A GPU adapter if one exists (any of Vulkan, Metal, DX12; `WGPU_BACKEND` narrows the
 /// choice). Never panics: a broken driver reads as "no adapter".
 pub fn find_adapter() -> Option<::wgpu::Adapter> {
+    quiet::quiet_gpu_probe();
     std::panic::catch_unwind(|| {
         let desc = ::wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         let instance = ::wgpu::Instance::new(desc);

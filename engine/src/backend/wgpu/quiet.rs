@@ -1,4 +1,5 @@
-//! Keeps the GPU driver stack from writing to the host's stderr.
+//! Keeps the GPU driver stack from writing to the host's stderr (for every face of the
+//! engine: the Rust API, the CLI, the C API and Python all enumerate adapters here).
 //!
 //! Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` calls `wl_display_connect`
 //! while wgpu enumerates adapters; with `XDG_RUNTIME_DIR` unset or invalid (services,
