@@ -7,11 +7,15 @@ source scripts/env.sh
 scripts/setup.sh
 
 echo "== cargo test (workspace)"
+start=$SECONDS
 cargo test --workspace --release 2>&1
+echo "== cargo test: $((SECONDS - start)) s"
 
 for step in scripts/ci.d/*.sh; do
     [ -e "$step" ] || continue
     echo "== $step"
+    start=$SECONDS
     bash "$step"
+    echo "== $step: $((SECONDS - start)) s"
 done
-echo "== all tests passed"
+echo "== all tests passed in $SECONDS s"
