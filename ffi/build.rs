@@ -24,7 +24,10 @@ fn main() {
 fn abi_version() -> u32 {
     let src = std::fs::read_to_string("src/lib.rs").expect("ffi/src/lib.rs is readable");
     src.lines()
-        .find_map(|l| l.trim().strip_prefix("pub const ONEREC_ABI_VERSION: u32 = "))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("pub const ONEREC_ABI_VERSION: u32 = ")
+        })
         .and_then(|rest| rest.trim_end_matches(';').trim().parse().ok())
         .expect("ffi/src/lib.rs declares `pub const ONEREC_ABI_VERSION: u32 = N;`")
 }

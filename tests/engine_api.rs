@@ -255,10 +255,17 @@ fn a_nan_score_fails_its_request_with_a_named_error() {
 fn an_f16_kv_cache_on_the_cpu_rounds_keys_and_values() {
     let f32_kv = Engine::open(&fixture("dense_l3"), &cpu().kv_precision(KvPrecision::F32)).unwrap();
     let f16_kv = Engine::open(&fixture("dense_l3"), &cpu().kv_precision(KvPrecision::F16)).unwrap();
-    assert!(f16_kv.describe_backend().contains("f16 KV"), "{}", f16_kv.describe_backend());
+    assert!(
+        f16_kv.describe_backend().contains("f16 KV"),
+        "{}",
+        f16_kv.describe_backend()
+    );
     let ids = f32_kv.file().catalog.item_ids()[..4].to_vec();
     let req = Request::builder(ids).beam(8).results(8).build();
-    let a = f32_kv.recommend(std::slice::from_ref(&req)).unwrap().remove(0);
+    let a = f32_kv
+        .recommend(std::slice::from_ref(&req))
+        .unwrap()
+        .remove(0);
     let b = f16_kv.recommend(&[req]).unwrap().remove(0);
     let moved = a
         .final_scores
@@ -266,7 +273,10 @@ fn an_f16_kv_cache_on_the_cpu_rounds_keys_and_values() {
         .zip(&b.final_scores)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
-    assert!(moved > 0.0, "an f16 cache changed no score: nothing was rounded");
+    assert!(
+        moved > 0.0,
+        "an f16 cache changed no score: nothing was rounded"
+    );
     assert!(moved < 5e-2, "f16 K/V moved a score by {moved}");
 }
 

@@ -345,7 +345,11 @@ impl Engine {
     pub fn memory_estimate(&self, shapes: &[RequestShape]) -> MemoryEstimate {
         MemoryEstimate {
             model: self.file.file_bytes() as u64,
-            ..generate::estimate(&self.file.config, self.catalog.load().trie().n_nodes(), shapes)
+            ..generate::estimate(
+                &self.file.config,
+                self.catalog.load().trie().n_nodes(),
+                shapes,
+            )
         }
     }
 

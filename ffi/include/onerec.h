@@ -453,7 +453,8 @@ typedef struct onerec_catalog_item {
 #define ONEREC_KV_F32 1
 
 /**
- * f16; a device without f16 support fails to load with ONEREC_STATUS_BACKEND_UNAVAILABLE.
+ * f16 (the CPU backend stores K/V rounded to f16, the model of a GPU's f16 cache); a GPU
+ * without f16 support fails to load with ONEREC_STATUS_BACKEND_UNAVAILABLE.
  */
 #define ONEREC_KV_F16 2
 

@@ -7,10 +7,7 @@ pub const HEADERS: &[(&str, &str)] = &[
         "common.cuh",
         include_str!("../../../shaders/cuda/common.cuh"),
     ),
-    (
-        "gemm.cuh",
-        include_str!("../../../shaders/cuda/gemm.cuh"),
-    ),
+    ("gemm.cuh", include_str!("../../../shaders/cuda/gemm.cuh")),
 ];
 
 /// One `.cu` file: compiled as one module.

@@ -18,10 +18,7 @@ pub const FILES: &[(&str, &str)] = &[
         "elementwise.wgsl",
         include_str!("../../../shaders/elementwise.wgsl"),
     ),
-    (
-        "gather.wgsl",
-        include_str!("../../../shaders/gather.wgsl"),
-    ),
+    ("gather.wgsl", include_str!("../../../shaders/gather.wgsl")),
     ("grid.wgsl", include_str!("../../../shaders/grid.wgsl")),
     (
         "kv_cache.wgsl",
@@ -31,10 +28,7 @@ pub const FILES: &[(&str, &str)] = &[
         "log_softmax.wgsl",
         include_str!("../../../shaders/log_softmax.wgsl"),
     ),
-    (
-        "matmul.wgsl",
-        include_str!("../../../shaders/matmul.wgsl"),
-    ),
+    ("matmul.wgsl", include_str!("../../../shaders/matmul.wgsl")),
     ("moe.wgsl", include_str!("../../../shaders/moe.wgsl")),
     (
         "rms_norm.wgsl",
