@@ -42,6 +42,9 @@ class SearchResult:
     # R+1 final beams), and the smallest MoE router top-k gap seen during the search.
     min_score_gap: float = math.inf
     min_router_gap: float = math.inf
+    # The item-list answer (docs/DECISIONS.md, "Item-list answer"): the beams right after
+    # the first item was completed, best first, as (item id, score of its L codes).
+    first_items: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -99,7 +102,8 @@ def beam_search(model: OneRec, catalog: Catalog, req: Request) -> SearchResult:
                 min_gap = min(min_gap, float(cands[B - 1][0]) - float(cands[B][0]))
             kept = cands[:B]
             if not kept:
-                return SearchResult([], [], min_gap, rec.min_gap)
+                return SearchResult([], [], min_gap, rec.min_gap,
+                                    first if i > 0 else [])
 
             new_beams = []
             for score, bi, c in kept:
@@ -111,6 +115,8 @@ def beam_search(model: OneRec, catalog: Catalog, req: Request) -> SearchResult:
                 else:
                     new_beams.append(_Beam(score, old.items, old.sids, prefix))
             beams = new_beams
+            if i == 0 and s == L - 1:
+                first = [(b.items[0], float(b.score)) for b in beams]
             state.reorder(torch.tensor([bi for _, bi, _ in kept]))
 
     final = [float(b.score) for b in beams]
@@ -118,4 +124,4 @@ def beam_search(model: OneRec, catalog: Catalog, req: Request) -> SearchResult:
         min_gap = min(min_gap, a - b)
     sessions = [Session(float(b.score), list(b.items), [list(x) for x in b.sids])
                 for b in beams[: req.results]]
-    return SearchResult(sessions, final, min_gap, rec.min_gap)
+    return SearchResult(sessions, final, min_gap, rec.min_gap, first)
