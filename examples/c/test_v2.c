@@ -327,7 +327,7 @@ static void test_abort(const char *model_file) {
     }
     uint64_t history[3];
     onerec_request r = first_items(model, history, 3);
-    r.beam = 512;
+    r.beam = 16;
     best want = run_one(model, &r);
     /* Never stopping: called between steps, the answer unchanged. */
     abort_state never = {0, -1};
