@@ -4,7 +4,7 @@
 # extension) for each run, and the same requests through the engine in-process (batches of
 # the same size), so the serving overhead is a ratio. Writes target/bench/triton/report.md.
 #
-#   bash benches/triton/run.sh [small|tiny] [SECONDS_PER_WINDOW]
+#   bash benches/triton/run.sh [small|tiny|medium] [SECONDS_PER_WINDOW]
 #
 # perf_analyzer averages three windows per concurrency; stabilisation is off
 # (--stability-percentage 999) because a shared, loaded machine never passes it.
@@ -37,7 +37,7 @@ mkdir -p "$out/pa/lib"
 ln -sf "$(ls "$libs"/libb64-*.so.0d)" "$out/pa/lib/libb64.so.0d"
 ln -sf "$(ls "$libs"/libcudart-*.so.12*)" "$out/pa/lib/libcudart.so.12"
 
-cargo build --release -q -p onerec-triton
+cargo build --release -q --workspace --lib --bins
 cargo build --release -q -p onerec-triton --example triton_inprocess
 synth="$out/$preset"
 [ -f "$synth/model.safetensors" ] || "$venv/bin/python" benches/triton/synthetic_np.py --preset "$preset" --out "$synth"
@@ -46,7 +46,7 @@ synth="$out/$preset"
 "$venv/bin/python" - "$out" "$preset" <<'EOF'
 import json, sys
 out, preset = sys.argv[1], sys.argv[2]
-for name, n in (("onerec_default", 1682), (f"synth_{preset}", {"small": 50000, "tiny": 5000}[preset])):
+for name, n in (("onerec_default", 1682), (f"synth_{preset}", {"medium": 100000, "small": 50000, "tiny": 5000}[preset])):
     hist = [[1 + (i * 97 + j * 7919) % n for j in range(20)] for i in range(64)]
     json.dump(hist, open(f"{out}/{name}.histories.json", "w"))
     data = [{"HISTORY": {"content": h, "shape": [len(h)]}, "BEAM": [32], "RESULTS": [10],

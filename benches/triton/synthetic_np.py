@@ -18,6 +18,11 @@ from pathlib import Path
 import numpy as np
 
 PRESETS = {
+    # Issue 12's medium size (the paper's small model), as benches/synthetic.py makes it.
+    "medium": (dict(d_model=512, n_heads=8, n_enc_layers=4, n_dec_layers=4, d_ff=2048,
+                    n_experts=24, top_k=2, d_expert=1024, moe_enc_layers=[],
+                    moe_dec_layers=[0, 1, 2, 3], n_levels=3, codebook_size=8192,
+                    session_len=5, max_history=256, rms_eps=1e-6), 100_000),
     "small": (dict(d_model=128, n_heads=4, n_enc_layers=4, n_dec_layers=4, d_ff=512,
                    n_experts=8, top_k=2, d_expert=256, moe_enc_layers=[],
                    moe_dec_layers=[0, 1, 2, 3], n_levels=3, codebook_size=1024,

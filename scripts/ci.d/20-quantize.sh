@@ -4,7 +4,9 @@
 # leaves no output file. (The library paths are tested in tests/quantize.rs.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p onerec -p onerec-quantize 2>&1 | tail -1
+# The whole workspace, as test-all.sh built it: selecting packages (-p) resolves other
+# features and rebuilds (the C library and the test binary cannot keep two variants).
+cargo build --release --workspace --bins 2>&1 | tail -1
 q=target/release/onerec-quantize
 o=target/release/onerec
 tmp="$(mktemp -d)"

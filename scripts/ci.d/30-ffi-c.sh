@@ -35,7 +35,7 @@ readelf -d "$out/recommend" | grep "NEEDED.*\[libonerec.so.$abi\]" >/dev/null
 [ -f "$out/prefix/lib/cmake/onerec/onerecConfigVersion.cmake" ]
 
 echo "-- C example against the onerec CLI"
-cargo build --release -q -p onerec --bin onerec
+cargo build --release -q --workspace --bins
 fixture=tests/fixtures/moe_enc_dec_l4
 # The history of the fixture's fourth golden request ("history": [...] lines after the
 # teacher-forced one).

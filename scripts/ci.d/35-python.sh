@@ -9,7 +9,7 @@ root=$PWD
 venv=target/py-venv
 python3 -m venv --clear "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest
-cargo build --release -q -p onerec --bin onerec
+cargo build --release -q --workspace --bins
 # In-tree build (pip builds local directories in place): cargo finds the workspace's
 # target directory and Cargo.lock.
 CARGO_TARGET_DIR="$root/target" "$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./python

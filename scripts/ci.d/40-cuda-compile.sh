@@ -3,8 +3,10 @@
 # 1. every engine/shaders/cuda/*.cu kernel compiles through NVRTC (PyPI wheels) to a CUBIN for
 #    sm_80 and sm_90 with no warning, no register spill and no local memory; the
 #    registers and shared memory of each kernel are printed;
-# 2. the `cuda` feature builds, its tests report themselves skipped (no device), and
-#    `onerec recommend --backend cuda` exits non-zero with a clear message.
+# 2. the `cuda` feature builds and `onerec recommend --backend cuda` exits non-zero with a
+#    clear message. (The CUDA tests, tests/cuda.rs, are compiled and linted by 05-lint.sh
+#    with the feature on; building them in release here cost two minutes of CI for a
+#    "skipped" line.)
 # Kernels are executed only where a CUDA GPU runs `cargo test --features cuda`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,8 +31,7 @@ export ONEREC_CUDA_INCLUDE="$include"
 echo "-- compiling every CUDA kernel for sm_80 and sm_90 (NVRTC, ptxas -v)"
 cargo run --release --quiet -p onerec-engine --features cuda --example cuda_check -- 80 90
 
-echo "-- the cuda feature without a device: tests skipped, CLI error"
-cargo test --release --quiet --features cuda --test tests cuda:: -- --nocapture --test-threads=1 2>&1 | grep -E "skipped|test result"
+echo "-- the cuda feature without a device: CLI error"
 cargo build --release --quiet --features cuda --bin onerec
 set +e
 out=$(target/release/onerec recommend --model tests/fixtures/dense_l3 --history 1 --backend cuda 2>&1)

@@ -23,8 +23,8 @@ export LD_LIBRARY_PATH="$site/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRAR
 [ -x "$server" ] || { echo "no tritonserver in the nvidia-pytriton wheel ($server)" >&2; exit 1; }
 
 echo "-- backend and CLI"
-cargo build --release -q -p onerec-triton
-cargo build --release -q -p onerec --bin onerec
+# The workspace, not -p: a package alone resolves other features and rebuilds the engine.
+cargo build --release -q --workspace --lib --bins
 # The built-in model on two CPU instances, the fixture on one, and (where a GPU adapter is
 # required, as in CI with lavapipe) the fixture again on the wgpu backend.
 models=(onerec_default=models/default/model.onerec,instances=2 moe_dec_l2=tests/fixtures/moe_dec_l2)
