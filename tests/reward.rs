@@ -514,3 +514,59 @@ fn the_c_api_reranks_and_lists_items() {
         onerec_model_free(model);
     }
 }
+
+/// Work past one call's row bound is split (pieces of one user's sessions, batches of
+/// users); every session's reward is the one it gets when scored alone.
+#[test]
+fn rewards_do_not_depend_on_the_batching() {
+    let p = Pipeline::new(CpuBackend::new(), file()).unwrap();
+    let rm = p.reward.as_ref().unwrap();
+    let cat = &p.model.file.catalog;
+    let m = p.model.config().session_len;
+    let n = onerec_engine::reward::MAX_REWARD_ROWS / m * 2 + 7; // three pieces
+    let sessions: Vec<Vec<u32>> = (0..n)
+        .map(|i| {
+            (0..m)
+                .map(|j| ((i * 7 + j * 13) % cat.len()) as u32)
+                .collect()
+        })
+        .collect();
+    let (h1, h2): (Vec<usize>, Vec<usize>) = ((0..9).collect(), vec![5, 6]);
+    let small = &sessions[..40];
+    let users = [
+        RewardInput {
+            history: &h2,
+            sessions: small,
+        },
+        RewardInput {
+            history: &h1,
+            sessions: &sessions,
+        },
+        RewardInput {
+            history: &h2,
+            sessions: small,
+        },
+    ];
+    let all = rm.score(&p.model.backend, cat, &users).unwrap();
+    assert_eq!(all.iter().map(Vec::len).collect::<Vec<_>>(), [40, n, 40]);
+    let per = onerec_engine::reward::MAX_REWARD_ROWS / m;
+    for i in [0, per - 1, per, 2 * per, n - 1] {
+        let alone = rm
+            .score(
+                &p.model.backend,
+                cat,
+                &[RewardInput {
+                    history: &h1,
+                    sessions: &sessions[i..=i],
+                }],
+            )
+            .unwrap();
+        assert!(
+            close(all[1][i].reward, alone[0][0].reward, 1e-5),
+            "session {i}"
+        );
+    }
+    for j in [0, 39] {
+        assert!(close(all[0][j].reward, all[2][j].reward, 1e-6));
+    }
+}

@@ -128,9 +128,10 @@ impl<B: Backend> RewardModel<B> {
     }
 
     /// Bytes one forward call may need at most (activations of [`MAX_REWARD_ROWS`]
-    /// session rows and as many history rows, f32), for the memory budget.
+    /// session rows and as many history rows, or one history of `max_history`; f32),
+    /// for the memory budget.
     pub fn working_bytes(cfg: &RewardConfig, session_len: usize) -> u64 {
-        let rows = MAX_REWARD_ROWS as u64;
+        let rows = MAX_REWARD_ROWS.max(cfg.max_history) as u64;
         let (d, f, h) = (cfg.d_model as u64, cfg.d_ff as u64, cfg.n_heads as u64);
         let keys = cfg.max_history.max(session_len) as u64;
         // Two row sets (history, sessions) of ~10 d-wide buffers, SwiGLU intermediates,
@@ -168,19 +169,25 @@ impl<B: Backend> RewardModel<B> {
                 )));
             }
         }
-        // Pieces of at most MAX_REWARD_ROWS / m sessions, batched up to MAX_REWARD_ROWS rows.
+        // Pieces of at most MAX_REWARD_ROWS / m sessions, batched up to MAX_REWARD_ROWS
+        // session rows and as many history rows (a single piece's history is at most
+        // max_history rows, as the encoder's is).
         let per_piece = (MAX_REWARD_ROWS / m).max(1);
+        let n_r = self.cfg.max_history;
         let mut batches: Vec<Vec<Piece>> = vec![Vec::new()];
-        let mut rows = 0;
+        let (mut rows, mut hist) = (0, 0);
         for (g, u) in users.iter().enumerate() {
+            let h = u.history.len().min(n_r);
             let mut a = 0;
             while a < u.sessions.len() {
                 let b = (a + per_piece).min(u.sessions.len());
-                if rows + (b - a) * m > MAX_REWARD_ROWS {
+                let full = rows + (b - a) * m > MAX_REWARD_ROWS || hist + h > MAX_REWARD_ROWS;
+                if full && batches.last().is_some_and(|b| !b.is_empty()) {
                     batches.push(Vec::new());
-                    rows = 0;
+                    (rows, hist) = (0, 0);
                 }
                 rows += (b - a) * m;
+                hist += h;
                 if let Some(last) = batches.last_mut() {
                     last.push(Piece {
                         user: g,
