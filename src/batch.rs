@@ -19,7 +19,8 @@ pub struct BatchArgs {
     pub model: crate::model_args::ModelArgs,
     /// JSON-lines file of requests, or `-` for standard input. One object per line:
     /// {"history": [ids], "beam": B, "results": R, "exclude": [ids], "exclude_history": bool,
-    /// "id": anything}; only "history" is required, ids are numbers or strings of digits.
+    /// "rerank": bool, "keep_permutations": bool, "items": K, "id": anything}; only
+    /// "history" is required, ids are numbers or strings of digits.
     #[arg(long, default_value = "-")]
     pub input: PathBuf,
     /// Beam width of lines that do not give "beam".
@@ -31,6 +32,15 @@ pub struct BatchArgs {
     /// Exclude history items for lines that do not give "exclude_history".
     #[arg(long)]
     pub exclude_history: bool,
+    /// Rerank by the reward model for lines that do not give "rerank".
+    #[arg(long)]
+    pub rerank: bool,
+    /// Keep permutations for lines that do not give "keep_permutations".
+    #[arg(long)]
+    pub keep_permutations: bool,
+    /// Item-list length for lines that do not give "items".
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub items: usize,
     /// Requests decoded together (one engine call); larger is faster up to the device's limits.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub batch_size: u64,
@@ -104,12 +114,15 @@ fn parse_line(number: usize, text: &str, a: &BatchArgs) -> Line {
     }
 }
 
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 9] = [
     "history",
     "beam",
     "results",
     "exclude",
     "exclude_history",
+    "rerank",
+    "keep_permutations",
+    "items",
     "id",
 ];
 
@@ -137,16 +150,21 @@ fn request_of(m: &Map<String, Value>, a: &BatchArgs) -> Result<Request, String> 
                 .ok_or_else(|| format!("`{k}` must be a non-negative integer, got {v}")),
         }
     };
-    let exclude_history = match m.get("exclude_history") {
-        None => a.exclude_history,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(format!("`exclude_history` must be true or false, got {v}")),
+    let flag = |k: &str, default: bool| -> Result<bool, String> {
+        match m.get(k) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(format!("`{k}` must be true or false, got {v}")),
+        }
     };
     Ok(Request::builder(history)
         .beam(count("beam", a.beam)?)
         .results(count("results", a.results)?)
         .exclude(exclude)
-        .exclude_history(exclude_history)
+        .exclude_history(flag("exclude_history", a.exclude_history)?)
+        .rerank(flag("rerank", a.rerank)?)
+        .keep_permutations(flag("keep_permutations", a.keep_permutations)?)
+        .items(count("items", a.items)?)
         .build())
 }
 

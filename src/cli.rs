@@ -62,6 +62,16 @@ struct RecommendArgs {
     /// Do not recommend items of the history.
     #[arg(long)]
     exclude_history: bool,
+    /// Order the surviving sessions by the model's reward model (docs/REWARD_MODEL.md).
+    #[arg(long)]
+    rerank: bool,
+    /// Keep sessions that hold the same items as a better one (by default dropped).
+    #[arg(long)]
+    keep_permutations: bool,
+    /// Also list the best K single items (at most the beam width): the beams right
+    /// after the first item.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    items: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -95,6 +105,9 @@ fn recommend(a: RecommendArgs) -> Result<()> {
         .results(a.results)
         .exclude(exclude)
         .exclude_history(a.exclude_history)
+        .rerank(a.rerank)
+        .keep_permutations(a.keep_permutations)
+        .items(a.items)
         .build();
     let response = engine.recommend(std::slice::from_ref(&request))?.remove(0);
     let builtin = a.model.model.is_none();

@@ -45,6 +45,8 @@ fn json_output_matches_reference_sessions() {
                 "--backend",
                 "cpu",
                 "--json",
+                // The goldens record the search's order, permutations included.
+                "--keep-permutations",
             ]);
             if req.exclude_history {
                 args.push("--exclude-history");
@@ -313,6 +315,7 @@ fn batch_answers_every_line_and_matches_single_requests() {
             "results": req.results,
             "exclude": req.exclude,
             "exclude_history": req.exclude_history,
+            "keep_permutations": true,
         });
         input += &format!("{obj}\n");
         line += 1;
@@ -632,4 +635,137 @@ fn devices_lists_adapters_as_json() {
     }
     let table = onerec(&["devices"]);
     assert!(table.status.success());
+}
+
+/// `--rerank`, `--items` and the default distinct rule against the reward fixture's
+/// goldens (reference/make_reward_fixture.py); the table shows rewards and items; rerank
+/// without a reward model and items above the beam are one-line errors.
+#[test]
+fn rerank_items_and_distinct_sessions() {
+    let model = fixture("reward_l3");
+    let m = model.to_str().unwrap();
+    let text = std::fs::read_to_string(model.join("golden.json")).unwrap();
+    let g: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for (k, r) in g["requests"].as_array().unwrap().iter().enumerate().take(3) {
+        let (history, exclude) = (join(&ids(&r["history"])), join(&ids(&r["exclude"])));
+        let (beam, results, items) = (
+            r["beam"].to_string(),
+            r["results"].to_string(),
+            r["items"].to_string(),
+        );
+        let beams = r["beams"].as_array().unwrap();
+        for (flags, key) in [
+            (&["--rerank"][..], "rerank=1,keep=0"),
+            (&[][..], "rerank=0,keep=0"),
+            (&["--rerank", "--keep-permutations"][..], "rerank=1,keep=1"),
+        ] {
+            let mut args = vec![
+                "recommend",
+                "--model",
+                m,
+                "--history",
+                &history,
+                "--exclude",
+                &exclude,
+                "--beam",
+                &beam,
+                "--results",
+                &results,
+                "--items",
+                &items,
+                "--backend",
+                "cpu",
+                "--json",
+            ];
+            if r["exclude_history"].as_bool().unwrap() {
+                args.push("--exclude-history");
+            }
+            args.extend(flags);
+            let got = json_of(&onerec(&args));
+            let want: Vec<Vec<u64>> = r["answers"][key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| ids(&beams[i.as_u64().unwrap() as usize]["items"]))
+                .collect();
+            let sessions = got["sessions"].as_array().unwrap();
+            let got_items: Vec<Vec<u64>> = sessions.iter().map(|s| ids(&s["items"])).collect();
+            assert_eq!(got_items, want, "request {k} {key}");
+            for s in sessions {
+                assert_eq!(s.get("reward").is_some(), key.starts_with("rerank=1"));
+                if let Some(sig) = s.get("signals") {
+                    assert_eq!(sig.as_array().unwrap().len(), 3);
+                }
+            }
+            let list: Vec<u64> = got["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["item"].as_u64().unwrap())
+                .collect();
+            let want_list: Vec<u64> = r["first_items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i[0].as_u64().unwrap())
+                .collect();
+            assert_eq!(list, want_list, "request {k} item list");
+        }
+    }
+    let r = &g["requests"][0];
+    let history = join(&ids(&r["history"]));
+    let out = onerec(&[
+        "recommend",
+        "--model",
+        m,
+        "--history",
+        &history,
+        "--beam",
+        "8",
+        "--results",
+        "3",
+        "--rerank",
+        "--items",
+        "4",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.lines().next().unwrap().contains("reward"), "{table}");
+    assert_eq!(table.lines().count(), 1 + 3 + 2 + 4, "{table}");
+
+    let dense = fixture("dense_l3");
+    let item = crate::golden::load_golden("dense_l3").json["requests"][0]["history"][0].to_string();
+    let e = fails(&[
+        "recommend",
+        "--model",
+        dense.to_str().unwrap(),
+        "--history",
+        &item,
+        "--rerank",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(e.contains("no reward model"), "{e}");
+    let e = fails(&[
+        "recommend",
+        "--model",
+        m,
+        "--history",
+        &history,
+        "--beam",
+        "4",
+        "--results",
+        "2",
+        "--items",
+        "5",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(e.contains("items must be in 0..=beam"), "{e}");
 }

@@ -97,6 +97,8 @@ fn known_histories_give_the_reference_sessions() {
             .beam(r["beam"].as_u64().unwrap() as usize)
             .results(r["results"].as_u64().unwrap() as usize)
             .exclude_history(r["exclude_history"].as_bool().unwrap())
+            // The golden records the search's order (permutations included).
+            .keep_permutations(true)
             .build();
         let got = e.recommend(std::slice::from_ref(&req)).unwrap().remove(0);
         let want = r["sessions"].as_array().unwrap();
@@ -143,6 +145,7 @@ fn cli_without_model_recommends_from_the_built_in_model() {
         "--results",
         &results,
         "--exclude-history",
+        "--keep-permutations",
         "--backend",
         "cpu",
     ];

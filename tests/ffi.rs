@@ -80,6 +80,8 @@ fn load(dir: &Path) -> *mut onerec_model {
 fn new_context(model: *const onerec_model) -> *mut onerec_context {
     let mut ctx = ptr::null_mut();
     ok(unsafe { onerec_context_new(model, &mut ctx) });
+    // The goldens record the search's order, permutations included.
+    ok(unsafe { onerec_context_set_keep_permutations(ctx, true) });
     ctx
 }
 

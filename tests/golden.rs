@@ -61,6 +61,8 @@ pub fn requests(g: &Golden) -> Vec<(Request, &Value)> {
                 .results(r["results"].as_u64().unwrap() as usize)
                 .exclude(ids(&r["exclude"]))
                 .exclude_history(r["exclude_history"].as_bool().unwrap())
+                // The goldens record the search's order (permutations included).
+                .keep_permutations(true)
                 .build();
             (req, r)
         })

@@ -13,6 +13,7 @@ mod golden;
 mod ops;
 mod quantize;
 mod reliability;
+mod reward;
 mod shaders;
 mod wgpu_e2e;
 mod wgpu_ops;

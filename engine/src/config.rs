@@ -29,6 +29,68 @@ pub struct Config {
     pub session_len: usize,
     pub max_history: usize,
     pub rms_eps: f32,
+    /// The optional reward model (docs/REWARD_MODEL.md v1); absent in most models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<RewardConfig>,
+}
+
+/// Signals a reward model may have (docs/REWARD_MODEL.md: 1..=16 names).
+pub const MAX_REWARD_SIGNALS: usize = 16;
+
+/// The `reward` object of config.json (docs/REWARD_MODEL.md, "config.json").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardConfig {
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub d_ff: usize,
+    pub max_history: usize,
+    /// One name per engagement head.
+    pub signals: Vec<String>,
+    /// One weight per signal: `R = Σ_k weights[k] · r_k`.
+    pub weights: Vec<f32>,
+}
+
+impl RewardConfig {
+    /// Same limits as the main model's sizes (checked before anything is sized by them).
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(Error::config(format!("`reward`: {m}")));
+        for (name, v, limit) in [
+            ("d_model", self.d_model, 1usize << 16),
+            ("n_heads", self.n_heads, 1 << 10),
+            ("d_ff", self.d_ff, 1 << 18),
+            ("max_history", self.max_history, 1 << 16),
+        ] {
+            if v == 0 || v > limit {
+                return err(format!("`{name}` = {v} must be in 1..={limit}"));
+            }
+        }
+        if !self.d_model.is_multiple_of(self.n_heads) {
+            return err(format!(
+                "`d_model` ({}) must be a multiple of `n_heads` ({})",
+                self.d_model, self.n_heads
+            ));
+        }
+        let s = self.signals.len();
+        if s == 0 || s > MAX_REWARD_SIGNALS {
+            return err(format!(
+                "{s} signals; a reward model has 1..={MAX_REWARD_SIGNALS}"
+            ));
+        }
+        if self.weights.len() != s {
+            return err(format!(
+                "{} weights for {s} signals (one per signal)",
+                self.weights.len()
+            ));
+        }
+        if let Some(w) = self.weights.iter().find(|w| !w.is_finite()) {
+            return err(format!("weight {w} is not finite"));
+        }
+        if let Some(n) = self.signals.iter().find(|n| n.is_empty() || n.len() > 64) {
+            return err(format!("signal name `{n}` must have 1..=64 bytes"));
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -213,6 +275,9 @@ impl Config {
             || self.moe_dec_layers.len() < self.n_dec_layers;
         if has_dense && self.d_ff == 0 {
             return Err(Error::config("dense FFN layers need `d_ff` > 0"));
+        }
+        if let Some(r) = &self.reward {
+            r.validate()?;
         }
         Ok(())
     }

@@ -52,6 +52,10 @@ pub enum Error {
     /// or overflowed for this input.
     #[error("non-finite {what} ({value}): the model's weights may be corrupted (load with verification)")]
     NonFinite { what: String, value: f32 },
+    /// A request asked to rerank, but the model has no reward model (no `reward` section,
+    /// docs/REWARD_MODEL.md).
+    #[error("the model has no reward model (no `reward` section, docs/REWARD_MODEL.md), so it cannot rerank")]
+    NoRewardModel,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -101,6 +105,7 @@ impl Error {
                 | Error::UnknownItems { .. }
                 | Error::Budget { .. }
                 | Error::CatalogUpdate(_)
+                | Error::NoRewardModel
         )
     }
 }

@@ -1,14 +1,11 @@
-//! Constrained session beam search (MODEL_SPEC "Constrained session decoding") for a
-//! batch of requests: validation, exclusions (eligible counts) and the layout of each
-//! position's rows live here, above the backend; the beams themselves (scores, trie
-//! nodes, sessions, KV-cache ancestries) live in the backend (`backend/beams.rs`).
+//! Requests and answers of the engine: the request (builder), its validation, the work
+//! bound (rows, memory budget), and the entry points that serve a batch through the
+//! request pipeline (`pipeline/`: search, optional rerank, answer).
 
-use crate::backend::beams::layout;
-use crate::backend::{Backend, BeamPlan, BeamStep, Finished};
+use crate::backend::Backend;
 use crate::catalog::{Catalog, CatalogSnapshot};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::trie::ROOT;
 
 /// Beam widths above this are refused: the KV cache grows linearly with it and no
 /// OneRec deployment uses more than a few hundred.
@@ -43,6 +40,15 @@ pub struct Request {
     pub exclude: Vec<u64>,
     /// Also exclude every history item (including those older than `max_history`).
     pub exclude_history: bool,
+    /// Order the surviving beams by the model's reward model before the answer
+    /// (docs/REWARD_MODEL.md); [`Error::NoRewardModel`] when the model has none.
+    pub rerank: bool,
+    /// Return sessions that hold the same set of items as a better one (by default they
+    /// are dropped and later beams fill their places; docs/DECISIONS.md "Answers").
+    pub keep_permutations: bool,
+    /// Also answer the best `items` single items (`0..=beam`, default 0): the beams
+    /// right after the first item was completed ([`Response::items`]).
+    pub items: usize,
 }
 
 impl Default for Request {
@@ -53,6 +59,9 @@ impl Default for Request {
             results: 10,
             exclude: Vec::new(),
             exclude_history: false,
+            rerank: false,
+            keep_permutations: false,
+            items: 0,
         }
     }
 }
@@ -97,6 +106,18 @@ impl RequestBuilder {
         self.0.exclude_history = yes;
         self
     }
+    pub fn rerank(mut self, yes: bool) -> Self {
+        self.0.rerank = yes;
+        self
+    }
+    pub fn keep_permutations(mut self, yes: bool) -> Self {
+        self.0.keep_permutations = yes;
+        self
+    }
+    pub fn items(mut self, k: usize) -> Self {
+        self.0.items = k;
+        self
+    }
     pub fn build(self) -> Request {
         self.0
     }
@@ -116,7 +137,7 @@ impl<'a> RunOptions<'a> {
         self
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         match self.abort {
             Some(f) if f() => Err(Error::Cancelled),
             _ => Ok(()),
@@ -201,9 +222,23 @@ pub fn estimate(cfg: &crate::Config, n_nodes: usize, shapes: &[RequestShape]) ->
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
+    /// The model's score: the sum of the log-probabilities of its codes.
     pub score: f32,
     pub items: Vec<u64>,
     pub sids: Vec<Vec<u32>>,
+    /// The reward model's `R` when the request was reranked.
+    pub reward: Option<f32>,
+    /// The reward model's `r_k`, one per signal (`RewardConfig::signals`), when reranked.
+    pub signals: Vec<f32>,
+}
+
+/// One item of the item-list answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemScore {
+    pub item: u64,
+    pub sid: Vec<u32>,
+    /// The sum of the log-probabilities of the item's codes as the first of a session.
+    pub score: f32,
 }
 
 /// One request's answer: sessions best first, each `session_len` items with their SIDs.
@@ -226,26 +261,40 @@ pub struct Session {
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Response {
-    /// Up to `results` sessions, best first.
+    /// Up to `results` sessions, best first (by reward when reranked); no two hold the
+    /// same set of items unless the request keeps permutations.
     pub sessions: Vec<Session>,
+    /// Up to `items` single items, best first (empty unless asked for).
+    pub items: Vec<ItemScore>,
     /// Scores of every beam that survived to the end, best first (for parity checks).
     pub final_scores: Vec<f32>,
     /// The catalog snapshot that served the request (`CatalogSnapshot::version`).
     pub catalog_version: u64,
 }
 
-struct UserState {
+/// A valid request, its ids turned into catalog rows: what the pipeline's stages read.
+#[derive(Debug, Clone)]
+pub(crate) struct UserState {
     /// Index of the request in the caller's batch.
-    index: usize,
-    beam: usize,
-    results: usize,
-    history: Vec<usize>,
-    excluded: Vec<usize>,
+    pub index: usize,
+    pub beam: usize,
+    pub results: usize,
+    pub history: Vec<usize>,
+    pub excluded: Vec<usize>,
+    pub rerank: bool,
+    pub keep_permutations: bool,
+    pub items: usize,
 }
 
 /// Checks a request against the model and turns ids into catalog rows (no work sized
-/// by the model yet: that comes after the budget check).
-fn prepare(cat: &Catalog, index: usize, r: &Request) -> Result<UserState> {
+/// by the model yet: that comes after the budget check). `has_reward`: whether the
+/// model can rerank.
+pub(crate) fn prepare(
+    cat: &Catalog,
+    index: usize,
+    r: &Request,
+    has_reward: bool,
+) -> Result<UserState> {
     if r.history.is_empty() {
         return Err(Error::request(
             "the history is empty: give at least one item",
@@ -266,6 +315,15 @@ fn prepare(cat: &Catalog, index: usize, r: &Request) -> Result<UserState> {
             r.beam, r.results
         )));
     }
+    if r.items > r.beam {
+        return Err(Error::request(format!(
+            "items must be in 0..=beam ({}), got {}",
+            r.beam, r.items
+        )));
+    }
+    if r.rerank && !has_reward {
+        return Err(Error::NoRewardModel);
+    }
     let history = cat.resolve(&r.history)?;
     // Excluded ids outside the catalog can never be recommended anyway; an app's
     // block list may name items this model version does not know, so they are skipped.
@@ -283,6 +341,9 @@ fn prepare(cat: &Catalog, index: usize, r: &Request) -> Result<UserState> {
         results: r.results,
         history,
         excluded,
+        rerank: r.rerank,
+        keep_permutations: r.keep_permutations,
+        items: r.items,
     })
 }
 
@@ -322,7 +383,9 @@ pub(crate) fn all_or_first_error(each: Vec<Result<Response>>) -> Result<Vec<Resp
 
 /// Serves a batch of requests (one per user): the valid ones are decoded together, each
 /// invalid one gets its own error. The outer error is a failure of the whole call
-/// (backend, budget, cancellation, an internal error).
+/// (backend, budget, cancellation, an internal error). Without a reward model: a
+/// request that asks to rerank gets [`Error::NoRewardModel`] (see
+/// [`crate::pipeline::Pipeline`] for a model with one).
 pub fn recommend_each<B: Backend>(
     model: &Model<B>,
     snap: &CatalogSnapshot,
@@ -330,230 +393,5 @@ pub fn recommend_each<B: Backend>(
     run: &RunOptions<'_>,
     budget: u64,
 ) -> Result<Vec<Result<Response>>> {
-    if requests.len() > MAX_BATCH_REQUESTS {
-        return Err(Error::request(format!(
-            "{} requests in one call (at most {MAX_BATCH_REQUESTS}; split the batch)",
-            requests.len()
-        )));
-    }
-    let cat = snap.catalog();
-    let mut out: Vec<Result<Response>> = Vec::with_capacity(requests.len());
-    let mut users = Vec::new();
-    for (i, r) in requests.iter().enumerate() {
-        match prepare(cat, i, r) {
-            Ok(mut u) => {
-                // Removed items stay known (a history may name them) but are never eligible.
-                u.excluded.extend_from_slice(snap.removed_rows());
-                users.push(u);
-                out.push(Ok(Response::default()));
-            }
-            Err(e) => out.push(Err(e)),
-        }
-    }
-    let rows: usize = users.iter().map(|u| u.beam).sum();
-    if rows > MAX_BATCH_ROWS {
-        return Err(Error::request(format!(
-            "the batch decodes {rows} beam rows (the sum of its beams); at most {MAX_BATCH_ROWS} in one call: split it"
-        )));
-    }
-    let shapes: Vec<RequestShape> = users
-        .iter()
-        .map(|u| RequestShape {
-            beam: u.beam,
-            history: u.history.len(),
-        })
-        .collect();
-    let need = estimate(model.config(), snap.trie().n_nodes(), &shapes).request();
-    if need > budget {
-        return Err(Error::Budget { need, budget });
-    }
-    if users.is_empty() {
-        return Ok(out);
-    }
-    let done = search(model, snap, &users, run)?;
-    for (u, resp) in users.iter().zip(done) {
-        out[u.index] = resp;
-    }
-    Ok(out)
-}
-
-/// The beam search of the valid requests of a batch, decoded together.
-fn search<B: Backend>(
-    model: &Model<B>,
-    snap: &CatalogSnapshot,
-    users: &[UserState],
-    run: &RunOptions<'_>,
-) -> Result<Vec<Result<Response>>> {
-    let cfg = model.config().clone();
-    let cat = snap.catalog();
-    let trie = snap.trie();
-    let index: &B::Index = snap.resident()?;
-    let big_l = cfg.n_levels;
-    let mut encs = Vec::with_capacity(users.len());
-    let mut counts = Vec::with_capacity(users.len());
-    for u in users {
-        run.check()?;
-        encs.push(model.encode_in(cat, &u.history, None)?);
-        counts.push(trie.eligible_counts(&u.excluded));
-    }
-    let alive: Vec<bool> = counts.iter().map(|c| c[ROOT as usize] > 0).collect();
-    let cap: usize = users.iter().map(|u| u.beam).sum();
-    let enc_refs: Vec<&B::Buf> = encs.iter().collect();
-    let mut st = model.start_decode(&enc_refs, cap)?;
-    let be = &model.backend;
-    let counts = be.counts(&counts)?;
-    let plan = BeamPlan {
-        widths: users.iter().map(|u| u.beam).collect(),
-        first: layout(alive.iter().map(|&a| usize::from(a))),
-        cap,
-        positions: cfg.dec_len(),
-        items: cfg.session_len,
-        levels: big_l,
-        codes: cfg.codebook_size,
-    };
-    let mut beams = be.beams_start(&plan)?;
-    let mut rows = plan.first.clone();
-    let last_t = cfg.dec_len() - 1; // the final item's last-code position is never scored
-
-    for t in 0..last_t {
-        run.check()?;
-        let slot = t % (big_l + 1);
-        let row_user: Vec<u32> = rows
-            .iter()
-            .enumerate()
-            .flat_map(|(u, r)| std::iter::repeat_n(u as u32, r.n))
-            .collect();
-        if row_user.is_empty() {
-            break;
-        }
-        let inputs = be.beams_inputs(&beams);
-        let Some(logp) = model.decode_step(&mut st, t, &inputs, &row_user, None)? else {
-            continue; // unscored slot: every beam keeps its row
-        };
-        // Room for every survivor the trie allows; the beams themselves stay in the
-        // backend (on a GPU, next to the log-probs) until the end.
-        let fanout = trie.max_fanout(slot);
-        let next = layout(
-            rows.iter()
-                .zip(&plan.widths)
-                .map(|(r, &w)| w.min(r.n.saturating_mul(fanout))),
-        );
-        let step = BeamStep {
-            t,
-            level: slot,
-            rows: &rows,
-            next: &next,
-            fanout,
-            trie,
-        };
-        be.beams_step(&mut beams, &logp, index, &counts, &step)?;
-        rows = next;
-    }
-    run.check()?;
-    let finished = be.beams_finish(&beams)?;
-    if finished.len() != users.len() {
-        return Err(Error::internal(format!(
-            "the beam search returned {} requests of {}",
-            finished.len(),
-            users.len()
-        )));
-    }
-    users
-        .iter()
-        .zip(finished)
-        .map(|(u, f)| answer(cat, snap.version(), u, f))
-        .collect()
-}
-
-/// One request's answer from its surviving beams. A catalog row outside the catalog is
-/// a broken invariant of the search (the whole call fails: `Internal`); a non-finite
-/// score fails only this request (`NonFinite`).
-fn answer(
-    cat: &Catalog,
-    catalog_version: u64,
-    u: &UserState,
-    f: Finished,
-) -> Result<Result<Response>> {
-    if f.scores.len() != f.sessions.len() {
-        return Err(Error::internal("beam scores and sessions differ in number"));
-    }
-    let mut sessions = Vec::with_capacity(u.results.min(f.sessions.len()));
-    for (s, &score) in f.sessions.iter().zip(&f.scores).take(u.results) {
-        let mut items = Vec::with_capacity(s.len());
-        let mut sids = Vec::with_capacity(s.len());
-        for &i in s {
-            let i = i as usize;
-            if i >= cat.len() {
-                return Err(Error::internal(format!(
-                    "the beam search produced catalog row {i} of {} (request {})",
-                    cat.len(),
-                    u.index
-                )));
-            }
-            items.push(cat.item_id(i));
-            sids.push(cat.sid(i).to_vec());
-        }
-        sessions.push(Session { score, items, sids });
-    }
-    if let Some(&value) = f.scores.iter().find(|s| !s.is_finite()) {
-        return Ok(Err(Error::NonFinite {
-            what: "session score".into(),
-            value,
-        }));
-    }
-    Ok(Ok(Response {
-        sessions,
-        final_scores: f.scores,
-        catalog_version,
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user() -> UserState {
-        UserState {
-            index: 0,
-            beam: 2,
-            results: 2,
-            history: vec![0],
-            excluded: vec![],
-        }
-    }
-
-    fn catalog() -> Catalog {
-        Catalog::new(vec![10, 20], vec![0, 1, 1, 0], 2, 2).unwrap()
-    }
-
-    /// Issue 11 item 1: the "no item" sentinel (or any row past the catalog) coming out of
-    /// a backend is an internal error, never an index.
-    #[test]
-    fn a_row_outside_the_catalog_is_an_internal_error() {
-        let f = Finished {
-            scores: vec![-1.0],
-            sessions: vec![vec![1, u32::MAX]],
-        };
-        let e = answer(&catalog(), 0, &user(), f).unwrap_err();
-        assert!(
-            matches!(e, Error::Internal(ref m) if m.contains("4294967295")),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn a_non_finite_score_fails_only_its_request() {
-        let f = Finished {
-            scores: vec![-1.0, f32::NAN],
-            sessions: vec![vec![0], vec![1]],
-        };
-        let r = answer(&catalog(), 0, &user(), f).unwrap();
-        assert!(matches!(r, Err(Error::NonFinite { .. })), "{r:?}");
-        let ok = Finished {
-            scores: vec![-1.0, -2.0],
-            sessions: vec![vec![0], vec![1]],
-        };
-        let r = answer(&catalog(), 0, &user(), ok).unwrap().unwrap();
-        assert_eq!(r.sessions[1].items, vec![20]);
-    }
+    crate::pipeline::run(model, None, snap, requests, run, budget)
 }

@@ -1,7 +1,8 @@
 //! OneRec inference engine.
 //!
 //! Data flow: model file → mmap ([`ModelFile`]) → backend weights ([`backend`]) →
-//! encoder → decoder steps ([`model`]) → constrained top-B ([`generate`]) → sessions.
+//! encoder → decoder steps ([`model`]) → constrained top-B ([`pipeline::search`]) →
+//! optional rerank by the reward model ([`reward`]) → the answer ([`generate`]).
 
 pub mod backend;
 pub mod catalog;
@@ -13,6 +14,8 @@ pub mod fsutil;
 pub mod generate;
 pub mod model;
 pub mod model_file;
+pub mod pipeline;
+pub mod reward;
 pub mod schema;
 pub mod tensor;
 pub mod trie;
@@ -20,14 +23,15 @@ pub mod trie;
 pub use backend::cpu::CpuBackend;
 pub use backend::wgpu::WgpuBackend;
 pub use backend::Backend;
-pub use config::Config;
+pub use config::{Config, RewardConfig};
 pub use error::{Error, Result};
 pub use generate::{
-    MemoryEstimate, Request, RequestBuilder, RequestShape, Response, RunOptions, Session,
-    MAX_BATCH_REQUESTS, MAX_BATCH_ROWS, MAX_BEAM,
+    ItemScore, MemoryEstimate, Request, RequestBuilder, RequestShape, Response, RunOptions,
+    Session, MAX_BATCH_REQUESTS, MAX_BATCH_ROWS, MAX_BEAM,
 };
 pub use model::Model;
 pub use model_file::ModelFile;
+pub use pipeline::Pipeline;
 
 pub use catalog::{CatalogSnapshot, CatalogUpdate};
 
@@ -168,7 +172,8 @@ impl EngineOptions {
     }
 }
 
-/// A model on one backend, behind an object-safe face so callers need not be generic.
+/// A pipeline (model + optional reward model) on one backend, behind an object-safe face
+/// so callers need not be generic.
 trait Runner: Send + Sync {
     fn recommend_each(
         &self,
@@ -179,9 +184,10 @@ trait Runner: Send + Sync {
     ) -> Result<Vec<Result<Response>>>;
     fn snapshot(&self, contents: Arc<CatalogContents>, version: u64) -> Result<CatalogSnapshot>;
     fn describe(&self) -> String;
+    fn has_reward(&self) -> bool;
 }
 
-impl<B: Backend> Runner for Model<B> {
+impl<B: Backend> Runner for Pipeline<B> {
     fn recommend_each(
         &self,
         snap: &CatalogSnapshot,
@@ -189,13 +195,16 @@ impl<B: Backend> Runner for Model<B> {
         run: &RunOptions<'_>,
         budget: u64,
     ) -> Result<Vec<Result<Response>>> {
-        generate::recommend_each(self, snap, requests, run, budget)
+        Pipeline::recommend_each(self, snap, requests, run, budget)
     }
     fn snapshot(&self, contents: Arc<CatalogContents>, version: u64) -> Result<CatalogSnapshot> {
-        Model::snapshot(self, contents, version)
+        self.model.snapshot(contents, version)
     }
     fn describe(&self) -> String {
-        self.backend.describe()
+        self.model.backend.describe()
+    }
+    fn has_reward(&self) -> bool {
+        self.reward.is_some()
     }
 }
 
@@ -309,7 +318,7 @@ impl Engine {
     /// Serves `file` on a backend the caller made (to choose its options, such as
     /// `WgpuOptions` or `CudaOptions`).
     pub fn with_backend<B: Backend + 'static>(file: Arc<ModelFile>, backend: B) -> Result<Self> {
-        let runner: Box<dyn Runner> = Box::new(Model::new(backend, file.clone())?);
+        let runner: Box<dyn Runner> = Box::new(Pipeline::new(backend, file.clone())?);
         Self::serve(file, runner, None, DEFAULT_MEMORY_BUDGET)
     }
 
@@ -323,6 +332,12 @@ impl Engine {
 
     pub fn describe_backend(&self) -> String {
         self.in_pool(|| self.runner.describe())
+    }
+
+    /// Whether the model carries a reward model (docs/REWARD_MODEL.md), so requests can
+    /// rerank.
+    pub fn has_reward_model(&self) -> bool {
+        self.runner.has_reward()
     }
 
     /// The working-memory budget of one call, in bytes.
@@ -452,14 +467,15 @@ fn runner(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Box<dyn Runner>>
                 backend: "wgpu".into(),
                 msg: "no GPU adapter found (Vulkan, Metal or DX12; on Linux without a GPU install mesa-vulkan-drivers for lavapipe and set WGPU_BACKEND=vulkan)".into(),
             })?;
-            Ok(Box::new(Model::new(wgpu_backend(adapter, opts)?, file)?))
+            Ok(Box::new(Pipeline::new(wgpu_backend(adapter, opts)?, file)?))
         }
         // A hardware GPU adapter if one exists; software adapters (lavapipe, llvmpipe,
         // SwiftShader: device type CPU) run this model 20-40x slower than the CPU
         // backend, so they are never chosen. A GPU that then fails to open is reported
         // in the log and the CPU serves instead.
         BackendKind::Auto => match pick_adapter(opts.device, true)? {
-            Some(a) => match wgpu_backend(a, opts).and_then(|gpu| Model::new(gpu, file.clone())) {
+            Some(a) => match wgpu_backend(a, opts).and_then(|gpu| Pipeline::new(gpu, file.clone()))
+            {
                 Ok(m) => Ok(Box::new(m)),
                 Err(e) => {
                     log::warn!("GPU adapter found but unusable ({e}); using the CPU");
@@ -513,7 +529,7 @@ fn cpu_runner(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Box<dyn Runn
     // F16 rounds every stored K/V value to f16, as a GPU's f16 cache does (the model of
     // that precision the GPU backends are tested against); Auto and F32 keep f32.
     let cpu = CpuBackend::new().with_kv_f16(opts.kv_precision == KvPrecision::F16);
-    Ok(Box::new(Model::new(cpu, file)?))
+    Ok(Box::new(Pipeline::new(cpu, file)?))
 }
 
 #[cfg(feature = "cuda")]
@@ -527,7 +543,7 @@ fn cuda_runner(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Box<dyn Run
         KvPrecision::F32 => co.kv_f16 = false,
         KvPrecision::F16 => co.kv_f16 = true,
     }
-    Ok(Box::new(Model::new(
+    Ok(Box::new(Pipeline::new(
         backend::cuda::CudaBackend::with_options(co)?,
         file,
     )?))

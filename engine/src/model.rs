@@ -11,11 +11,12 @@ use crate::tensor::WeightView;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-struct Attn<W> {
-    q: W,
-    k: W,
-    v: W,
-    o: W,
+/// The four projections of one attention block (`[d, d]` each, `y = x · Wᵀ`).
+pub(crate) struct Attn<W> {
+    pub(crate) q: W,
+    pub(crate) k: W,
+    pub(crate) v: W,
+    pub(crate) o: W,
 }
 
 enum FeedForward<W> {

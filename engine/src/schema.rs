@@ -1,6 +1,6 @@
 //! The tensors a MODEL_SPEC v1 checkpoint must hold, derived from its config.
 
-use crate::config::Config;
+use crate::config::{Config, RewardConfig};
 
 /// Every weight tensor's name and shape, in a stable order (catalog tensors excluded).
 pub fn weight_shapes(c: &Config) -> Vec<(String, Vec<usize>)> {
@@ -36,7 +36,47 @@ pub fn weight_shapes(c: &Config) -> Vec<(String, Vec<usize>)> {
     }
     push("dec.norm".into(), vec![d]);
     push("head".into(), vec![l, k, d]);
+    if let Some(r) = &c.reward {
+        reward_shapes(c, r, &mut push);
+    }
     v
+}
+
+/// The optional reward model's tensors (docs/REWARD_MODEL.md, "Tensors").
+fn reward_shapes(c: &Config, r: &RewardConfig, push: &mut impl FnMut(String, Vec<usize>)) {
+    let (d, l, k) = (r.d_model, c.n_levels, c.codebook_size);
+    let mut p = |name: &str, shape: Vec<usize>| push(format!("{REWARD_PREFIX}{name}"), shape);
+    p("embed", vec![l, k, d]);
+    p("hist_pos", vec![r.max_history, d]);
+    p("sess_pos", vec![c.session_len, d]);
+    p("hist_norm", vec![d]);
+    p("target_norm", vec![d]);
+    for m in ["q", "k", "v", "o"] {
+        p(&format!("target.{m}"), vec![d, d]);
+    }
+    p("self_norm", vec![d]);
+    for m in ["q", "k", "v", "o"] {
+        p(&format!("self.{m}"), vec![d, d]);
+    }
+    p("ffn_norm", vec![d]);
+    p("ffn.gate", vec![r.d_ff, d]);
+    p("ffn.up", vec![r.d_ff, d]);
+    p("ffn.down", vec![d, r.d_ff]);
+    p("out_norm", vec![d]);
+    p("head", vec![r.signals.len(), d]);
+    p("head_bias", vec![r.signals.len()]);
+}
+
+/// Every reward-model tensor name starts with this.
+pub const REWARD_PREFIX: &str = "reward.";
+
+/// Reward tensors the quantize tool keeps in f32 whatever the target type: positions
+/// (like the main model's role table in docs/REWARD_MODEL.md) and the head bias.
+pub fn reward_keeps_f32(name: &str) -> bool {
+    matches!(
+        name.strip_prefix(REWARD_PREFIX),
+        Some("hist_pos" | "sess_pos" | "head_bias")
+    )
 }
 
 fn ffn_shapes(c: &Config, p: &str, moe: bool, push: &mut impl FnMut(String, Vec<usize>)) {

@@ -556,6 +556,41 @@ onerec_status onerec_context_set_abort_callback(struct onerec_context *ctx,
                                                 void *user_data);
 
 /**
+ * Sets whether onerec_recommend() on `ctx` reranks every request's sessions by the
+ * model's reward model (docs/REWARD_MODEL.md): every surviving beam is scored and the
+ * sessions come best reward first, each with its reward
+ * (onerec_results_session_reward()). Default false. A request on a model without a
+ * reward model (onerec_model_n_reward_signals() gives 0) then fails with
+ * ONEREC_STATUS_INVALID_ARGUMENT.
+ *
+ * Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: not while another thread runs onerec_recommend() on `ctx` (the change
+ * applies from the next call).
+ */
+onerec_status onerec_context_set_rerank(struct onerec_context *ctx, bool rerank);
+
+/**
+ * Sets whether onerec_recommend() on `ctx` returns sessions that hold the same set of
+ * items as a better session of the same request. Default false: such a permutation is
+ * dropped and the next session takes its place.
+ *
+ * Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: as onerec_context_set_rerank().
+ */
+onerec_status onerec_context_set_keep_permutations(struct onerec_context *ctx, bool keep);
+
+/**
+ * Sets how many single items onerec_recommend() on `ctx` ranks beside the sessions of
+ * every request (the item list: the best first items of the session search; read with
+ * onerec_results_n_items() and onerec_results_item()). 0 (the default) asks for none;
+ * a request whose beam is smaller fails with ONEREC_STATUS_INVALID_ARGUMENT.
+ *
+ * Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: as onerec_context_set_rerank().
+ */
+onerec_status onerec_context_set_items(struct onerec_context *ctx, size_t items);
+
+/**
  * Writes the outcome of request `request` of the last onerec_recommend() to
  * `*out_status`: ONEREC_STATUS_OK when it has results, else why it failed (its message
  * from onerec_results_error()).
@@ -604,6 +639,54 @@ onerec_status onerec_results_session(const struct onerec_context *ctx,
                                      size_t request,
                                      size_t session,
                                      struct onerec_session *out_session);
+
+/**
+ * Writes the reward of session `session` of request `request` of the last
+ * onerec_recommend() (run with onerec_context_set_rerank(ctx, true)) to `*out_reward`,
+ * and its per-signal rewards (in the order of the config's `reward.signals`) to
+ * `signals[0 .. n]`, n = onerec_model_n_reward_signals(); writes n to `*out_n_signals`.
+ *
+ * Arguments: `signals` holds `signals_len` floats; it may be NULL when `signals_len`
+ * is 0 (only the reward is wanted).
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_BUFFER_TOO_SMALL (0 < signals_len < n;
+ * nothing is written), ONEREC_STATUS_OUT_OF_RANGE (no such session, or the request was
+ * not reranked) or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: not while another thread uses `ctx`.
+ */
+onerec_status onerec_results_session_reward(const struct onerec_context *ctx,
+                                            size_t request,
+                                            size_t session,
+                                            float *out_reward,
+                                            float *signals,
+                                            size_t signals_len,
+                                            size_t *out_n_signals);
+
+/**
+ * Writes the length of the item list of request `request` of the last
+ * onerec_recommend() (0..=onerec_context_set_items(); 0 when none was asked for) to
+ * `*out_n`.
+ *
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_OUT_OF_RANGE, the request's own status when
+ * it failed, or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: not while another thread uses `ctx`.
+ */
+onerec_status onerec_results_n_items(const struct onerec_context *ctx,
+                                     size_t request,
+                                     size_t *out_n);
+
+/**
+ * Writes item `index` (0 = best) of the item list of request `request` of the last
+ * onerec_recommend(): its id to `*out_item` and its score (the sum of the
+ * log-probabilities of its codes as the first item of a session) to `*out_score`.
+ *
+ * Returns ONEREC_STATUS_OK, ONEREC_STATUS_OUT_OF_RANGE or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: not while another thread uses `ctx`.
+ */
+onerec_status onerec_results_item(const struct onerec_context *ctx,
+                                  size_t request,
+                                  size_t index,
+                                  uint64_t *out_item,
+                                  float *out_score);
 
 /**
  * Copies every session of request `request` of the last onerec_recommend() into
@@ -799,6 +882,16 @@ onerec_status onerec_model_item_at(const struct onerec_model *model,
  * Thread safety: thread-safe.
  */
 onerec_status onerec_model_memory(const struct onerec_model *model, uint64_t *out_bytes);
+
+/**
+ * Writes the number of signals of the model's reward model (docs/REWARD_MODEL.md) to
+ * `*out_n`: 0 when the model has none (it cannot rerank). Their names and weights are
+ * the `reward` object of onerec_model_config_json().
+ *
+ * Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+ * Thread safety: thread-safe.
+ */
+onerec_status onerec_model_n_reward_signals(const struct onerec_model *model, size_t *out_n);
 
 /**
  * Writes an estimate (on the high side) of the working memory one onerec_recommend() of

@@ -34,7 +34,22 @@ impl Abort {
 }
 
 /// One request's outcome in the last batch.
-type Outcome = Result<Vec<Stored>, Failed>;
+type Outcome = Result<Answer, Failed>;
+
+/// One request's answer as the context keeps it.
+struct Answer {
+    sessions: Vec<Stored>,
+    /// The item list: (item id, score), best first.
+    items: Vec<(u64, f32)>,
+}
+
+/// The answer options of a context (onerec_context_set_*), applied to every request.
+#[derive(Debug, Clone, Copy, Default)]
+struct AnswerOptions {
+    rerank: bool,
+    keep_permutations: bool,
+    items: usize,
+}
 
 /// Why one request of a batch has no results.
 struct Failed {
@@ -53,6 +68,7 @@ pub struct onerec_context {
     engine: Arc<Engine>,
     results: Mutex<Vec<Outcome>>,
     abort: Mutex<Option<Abort>>,
+    answer: Mutex<AnswerOptions>,
 }
 
 /// A session as the context keeps it: SIDs flattened so C can read them through one pointer.
@@ -60,6 +76,8 @@ struct Stored {
     score: f32,
     items: Vec<u64>,
     sids: Vec<u32>,
+    reward: Option<f32>,
+    signals: Vec<f32>,
 }
 
 /// One recommended session, read with onerec_results_session().
@@ -89,22 +107,33 @@ impl onerec_context {
     }
 }
 
-fn store(r: Response) -> Vec<Stored> {
-    r.sessions
-        .into_iter()
-        .map(|s| Stored {
-            score: s.score,
-            items: s.items,
-            sids: s.sids.into_iter().flatten().collect(),
-        })
-        .collect()
+fn store(r: Response) -> Answer {
+    Answer {
+        sessions: r
+            .sessions
+            .into_iter()
+            .map(|s| Stored {
+                score: s.score,
+                items: s.items,
+                sids: s.sids.into_iter().flatten().collect(),
+                reward: s.reward,
+                signals: s.signals,
+            })
+            .collect(),
+        items: r.items.into_iter().map(|i| (i.item, i.score)).collect(),
+    }
 }
 
 /// The sessions of request `request`, or its own failure as this call's error.
 fn sessions_of(results: &[Outcome], request: usize) -> Result<&[Stored], FfiError> {
+    answer_of(results, request).map(|a| a.sessions.as_slice())
+}
+
+/// The answer of request `request`, or its own failure as this call's error.
+fn answer_of(results: &[Outcome], request: usize) -> Result<&Answer, FfiError> {
     match results.get(request) {
         None => Err(out_of_range("request", request, results.len())),
-        Some(Ok(s)) => Ok(s),
+        Some(Ok(a)) => Ok(a),
         Some(Err(f)) => Err(FfiError::new(
             f.status,
             format!("request {request} failed: {}", f.message.to_string_lossy()),
@@ -137,6 +166,7 @@ pub unsafe extern "C" fn onerec_context_new(
             engine: model.engine.clone(),
             results: Mutex::new(Vec::new()),
             abort: Mutex::new(None),
+            answer: Mutex::new(AnswerOptions::default()),
         });
         unsafe { out.write(Box::into_raw(ctx)) };
         Ok(())
@@ -199,11 +229,18 @@ pub unsafe extern "C" fn onerec_recommend(
         };
         results.clear();
         let requests = unsafe { guard::array(requests, n_requests, "requests") }?;
+        let opts = *ctx.answer.lock().unwrap_or_else(PoisonError::into_inner);
         let requests = requests
             .iter()
             .enumerate()
-            .map(|(i, r)| unsafe { r.to_engine(i) })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(i, r)| {
+                let mut r = unsafe { r.to_engine(i) }?;
+                r.rerank = opts.rerank;
+                r.keep_permutations = opts.keep_permutations;
+                r.items = opts.items;
+                Ok(r)
+            })
+            .collect::<Result<Vec<_>, FfiError>>()?;
         let abort = *ctx.abort.lock().unwrap_or_else(PoisonError::into_inner);
         let check = move || abort.is_some_and(|a| a.requested());
         let mut run = RunOptions::default();
@@ -258,6 +295,64 @@ pub unsafe extern "C" fn onerec_context_set_abort_callback(
                 callback,
                 user_data,
             });
+        Ok(())
+    })
+}
+
+/// Sets whether onerec_recommend() on `ctx` reranks every request's sessions by the
+/// model's reward model (docs/REWARD_MODEL.md): every surviving beam is scored and the
+/// sessions come best reward first, each with its reward
+/// (onerec_results_session_reward()). Default false. A request on a model without a
+/// reward model (onerec_model_n_reward_signals() gives 0) then fails with
+/// ONEREC_STATUS_INVALID_ARGUMENT.
+///
+/// Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+/// Thread safety: not while another thread runs onerec_recommend() on `ctx` (the change
+/// applies from the next call).
+#[no_mangle]
+pub unsafe extern "C" fn onerec_context_set_rerank(
+    ctx: *mut onerec_context,
+    rerank: bool,
+) -> onerec_status {
+    set_answer(ctx, |o| o.rerank = rerank)
+}
+
+/// Sets whether onerec_recommend() on `ctx` returns sessions that hold the same set of
+/// items as a better session of the same request. Default false: such a permutation is
+/// dropped and the next session takes its place.
+///
+/// Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+/// Thread safety: as onerec_context_set_rerank().
+#[no_mangle]
+pub unsafe extern "C" fn onerec_context_set_keep_permutations(
+    ctx: *mut onerec_context,
+    keep: bool,
+) -> onerec_status {
+    set_answer(ctx, |o| o.keep_permutations = keep)
+}
+
+/// Sets how many single items onerec_recommend() on `ctx` ranks beside the sessions of
+/// every request (the item list: the best first items of the session search; read with
+/// onerec_results_n_items() and onerec_results_item()). 0 (the default) asks for none;
+/// a request whose beam is smaller fails with ONEREC_STATUS_INVALID_ARGUMENT.
+///
+/// Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+/// Thread safety: as onerec_context_set_rerank().
+#[no_mangle]
+pub unsafe extern "C" fn onerec_context_set_items(
+    ctx: *mut onerec_context,
+    items: usize,
+) -> onerec_status {
+    set_answer(ctx, |o| o.items = items)
+}
+
+unsafe fn set_answer(
+    ctx: *mut onerec_context,
+    f: impl FnOnce(&mut AnswerOptions),
+) -> onerec_status {
+    guard::status(|| {
+        let ctx = unsafe { guard::reference(ctx, "ctx") }?;
+        f(&mut ctx.answer.lock().unwrap_or_else(PoisonError::into_inner));
         Ok(())
     })
 }
@@ -367,6 +462,118 @@ pub unsafe extern "C" fn onerec_results_session(
             sids: s.sids.as_ptr(),
         };
         unsafe { out.write(view) };
+        Ok(())
+    })
+}
+
+/// Writes the reward of session `session` of request `request` of the last
+/// onerec_recommend() (run with onerec_context_set_rerank(ctx, true)) to `*out_reward`,
+/// and its per-signal rewards (in the order of the config's `reward.signals`) to
+/// `signals[0 .. n]`, n = onerec_model_n_reward_signals(); writes n to `*out_n_signals`.
+///
+/// Arguments: `signals` holds `signals_len` floats; it may be NULL when `signals_len`
+/// is 0 (only the reward is wanted).
+/// Returns ONEREC_STATUS_OK, ONEREC_STATUS_BUFFER_TOO_SMALL (0 < signals_len < n;
+/// nothing is written), ONEREC_STATUS_OUT_OF_RANGE (no such session, or the request was
+/// not reranked) or ONEREC_STATUS_NULL_POINTER.
+/// Thread safety: not while another thread uses `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn onerec_results_session_reward(
+    ctx: *const onerec_context,
+    request: usize,
+    session: usize,
+    out_reward: *mut f32,
+    signals: *mut f32,
+    signals_len: usize,
+    out_n_signals: *mut usize,
+) -> onerec_status {
+    guard::status(|| {
+        let out = guard::out(out_reward, "out_reward")?;
+        let out_n = guard::out(out_n_signals, "out_n_signals")?;
+        let ctx = unsafe { guard::reference(ctx, "ctx") }?;
+        let signals = unsafe { guard::array_mut(signals, signals_len, "signals") }?;
+        let results = ctx.lock();
+        let sessions = sessions_of(&results, request)?;
+        let s = sessions
+            .get(session)
+            .ok_or_else(|| out_of_range("session", session, sessions.len()))?;
+        let reward = s.reward.ok_or_else(|| {
+            FfiError::new(
+                onerec_status::OutOfRange,
+                format!("request {request} was not reranked: its sessions have no reward"),
+            )
+        })?;
+        if !signals.is_empty() && signals.len() < s.signals.len() {
+            return Err(FfiError::new(
+                onerec_status::BufferTooSmall,
+                format!(
+                    "{} signals; the buffer holds {}",
+                    s.signals.len(),
+                    signals.len()
+                ),
+            ));
+        }
+        if !signals.is_empty() {
+            signals[..s.signals.len()].copy_from_slice(&s.signals);
+        }
+        unsafe {
+            out.write(reward);
+            out_n.write(s.signals.len());
+        }
+        Ok(())
+    })
+}
+
+/// Writes the length of the item list of request `request` of the last
+/// onerec_recommend() (0..=onerec_context_set_items(); 0 when none was asked for) to
+/// `*out_n`.
+///
+/// Returns ONEREC_STATUS_OK, ONEREC_STATUS_OUT_OF_RANGE, the request's own status when
+/// it failed, or ONEREC_STATUS_NULL_POINTER.
+/// Thread safety: not while another thread uses `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn onerec_results_n_items(
+    ctx: *const onerec_context,
+    request: usize,
+    out_n: *mut usize,
+) -> onerec_status {
+    guard::status(|| {
+        let out = guard::out(out_n, "out_n")?;
+        let ctx = unsafe { guard::reference(ctx, "ctx") }?;
+        let results = ctx.lock();
+        let n = answer_of(&results, request)?.items.len();
+        unsafe { out.write(n) };
+        Ok(())
+    })
+}
+
+/// Writes item `index` (0 = best) of the item list of request `request` of the last
+/// onerec_recommend(): its id to `*out_item` and its score (the sum of the
+/// log-probabilities of its codes as the first item of a session) to `*out_score`.
+///
+/// Returns ONEREC_STATUS_OK, ONEREC_STATUS_OUT_OF_RANGE or ONEREC_STATUS_NULL_POINTER.
+/// Thread safety: not while another thread uses `ctx`.
+#[no_mangle]
+pub unsafe extern "C" fn onerec_results_item(
+    ctx: *const onerec_context,
+    request: usize,
+    index: usize,
+    out_item: *mut u64,
+    out_score: *mut f32,
+) -> onerec_status {
+    guard::status(|| {
+        let out_item = guard::out(out_item, "out_item")?;
+        let out_score = guard::out(out_score, "out_score")?;
+        let ctx = unsafe { guard::reference(ctx, "ctx") }?;
+        let results = ctx.lock();
+        let items = &answer_of(&results, request)?.items;
+        let &(item, score) = items
+            .get(index)
+            .ok_or_else(|| out_of_range("item", index, items.len()))?;
+        unsafe {
+            out_item.write(item);
+            out_score.write(score);
+        }
         Ok(())
     })
 }

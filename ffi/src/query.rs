@@ -118,6 +118,31 @@ pub unsafe extern "C" fn onerec_model_memory(
     })
 }
 
+/// Writes the number of signals of the model's reward model (docs/REWARD_MODEL.md) to
+/// `*out_n`: 0 when the model has none (it cannot rerank). Their names and weights are
+/// the `reward` object of onerec_model_config_json().
+///
+/// Returns ONEREC_STATUS_OK or ONEREC_STATUS_NULL_POINTER.
+/// Thread safety: thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn onerec_model_n_reward_signals(
+    model: *const onerec_model,
+    out_n: *mut usize,
+) -> onerec_status {
+    guard::status(|| {
+        let out = guard::out(out_n, "out_n")?;
+        let model = unsafe { guard::reference(model, "model") }?;
+        let n = model
+            .engine
+            .config()
+            .reward
+            .as_ref()
+            .map_or(0, |r| r.signals.len());
+        unsafe { out.write(n) };
+        Ok(())
+    })
+}
+
 /// Writes an estimate (on the high side) of the working memory one onerec_recommend() of
 /// `n_requests` requests of beam `beam` and `history_len` history items each needs (KV
 /// caches, activations, beam state) to `*out_bytes`. This is the figure compared with the

@@ -136,7 +136,7 @@ impl FfiError {
                 | Error::Catalog(_),
                 _,
             ) => onerec_status::InvalidModel,
-            (Error::Request(_), _) => onerec_status::InvalidArgument,
+            (Error::Request(_) | Error::NoRewardModel, _) => onerec_status::InvalidArgument,
             (Error::UnknownItems { .. }, _) => onerec_status::UnknownItem,
             (Error::Backend { .. }, Phase::Load) => onerec_status::BackendUnavailable,
             (Error::Backend { .. }, Phase::Run) => onerec_status::BackendFailed,

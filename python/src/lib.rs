@@ -37,7 +37,9 @@ fn error_with(e: onerec_engine::Error, prefix: &str) -> PyErr {
     let msg = format!("{prefix}{e}");
     match e.root() {
         onerec_engine::Error::UnknownItems { .. } => UnknownItemError::new_err(msg),
-        onerec_engine::Error::Request(_) => PyValueError::new_err(msg),
+        onerec_engine::Error::Request(_) | onerec_engine::Error::NoRewardModel => {
+            PyValueError::new_err(msg)
+        }
         _ => OneRecError::new_err(msg),
     }
 }
@@ -84,8 +86,12 @@ impl Engine {
 
     /// Recommends sessions for a batch of users (decoded together). Returns one list per
     /// history of up to `results` sessions, best first; each session is a dict with
-    /// "score" (float), "items" (list of ids) and "sids" (list of code lists).
-    #[pyo3(signature = (histories, *, beam=16, results=5, exclude=None, exclude_history=false))]
+    /// "score" (float), "items" (list of ids) and "sids" (list of code lists). No two
+    /// sessions hold the same set of items unless `keep_permutations`. With `rerank` the
+    /// sessions are ordered by the model's reward model and carry "reward" (float) and
+    /// "signals" (one float per signal of the reward model).
+    #[pyo3(signature = (histories, *, beam=16, results=5, exclude=None, exclude_history=false, rerank=false, keep_permutations=false))]
+    #[allow(clippy::too_many_arguments)]
     fn recommend<'py>(
         &self,
         py: Python<'py>,
@@ -94,6 +100,8 @@ impl Engine {
         results: usize,
         exclude: Option<Exclude>,
         exclude_history: bool,
+        rerank: bool,
+        keep_permutations: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let n = histories.len();
         let excludes: Vec<Vec<u64>> = match exclude {
@@ -118,6 +126,8 @@ impl Engine {
                     .results(results)
                     .exclude(exclude)
                     .exclude_history(exclude_history)
+                    .rerank(rerank)
+                    .keep_permutations(keep_permutations)
                     .build()
             })
             .collect();
@@ -192,6 +202,10 @@ fn sessions<'py>(py: Python<'py>, r: &Response) -> PyResult<Bound<'py, PyList>> 
         d.set_item("score", s.score)?;
         d.set_item("items", &s.items)?;
         d.set_item("sids", &s.sids)?;
+        if let Some(reward) = s.reward {
+            d.set_item("reward", reward)?;
+            d.set_item("signals", &s.signals)?;
+        }
         out.append(d)?;
     }
     Ok(out)

@@ -66,7 +66,8 @@ def test_a_batch_equals_the_goldens(fixture):
     beam, results, exh = reqs[0]["beam"], reqs[0]["results"], reqs[0]["exclude_history"]
     group = [r for r in reqs if (r["beam"], r["results"], r["exclude_history"]) == (beam, results, exh)]
     got = engine.recommend([r["history"] for r in group], beam=beam, results=results,
-                           exclude=[r["exclude"] for r in group], exclude_history=exh)
+                           exclude=[r["exclude"] for r in group], exclude_history=exh,
+                           keep_permutations=True)  # the goldens record the search's order
     assert len(got) == len(group)
     for g, r in zip(got, group):
         assert [s["items"] for s in g][:1] == [s["items"] for s in r["sessions"]][:1]
@@ -125,3 +126,25 @@ def test_threads_share_one_engine():
     for t in threads:
         t.join()
     assert got == [want] * 4
+
+
+def test_rerank_and_distinct_sessions_equal_the_reference():
+    """The reward fixture (reference/make_reward_fixture.py): reranked and distinct answers."""
+    fx = ROOT / "tests/fixtures/reward_l3"
+    engine = onerec.Engine(fx, backend="cpu")
+    for r in json.loads((fx / "golden.json").read_text())["requests"][:3]:
+        beams = r["beams"]
+        for rerank, keep in ((True, False), (False, False), (False, True)):
+            got = engine.recommend([r["history"]], beam=r["beam"], results=r["results"],
+                                   exclude=r["exclude"], exclude_history=r["exclude_history"],
+                                   rerank=rerank, keep_permutations=keep)[0]
+            want = r["answers"][f"rerank={int(rerank)},keep={int(keep)}"]
+            assert [s["items"] for s in got] == [beams[i]["items"] for i in want]
+            for s, i in zip(got, want):
+                assert ("reward" in s) == rerank
+                if rerank:
+                    assert abs(s["reward"] - beams[i]["reward"]) <= 1e-4 * abs(beams[i]["reward"])
+                    assert len(s["signals"]) == 3
+    plain = onerec.Engine(ROOT / "tests/fixtures/dense_l3", backend="cpu")
+    with pytest.raises(ValueError, match="no reward model"):
+        plain.recommend([golden("dense_l3")[0]["history"]], rerank=True)

@@ -25,11 +25,13 @@ impl Target {
 
 /// Whether block quantisation applies: matrices (or stacks of them) whose rows are whole
 /// blocks. Routers stay f32: an expert choice flips discontinuously with the logits, and
-/// an `[E, d]` matrix is a negligible share of the file.
+/// an `[E, d]` matrix is a negligible share of the file. The reward model's position
+/// tables stay f32 too (docs/REWARD_MODEL.md, "Tensors").
 pub fn quantizable(name: &str, shape: &[usize]) -> bool {
     shape.len() >= 2
         && shape.last().is_some_and(|&c| c > 0 && c % QUANT_BLOCK == 0)
         && !name.ends_with(".moe.router")
+        && !onerec_engine::schema::reward_keeps_f32(name)
 }
 
 /// The stored type of weight `name` (catalog tensors keep their integer type elsewhere).

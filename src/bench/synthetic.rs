@@ -41,6 +41,7 @@ pub fn preset(name: &str) -> Result<(Config, usize)> {
             session_len: 5,
             max_history: hist,
             rms_eps: 1e-6,
+            reward: None,
         }
     }
     Ok(match name {

@@ -288,6 +288,9 @@ pub trait Backend: Send + Sync {
         step: &BeamStep<'_>,
     ) -> Result<()>;
 
-    /// The surviving beams of every request, best first: the one readback of a request.
+    /// The beams of every request as they stand, best first, each session holding the
+    /// items completed so far: read once at the end (every surviving beam), and once
+    /// right after the first item when a request asks for the item list. It must not
+    /// change the state.
     fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>>;
 }
