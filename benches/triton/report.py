@@ -37,6 +37,8 @@ def main() -> None:
           "| p50 ms | p99 ms | Triton / mean in-process req/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model in ("onerec_default", f"synth_{preset}"):
+        if not (out / f"{model}.c1.csv").exists():  # ONEREC_BENCH_MODELS=synth
+            continue
         for c in (1, 4, 16):
             rows = list(csv.DictReader(open(out / f"{model}.c{c}.csv")))
             row = rows[0]

@@ -75,7 +75,10 @@ for _ in $(seq 120); do
 done
 
 echo "load before: $(uptime)" | tee "$out/runs.txt"
-for model in onerec_default "synth_$preset"; do
+# ONEREC_BENCH_MODELS="synth" measures the synthetic model only (the built-in one takes minutes too).
+models=(onerec_default "synth_$preset")
+[ "${ONEREC_BENCH_MODELS:-}" = synth ] && models=("synth_$preset")
+for model in "${models[@]}"; do
     model_path=models/default/model.onerec
     [ "$model" = onerec_default ] || model_path=$synth
     for c in 1 4 16; do
