@@ -10,6 +10,7 @@
 
 mod error;
 mod logger;
+pub mod outputs;
 pub mod request;
 pub mod serve;
 pub mod settings;
@@ -20,7 +21,7 @@ pub use error::ServeError;
 
 use onerec_engine::backend::wgpu::{find_adapter, WgpuOptions};
 use onerec_engine::{BackendKind, Engine, ModelFile, Response, WgpuBackend};
-use settings::{IdType, KvPrecision, Settings};
+use settings::{KvPrecision, Settings};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -123,6 +124,7 @@ fn model_initialize(model: *mut sys::TRITONBACKEND_Model) -> Result<(), ServeErr
     // `location` is the model's folder; the files sit in its version folder.
     let settings = Settings::from_config(&json?, &Path::new(&location).join(version.to_string()))?;
     let file = Arc::new(ModelFile::open(&settings.model_path)?);
+    settings.check_model(&file.config)?;
     log::info!(
         "model {name} version {version}: {} ({} items)",
         settings.model_path.display(),
@@ -260,67 +262,6 @@ pub unsafe extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
     })
 }
 
-/// One output tensor: name, type, shape and little-endian bytes.
-type Tensor = (&'static str, sys::DataType, Vec<i64>, Vec<u8>);
-
-/// Output tensors of one response.
-fn outputs(
-    r: &Response,
-    s: &Settings,
-    session_len: usize,
-    levels: usize,
-) -> Result<Vec<Tensor>, ServeError> {
-    let n = r.sessions.len();
-    if let Some(bad) = r.sessions.iter().find(|x| x.items.len() != session_len) {
-        return Err(ServeError::Internal(format!(
-            "a session of {} items where the model makes {session_len}",
-            bad.items.len()
-        )));
-    }
-    let lead: &[i64] = if s.batched { &[1] } else { &[] };
-    let shape = |rest: &[usize]| -> Vec<i64> {
-        lead.iter()
-            .copied()
-            .chain(rest.iter().map(|&d| d as i64))
-            .collect()
-    };
-    let ids: Vec<u8> = r
-        .sessions
-        .iter()
-        .flat_map(|x| x.items.iter().flat_map(|id| id.to_le_bytes()))
-        .collect();
-    let scores: Vec<u8> = r
-        .sessions
-        .iter()
-        .flat_map(|x| x.score.to_le_bytes())
-        .collect();
-    let sids: Vec<u8> = r
-        .sessions
-        .iter()
-        .flat_map(|x| x.sids.iter().flat_map(|sid| sid.iter().map(|&c| c as i32)))
-        .flat_map(|c| c.to_le_bytes())
-        .collect();
-    let id_type = match s.id_type {
-        IdType::Int64 => sys::TYPE_INT64,
-        IdType::Uint64 => sys::TYPE_UINT64,
-    };
-    if sids.len() != n * session_len * levels * 4 {
-        return Err(ServeError::Internal(
-            "sessions with SIDs of another length".into(),
-        ));
-    }
-    Ok(vec![
-        ("ITEM_IDS", id_type, shape(&[n, session_len]), ids),
-        ("SCORES", sys::TYPE_FP32, shape(&[n]), scores),
-        (
-            "SIDS",
-            sys::TYPE_INT32,
-            shape(&[n, session_len, levels]),
-            sids,
-        ),
-    ])
-}
-
 /// Creates, fills and sends the response of one request.
 fn respond(
     request: *mut sys::TRITONBACKEND_Request,
@@ -334,14 +275,15 @@ fn respond(
         return false;
     }
     let cfg = st.engine.config();
+    let dims = outputs::Dims {
+        session_len: cfg.session_len,
+        levels: cfg.n_levels,
+        signals: cfg.reward.as_ref().map_or(0, |r| r.signals.len()),
+    };
     let written = result.and_then(|r| {
         let wanted = triton::requested_outputs(request)?;
-        for (name, ty, shape, data) in
-            outputs(&r, &st.model.settings, cfg.session_len, cfg.n_levels)?
-        {
-            if wanted.iter().any(|w| w == name) {
-                triton::write_output(response, name, ty, &shape, &data)?;
-            }
+        for t in outputs::outputs(&r, &st.model.settings, dims, &wanted)? {
+            triton::write_output(response, t.name, t.datatype, &t.shape, &t.data)?;
         }
         Ok(())
     });

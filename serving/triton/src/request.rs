@@ -11,6 +11,9 @@ pub const EXCLUDE: &str = "EXCLUDE";
 pub const BEAM: &str = "BEAM";
 pub const RESULTS: &str = "RESULTS";
 pub const EXCLUDE_HISTORY: &str = "EXCLUDE_HISTORY";
+pub const RERANK: &str = "RERANK";
+pub const KEEP_PERMUTATIONS: &str = "KEEP_PERMUTATIONS";
+pub const ITEMS: &str = "ITEMS";
 
 /// An input tensor as Triton delivered it (bytes already gathered into host memory).
 #[derive(Debug, Clone)]
@@ -142,25 +145,49 @@ pub fn build(inputs: &dyn Inputs, s: &Settings) -> Result<Request, ServeError> {
         // The configured default, never more than the request's own beam.
         None => s.results.min(beam),
     };
-    let exclude_history = match inputs.get(EXCLUDE_HISTORY)? {
+    let items = match inputs.get(ITEMS)? {
         Some(t) => {
-            if t.datatype != sys::TYPE_BOOL || elements(EXCLUDE_HISTORY, &t, s.batched)? != 1 {
+            let v = scalar(ITEMS, &t, s.batched)?;
+            if v < 0 || v > beam as i128 {
                 return Err(ServeError::Input(format!(
-                    "input {EXCLUDE_HISTORY} is {} {:?}: expected one BOOL",
-                    type_name(t.datatype),
-                    t.shape
+                    "{ITEMS} must be in 0..=beam ({beam}), got {v}"
                 )));
             }
-            t.data.first().is_some_and(|&b| b != 0)
+            v as usize
         }
-        None => s.exclude_history,
+        // Like results: the configured default, never more than the request's beam.
+        None => s.items.min(beam),
+    };
+    let flag = |name: &str, default: bool| -> Result<bool, ServeError> {
+        match inputs.get(name)? {
+            Some(t) => boolean(name, &t, s.batched),
+            None => Ok(default),
+        }
     };
     Ok(Request::builder(history)
         .beam(beam)
         .results(results)
         .exclude(exclude)
-        .exclude_history(exclude_history)
+        .exclude_history(flag(EXCLUDE_HISTORY, s.exclude_history)?)
+        .rerank(flag(RERANK, s.rerank)?)
+        .keep_permutations(flag(KEEP_PERMUTATIONS, s.keep_permutations)?)
+        .items(items)
         .build())
+}
+
+/// A one-element BOOL input.
+fn boolean(name: &str, input: &RawInput, batched: bool) -> Result<bool, ServeError> {
+    if input.datatype != sys::TYPE_BOOL
+        || elements(name, input, batched)? != 1
+        || input.data.len() != 1
+    {
+        return Err(ServeError::Input(format!(
+            "input {name} is {} {:?}: expected one BOOL",
+            type_name(input.datatype),
+            input.shape
+        )));
+    }
+    Ok(input.data[0] != 0)
 }
 
 /// The server's own limit on a request, beyond the engine's checks (which
@@ -238,6 +265,89 @@ mod tests {
             (r.exclude, r.results, r.exclude_history),
             (vec![5, 6], 1, true)
         );
+    }
+
+    fn boolean_input(v: bool) -> RawInput {
+        RawInput {
+            datatype: sys::TYPE_BOOL,
+            shape: vec![1, 1],
+            data: vec![v as u8],
+        }
+    }
+
+    #[test]
+    fn answer_options() {
+        // Absent: the model's defaults (rerank off, permutations dropped, no item list).
+        let r = build(&Map([(HISTORY, i64s(&[3]))].into()), &settings()).unwrap();
+        assert_eq!((r.rerank, r.keep_permutations, r.items), (false, false, 0));
+        let m = Map([
+            (HISTORY, i64s(&[3])),
+            (RERANK, boolean_input(true)),
+            (KEEP_PERMUTATIONS, boolean_input(true)),
+            (ITEMS, i64s(&[16])),
+        ]
+        .into());
+        let r = build(&m, &settings()).unwrap();
+        assert_eq!((r.rerank, r.keep_permutations, r.items), (true, true, 16));
+        let m = Map([
+            (HISTORY, i64s(&[3])),
+            (RERANK, boolean_input(false)),
+            (ITEMS, i32s(0)),
+        ]
+        .into());
+        let r = build(&m, &settings()).unwrap();
+        assert_eq!((r.rerank, r.items), (false, 0));
+        // Configured defaults; the default item count never exceeds the request's beam.
+        let mut s = settings();
+        (s.rerank, s.keep_permutations, s.items) = (true, true, 12);
+        let r = build(&Map([(HISTORY, i64s(&[3]))].into()), &s).unwrap();
+        assert_eq!((r.rerank, r.keep_permutations, r.items), (true, true, 12));
+        let m = Map([(HISTORY, i64s(&[3])), (BEAM, i32s(4))].into());
+        assert_eq!(build(&m, &s).unwrap().items, 4);
+        let m = Map([(HISTORY, i64s(&[3])), (RERANK, boolean_input(false))].into());
+        assert!(!build(&m, &s).unwrap().rerank);
+    }
+
+    #[test]
+    fn bad_answer_options_are_named() {
+        let mut int_flag = i32s(1);
+        int_flag.shape = vec![1, 1];
+        let mut two_flags = boolean_input(true);
+        two_flags.shape = vec![1, 2];
+        two_flags.data = vec![1, 0];
+        let mut flag_no_batch = boolean_input(true);
+        flag_no_batch.shape = vec![2, 1];
+        let mut float_items = i32s(4);
+        float_items.datatype = sys::TYPE_FP32;
+        let h = || (HISTORY, i64s(&[1]));
+        for (m, needle) in [
+            (Map([h(), (RERANK, int_flag.clone())].into()), "RERANK is INT32"),
+            (Map([h(), (RERANK, two_flags.clone())].into()), "RERANK"),
+            (
+                Map([h(), (KEEP_PERMUTATIONS, int_flag)].into()),
+                "KEEP_PERMUTATIONS is INT32",
+            ),
+            (
+                Map([h(), (KEEP_PERMUTATIONS, two_flags)].into()),
+                "KEEP_PERMUTATIONS",
+            ),
+            (
+                Map([h(), (RERANK, flag_no_batch)].into()),
+                "one user per request",
+            ),
+            (Map([h(), (ITEMS, i32s(17))].into()), "ITEMS must be in 0..=beam (16)"),
+            (
+                Map([h(), (BEAM, i32s(4)), (ITEMS, i32s(5))].into()),
+                "ITEMS must be in 0..=beam (4)",
+            ),
+            (Map([h(), (ITEMS, i32s(-1))].into()), "ITEMS"),
+            (Map([h(), (ITEMS, float_items)].into()), "ITEMS is FP32"),
+            (Map([h(), (ITEMS, i64s(&[1, 2]))].into()), "one value"),
+        ] {
+            let e = build(&m, &settings()).unwrap_err();
+            assert!(e.is_client_error(), "{needle}: {e}");
+            assert!(e.to_string().contains(needle), "{needle}: {e}");
+        }
     }
 
     #[test]

@@ -173,4 +173,69 @@ mod tests {
             assert_eq!(out[i].as_ref().unwrap(), &want[0], "request {i}");
         }
     }
+
+    #[test]
+    fn rerank_without_a_reward_model_fails_alone() {
+        let e = engine();
+        assert!(!e.has_reward_model());
+        let ids = e.file().catalog.item_ids().to_vec();
+        let good = Request::new(vec![ids[0], ids[1]], 4, 2);
+        let mut rerank = good.clone();
+        rerank.rerank = true;
+        let mut items = good.clone();
+        items.items = 3;
+        let mut too_many = good.clone();
+        too_many.items = 5;
+        let out = serve(
+            &e,
+            32,
+            vec![Ok(good.clone()), Ok(rerank), Ok(items), Ok(too_many)],
+        );
+        let want = e.recommend(&[good]).unwrap().pop().unwrap();
+        assert_eq!(out[0].as_ref().unwrap(), &want);
+        let err = out[1].as_ref().unwrap_err();
+        assert!(err.is_client_error() && err.to_string().contains("reward model"), "{err}");
+        assert_eq!(out[2].as_ref().unwrap().items.len(), 3);
+        let err = out[3].as_ref().unwrap_err();
+        assert!(err.is_client_error() && err.to_string().contains("items"), "{err}");
+    }
+
+    #[test]
+    fn reranked_and_plain_requests_share_a_batch() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/reward_l3");
+        let e = Engine::load(&root, BackendKind::Cpu).unwrap();
+        let ids = e.file().catalog.item_ids().to_vec();
+        let reqs = [
+            Request::builder(vec![ids[0], ids[3]])
+                .beam(16)
+                .results(4)
+                .rerank(true)
+                .items(6)
+                .build(),
+            Request::builder(vec![ids[2]]).beam(8).results(3).build(),
+            Request::builder(vec![ids[1], ids[4]])
+                .beam(8)
+                .results(8)
+                .keep_permutations(true)
+                .rerank(true)
+                .build(),
+        ];
+        let out = serve(&e, 32, reqs.iter().cloned().map(Ok).collect());
+        for (i, (got, r)) in out.iter().zip(&reqs).enumerate() {
+            let got = got.as_ref().unwrap();
+            let want = e.recommend(std::slice::from_ref(r)).unwrap().pop().unwrap();
+            // Decoded beside others: equal up to float rounding (docs/DECISIONS.md).
+            assert_eq!(got.sessions.len(), want.sessions.len(), "request {i}");
+            for (a, b) in got.sessions.iter().zip(&want.sessions) {
+                assert_eq!(a.items, b.items, "request {i}");
+                assert_eq!(a.reward.is_some(), r.rerank, "request {i}");
+                if let (Some(x), Some(y)) = (a.reward, b.reward) {
+                    assert!((x - y).abs() < 1e-4, "request {i}: reward {x} vs {y}");
+                }
+            }
+            let items = |x: &Response| x.items.iter().map(|i| i.item).collect::<Vec<_>>();
+            assert_eq!(items(got), items(&want), "request {i}");
+            assert_eq!(got.items.len(), r.items, "request {i}");
+        }
+    }
 }

@@ -37,6 +37,10 @@ pub struct Settings {
     pub beam: usize,
     pub results: usize,
     pub exclude_history: bool,
+    /// Defaults of `RERANK`, `KEEP_PERMUTATIONS` and `ITEMS`.
+    pub rerank: bool,
+    pub keep_permutations: bool,
+    pub items: usize,
     pub max_beam: usize,
     pub id_type: IdType,
     /// `max_batch_size > 0`: every tensor has a leading batch dimension (of 1 per request).
@@ -60,6 +64,16 @@ fn param_usize(config: &Value, key: &str, default: usize) -> Result<usize, Serve
                 "parameter `{key}` = `{s}`: expected a non-negative integer"
             ))
         }),
+    }
+}
+
+fn param_bool(config: &Value, key: &str) -> Result<bool, ServeError> {
+    match param(config, key).unwrap_or("false") {
+        "" | "false" | "0" => Ok(false),
+        "true" | "1" => Ok(true),
+        s => Err(ServeError::Config(format!(
+            "parameter `{key}` = `{s}`: expected true or false"
+        ))),
     }
 }
 
@@ -111,15 +125,15 @@ impl Settings {
                 "parameters `beam` = {beam}, `results` = {results}: need 1 <= results <= beam <= max_beam ({max_beam})"
             )));
         }
-        let exclude_history = match param(&config, "exclude_history").unwrap_or("false") {
-            "" | "false" | "0" => false,
-            "true" | "1" => true,
-            s => {
-                return Err(ServeError::Config(format!(
-                    "parameter `exclude_history` = `{s}`: expected true or false"
-                )))
-            }
-        };
+        let items = param_usize(&config, "items", 0)?;
+        if items > beam {
+            return Err(ServeError::Config(format!(
+                "parameter `items` = {items}: must be in 0..=beam ({beam})"
+            )));
+        }
+        let exclude_history = param_bool(&config, "exclude_history")?;
+        let rerank = param_bool(&config, "rerank")?;
+        let keep_permutations = param_bool(&config, "keep_permutations")?;
         let id_type = match io_type(&config, "input", "HISTORY").as_deref() {
             Some("TYPE_INT64") => IdType::Int64,
             Some("TYPE_UINT64") => IdType::Uint64,
@@ -134,15 +148,18 @@ impl Settings {
                 ))
             }
         };
-        if let Some(t) = io_type(&config, "output", "ITEM_IDS") {
-            let want = match id_type {
-                IdType::Int64 => "TYPE_INT64",
-                IdType::Uint64 => "TYPE_UINT64",
-            };
-            if t != want {
-                return Err(ServeError::Config(format!(
-                    "output ITEM_IDS is {t} but HISTORY is {want}: declare both the same"
-                )));
+        let ids = match id_type {
+            IdType::Int64 => "TYPE_INT64",
+            IdType::Uint64 => "TYPE_UINT64",
+        };
+        for output in ["ITEM_IDS", "ITEM_LIST"] {
+            match io_type(&config, "output", output) {
+                Some(t) if t != ids => {
+                    return Err(ServeError::Config(format!(
+                        "output {output} is {t} but HISTORY is {ids}: declare both the same"
+                    )))
+                }
+                _ => {}
             }
         }
         let batched = config
@@ -157,10 +174,27 @@ impl Settings {
             beam,
             results,
             exclude_history,
+            rerank,
+            keep_permutations,
+            items,
             max_beam,
             id_type,
             batched,
         })
+    }
+}
+
+impl Settings {
+    /// What the settings ask of the opened model: a default of reranking needs its reward
+    /// model (refused at load rather than on every request).
+    pub fn check_model(&self, model: &onerec_engine::Config) -> Result<(), ServeError> {
+        if self.rerank && model.reward.is_none() {
+            return Err(ServeError::Config(format!(
+                "parameter `rerank` = true, but {} has no reward model (docs/REWARD_MODEL.md)",
+                self.model_path.display()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -183,6 +217,7 @@ mod tests {
         assert_eq!(s.model_path, Path::new("/r/m/1/model.onerec"));
         assert_eq!((s.beam, s.results, s.max_beam), (32, 10, DEFAULT_MAX_BEAM));
         assert!(s.batched && s.backend.is_none() && !s.exclude_history);
+        assert_eq!((s.rerank, s.keep_permutations, s.items), (false, false, 0));
         let s = Settings::from_config(
             &cfg(
                 r#""beam":{"string_value":"8"},"results":{"string_value":"3"},
@@ -197,6 +232,32 @@ mod tests {
         assert_eq!(s.kv, KvPrecision::F32);
         assert!(s.exclude_history);
         assert_eq!(s.model_path, Path::new("/r/m/1/x.onerec"));
+        let s = Settings::from_config(
+            &cfg(
+                r#""rerank":{"string_value":"true"},"keep_permutations":{"string_value":"1"},
+                 "items":{"string_value":"32"}"#,
+            ),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!((s.rerank, s.keep_permutations, s.items), (true, true, 32));
+    }
+
+    #[test]
+    fn rerank_by_default_needs_a_reward_model() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let config = |dir: &str| {
+            let text = std::fs::read_to_string(fixtures.join(dir).join("config.json")).unwrap();
+            onerec_engine::Config::from_json(&text).unwrap()
+        };
+        let (plain, reward) = (config("moe_dec_l2"), config("reward_l3"));
+        assert!(plain.reward.is_none() && reward.reward.is_some());
+        let mut s = Settings::from_config(&cfg(""), Path::new("/")).unwrap();
+        s.check_model(&plain).unwrap();
+        s.rerank = true;
+        s.check_model(&reward).unwrap();
+        let e = s.check_model(&plain).unwrap_err();
+        assert!(e.to_string().contains("no reward model"), "{e}");
     }
 
     #[test]
@@ -208,10 +269,19 @@ mod tests {
             (r#""backend":{"string_value":"tpu"}"#, "backend"),
             (r#""kv_precision":{"string_value":"q8"}"#, "kv_precision"),
             (r#""max_beam":{"string_value":"100000"}"#, "max_beam"),
+            (r#""items":{"string_value":"33"}"#, "items"),
+            (r#""items":{"string_value":"-1"}"#, "items"),
+            (r#""rerank":{"string_value":"yes"}"#, "rerank"),
+            (r#""keep_permutations":{"string_value":"2"}"#, "keep_permutations"),
         ] {
             let e = Settings::from_config(&cfg(p), Path::new("/")).unwrap_err();
             assert!(e.to_string().contains(needle), "{p}: {e}");
         }
+        let list = r#"{"max_batch_size":8,
+            "input":[{"name":"HISTORY","data_type":"TYPE_INT64"}],
+            "output":[{"name":"ITEM_LIST","data_type":"TYPE_UINT64"}]}"#;
+        let e = Settings::from_config(list, Path::new("/")).unwrap_err();
+        assert!(e.to_string().contains("ITEM_LIST"), "{e}");
         let e = Settings::from_config(r#"{"input":[]}"#, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("HISTORY"), "{e}");
     }
