@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Triton backend inside the real server: installs tritonserver (the nvidia-pytriton wheel)
 # and tritonclient into a venv under target/, builds libtriton_onerec.so, lays out a model
-# repository (the built-in model and the moe_dec_l2 fixture, CPU instances, dynamic
-# batching), starts tritonserver on free loopback ports, runs serving/triton/tests/
-# test_server.py (HTTP and gRPC answers against the CLI's, bad requests, a mixed batch) and
-# stops the server on exit.
+# repository (the built-in model, the moe_dec_l2 fixture and the reward_l3 fixture with a
+# reward model, CPU instances, dynamic batching), starts tritonserver on free loopback ports,
+# runs serving/triton/tests/test_server.py (HTTP and gRPC answers against the CLI's, rewards
+# and item lists included, bad requests, mixed batches) and stops the server on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/env.sh
@@ -25,9 +25,11 @@ export LD_LIBRARY_PATH="$site/nvidia_pytriton.libs${LD_LIBRARY_PATH:+:$LD_LIBRAR
 echo "-- backend and CLI"
 # The workspace, not -p: a package alone resolves other features and rebuilds the engine.
 cargo build --release -q --workspace --lib --bins
-# The built-in model on two CPU instances, the fixture on one, and (where a GPU adapter is
-# required, as in CI with lavapipe) the fixture again on the wgpu backend.
-models=(onerec_default=models/default/model.onerec,instances=2 moe_dec_l2=tests/fixtures/moe_dec_l2)
+# The built-in model on two CPU instances, the fixtures on one, the reward fixture again with
+# reranking and an item list as its config's defaults, and (where a GPU adapter is required,
+# as in CI with lavapipe) the moe_dec_l2 fixture again on the wgpu backend.
+models=(onerec_default=models/default/model.onerec,instances=2 moe_dec_l2=tests/fixtures/moe_dec_l2
+        reward_l3=tests/fixtures/reward_l3 reward_l3_rerank=tests/fixtures/reward_l3,rerank=true,items=6)
 wgpu=()
 if [ "${ONEREC_REQUIRE_GPU:-0}" = 1 ]; then
     models+=(moe_dec_l2_wgpu=tests/fixtures/moe_dec_l2,backend=wgpu,kv_precision=f32)
@@ -66,7 +68,8 @@ curl -sf "http://127.0.0.1:$http_port/v2/health/ready" >/dev/null \
 
 "$venv/bin/python" serving/triton/tests/test_server.py \
     --http "127.0.0.1:$http_port" --grpc "127.0.0.1:$grpc_port" \
-    --cli target/release/onerec --fixture tests/fixtures/moe_dec_l2 "${wgpu[@]}" \
+    --cli target/release/onerec --fixture tests/fixtures/moe_dec_l2 \
+    --reward-fixture tests/fixtures/reward_l3 "${wgpu[@]}" \
     || { tail -30 "$out/server.log" >&2; exit 1; }
 # The server must still be up after every bad request.
 curl -sf "http://127.0.0.1:$http_port/v2/health/live" >/dev/null || { echo "tritonserver died" >&2; exit 1; }

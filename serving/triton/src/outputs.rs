@@ -102,7 +102,10 @@ pub fn outputs(
             ITEM_IDS => (
                 id_type,
                 vec![n, d.session_len],
-                le(r.sessions.iter().flat_map(|x| x.items.iter().copied()), u64::to_le_bytes),
+                le(
+                    r.sessions.iter().flat_map(|x| x.items.iter().copied()),
+                    u64::to_le_bytes,
+                ),
             ),
             SCORES => (
                 sys::TYPE_FP32,
@@ -214,7 +217,10 @@ mod tests {
         let get = |ts: &[Tensor], n: &str| ts.iter().find(|t| t.name == n).unwrap().clone();
         let n = r.sessions.len() as i64;
         let rewards = get(&t, REWARDS);
-        assert_eq!((rewards.datatype, rewards.shape.clone()), (sys::TYPE_FP32, vec![1, n]));
+        assert_eq!(
+            (rewards.datatype, rewards.shape.clone()),
+            (sys::TYPE_FP32, vec![1, n])
+        );
         let want: Vec<f32> = r.sessions.iter().map(|s| s.reward.unwrap()).collect();
         assert_eq!(f32s(&rewards), want);
         let signals = get(&t, SIGNALS);
@@ -222,11 +228,20 @@ mod tests {
         let want: Vec<f32> = r.sessions.iter().flat_map(|s| s.signals.clone()).collect();
         assert_eq!(f32s(&signals), want);
         let list = get(&t, ITEM_LIST);
-        assert_eq!((list.datatype, list.shape.clone()), (sys::TYPE_INT64, vec![1, 5]));
-        assert_eq!(u64s(&list), r.items.iter().map(|i| i.item).collect::<Vec<_>>());
+        assert_eq!(
+            (list.datatype, list.shape.clone()),
+            (sys::TYPE_INT64, vec![1, 5])
+        );
+        assert_eq!(
+            u64s(&list),
+            r.items.iter().map(|i| i.item).collect::<Vec<_>>()
+        );
         let scores = get(&t, ITEM_SCORES);
         assert_eq!(scores.shape, vec![1, 5]);
-        assert_eq!(f32s(&scores), r.items.iter().map(|i| i.score).collect::<Vec<_>>());
+        assert_eq!(
+            f32s(&scores),
+            r.items.iter().map(|i| i.score).collect::<Vec<_>>()
+        );
         let ids = get(&t, ITEM_IDS);
         assert_eq!(ids.shape, vec![1, n, d.session_len as i64]);
         let sids = get(&t, SIDS);

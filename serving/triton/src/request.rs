@@ -321,7 +321,10 @@ mod tests {
         float_items.datatype = sys::TYPE_FP32;
         let h = || (HISTORY, i64s(&[1]));
         for (m, needle) in [
-            (Map([h(), (RERANK, int_flag.clone())].into()), "RERANK is INT32"),
+            (
+                Map([h(), (RERANK, int_flag.clone())].into()),
+                "RERANK is INT32",
+            ),
             (Map([h(), (RERANK, two_flags.clone())].into()), "RERANK"),
             (
                 Map([h(), (KEEP_PERMUTATIONS, int_flag)].into()),
@@ -335,7 +338,10 @@ mod tests {
                 Map([h(), (RERANK, flag_no_batch)].into()),
                 "one user per request",
             ),
-            (Map([h(), (ITEMS, i32s(17))].into()), "ITEMS must be in 0..=beam (16)"),
+            (
+                Map([h(), (ITEMS, i32s(17))].into()),
+                "ITEMS must be in 0..=beam (16)",
+            ),
             (
                 Map([h(), (BEAM, i32s(4)), (ITEMS, i32s(5))].into()),
                 "ITEMS must be in 0..=beam (4)",

@@ -194,10 +194,16 @@ mod tests {
         let want = e.recommend(&[good]).unwrap().pop().unwrap();
         assert_eq!(out[0].as_ref().unwrap(), &want);
         let err = out[1].as_ref().unwrap_err();
-        assert!(err.is_client_error() && err.to_string().contains("reward model"), "{err}");
+        assert!(
+            err.is_client_error() && err.to_string().contains("reward model"),
+            "{err}"
+        );
         assert_eq!(out[2].as_ref().unwrap().items.len(), 3);
         let err = out[3].as_ref().unwrap_err();
-        assert!(err.is_client_error() && err.to_string().contains("items"), "{err}");
+        assert!(
+            err.is_client_error() && err.to_string().contains("items"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -272,7 +272,10 @@ mod tests {
             (r#""items":{"string_value":"33"}"#, "items"),
             (r#""items":{"string_value":"-1"}"#, "items"),
             (r#""rerank":{"string_value":"yes"}"#, "rerank"),
-            (r#""keep_permutations":{"string_value":"2"}"#, "keep_permutations"),
+            (
+                r#""keep_permutations":{"string_value":"2"}"#,
+                "keep_permutations",
+            ),
         ] {
             let e = Settings::from_config(&cfg(p), Path::new("/")).unwrap_err();
             assert!(e.to_string().contains(needle), "{p}: {e}");

@@ -4,7 +4,7 @@
         [--max-batch 16] [--delay-us 2000] [--instances 1] [--beam 32] [--results 10]
 
 Per model, `instances=N` overrides --instances and any other key=value becomes a backend
-parameter (`backend=wgpu`, `kv_precision=f32`, ...).
+parameter (`backend=wgpu`, `kv_precision=f32`, `rerank=true`, `items=10`, ...).
 
 OUT/backends/onerec/libtriton_onerec.so is LIB (copied); OUT/models/NAME/config.pbtxt and
 OUT/models/NAME/1/model.onerec (a model file, copied) or OUT/models/NAME/1/model/ (a
@@ -29,12 +29,19 @@ input [
   {{ name: "EXCLUDE" data_type: TYPE_INT64 dims: [ -1 ] allow_ragged_batch: true optional: true }},
   {{ name: "BEAM" data_type: TYPE_INT32 dims: [ 1 ] optional: true }},
   {{ name: "RESULTS" data_type: TYPE_INT32 dims: [ 1 ] optional: true }},
-  {{ name: "EXCLUDE_HISTORY" data_type: TYPE_BOOL dims: [ 1 ] optional: true }}
+  {{ name: "EXCLUDE_HISTORY" data_type: TYPE_BOOL dims: [ 1 ] optional: true }},
+  {{ name: "RERANK" data_type: TYPE_BOOL dims: [ 1 ] optional: true }},
+  {{ name: "KEEP_PERMUTATIONS" data_type: TYPE_BOOL dims: [ 1 ] optional: true }},
+  {{ name: "ITEMS" data_type: TYPE_INT32 dims: [ 1 ] optional: true }}
 ]
 output [
   {{ name: "ITEM_IDS" data_type: TYPE_INT64 dims: [ -1, -1 ] }},
   {{ name: "SCORES" data_type: TYPE_FP32 dims: [ -1 ] }},
-  {{ name: "SIDS" data_type: TYPE_INT32 dims: [ -1, -1, -1 ] }}
+  {{ name: "SIDS" data_type: TYPE_INT32 dims: [ -1, -1, -1 ] }},
+  {{ name: "REWARDS" data_type: TYPE_FP32 dims: [ -1 ] }},
+  {{ name: "SIGNALS" data_type: TYPE_FP32 dims: [ -1, -1 ] }},
+  {{ name: "ITEM_LIST" data_type: TYPE_INT64 dims: [ -1 ] }},
+  {{ name: "ITEM_SCORES" data_type: TYPE_FP32 dims: [ -1 ] }}
 ]
 instance_group [ {{ count: {instances} kind: KIND_CPU }} ]
 parameters [
