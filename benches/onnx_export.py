@@ -2,6 +2,7 @@
 
     python3 benches/onnx_export.py --model target/bench/small            # -> target/bench/small/onnx/
     python3 benches/onnx_export.py --model target/bench/tiny --check     # export + parity check
+    python3 benches/onnx_export.py --model target/bench/medium --check-only  # parity of MODEL/onnx
 
 Graphs (all float32, weights as initializers, opset 17, TorchScript exporter):
   encoder.onnx  sids [h, L] int64 (oldest first, h <= max_history)
@@ -260,14 +261,16 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="checkpoint dir (config.json + model.safetensors)")
     ap.add_argument("--out", help="output dir (default MODEL/onnx)")
     ap.add_argument("--check", action="store_true", help="also check the graphs against the reference")
+    ap.add_argument("--check-only", action="store_true", help="check the graphs already in --out")
     a = ap.parse_args()
     torch.set_num_threads(2)
     model, _, _ = load_checkpoint(a.model)
     out = Path(a.out or Path(a.model) / "onnx")
-    export(model, out)
-    size = sum(f.stat().st_size for f in out.glob("*.onnx")) / 1e6
-    print(f"wrote {out}: encoder, step, {model.cfg.n_levels} heads ({size:.0f} MB)")
-    if a.check:
+    if not a.check_only:
+        export(model, out)
+        size = sum(f.stat().st_size for f in out.glob("*.onnx")) / 1e6
+        print(f"wrote {out}: encoder, step, {model.cfg.n_levels} heads ({size:.0f} MB)")
+    if a.check or a.check_only:
         worst = check(model, out)
         print(f"parity OK: max relative difference {worst:.2e} (limit 1e-4)")
 

@@ -3,7 +3,8 @@
 # the reference, benches/onnx_export.py) on one checkpoint, same request, same threads,
 # in one run; prints the medians and the ratios.
 #   benches/side_by_side.sh [medium|small|tiny] [threads] [repeat]
-# ORT_SPINNING=1 lets ORT's intra-op threads spin (default off). Needs python3 with torch,
+# ORT_SPINNING=1 lets ORT's intra-op threads spin (default off). SKIP_TORCH=1 leaves
+# PyTorch out (minutes per request on the medium preset on a loaded machine). Needs python3 with torch,
 # onnx, onnxruntime, safetensors (reference/requirements.txt + `pip install onnx onnxruntime`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,11 @@ fi
 cargo build --release --example bench_request -q
 echo "before: $(uptime)"
 engine=$(RAYON_NUM_THREADS=$threads target/release/examples/bench_request "$model" --backend cpu --repeat "$repeat")
-torch=$(python3 benches/torch_request.py --model "$model" --threads "$threads" --repeat "$repeat")
+if [ "${SKIP_TORCH:-0}" = 1 ]; then
+    torch='{"torch": "skipped", "forward_only_s": NaN}'
+else
+    torch=$(python3 benches/torch_request.py --model "$model" --threads "$threads" --repeat "$repeat")
+fi
 ort=$(python3 benches/ort_request.py --model "$model" --threads "$threads" --repeat "$repeat" ${spin[@]+"${spin[@]}"})
 echo "after:  $(uptime)"
 echo "engine: $engine"
@@ -35,7 +40,7 @@ print(f"\n{preset}, {e['threads']} threads, beam {e['beam']}, history {e['histor
 print(f"| {'':34} | request | model compute only | engine / this (request) |")
 print(f"| {'-' * 34} | ------- | ------------------ | ----------------------- |")
 rows = [("engine (--backend cpu)", e["request_s"], None),
-        (f"PyTorch {t['torch']} eager", t.get("request_s", nan), t["forward_only_s"]),
+        (f"PyTorch eager ({t['torch']})", t.get("request_s", nan), t["forward_only_s"]),
         (f"ONNX Runtime {o['onnxruntime']} (spin {'on' if o['spinning'] else 'off'})",
          o.get("request_s", nan), o["forward_only_s"])]
 for name, req, fwd in rows:
