@@ -4,8 +4,9 @@
 # in one run; prints the medians and the ratios.
 #   benches/side_by_side.sh [medium|small|tiny] [threads] [repeat]
 # ORT_SPINNING=1 lets ORT's intra-op threads spin (default off). SKIP_TORCH=1 leaves
-# PyTorch out (minutes per request on the medium preset on a loaded machine). Needs python3 with torch,
-# onnx, onnxruntime, safetensors (reference/requirements.txt + `pip install onnx onnxruntime`).
+# PyTorch out (minutes per request on the medium preset on a loaded machine);
+# TORCH_ARGS adds arguments to torch_request.py (e.g. "--skip-search --repeat 1").
+# Needs python3 with torch, onnx, onnxruntime, safetensors (reference/requirements.txt + `pip install onnx onnxruntime`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-medium}
@@ -25,7 +26,7 @@ engine=$(RAYON_NUM_THREADS=$threads target/release/examples/bench_request "$mode
 if [ "${SKIP_TORCH:-0}" = 1 ]; then
     torch='{"torch": "skipped", "forward_only_s": NaN}'
 else
-    torch=$(python3 benches/torch_request.py --model "$model" --threads "$threads" --repeat "$repeat")
+    torch=$(python3 benches/torch_request.py --model "$model" --threads "$threads" --repeat "$repeat" ${TORCH_ARGS:-})
 fi
 ort=$(python3 benches/ort_request.py --model "$model" --threads "$threads" --repeat "$repeat" ${spin[@]+"${spin[@]}"})
 echo "after:  $(uptime)"
