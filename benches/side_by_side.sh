@@ -6,7 +6,8 @@
 # ORT_SPINNING=1 lets ORT's intra-op threads spin (default off). SKIP_TORCH=1 leaves
 # PyTorch out (minutes per request on the medium preset on a loaded machine);
 # TORCH_ARGS adds arguments to torch_request.py (e.g. "--skip-search --repeat 1").
-# Needs python3 with torch, onnx, onnxruntime, safetensors (reference/requirements.txt + `pip install onnx onnxruntime`).
+# Needs python3 with torch, onnx, onnxruntime, safetensors
+# (reference/requirements.txt + `pip install onnx onnxruntime`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=${1:-medium}
