@@ -154,32 +154,43 @@ def evaluate(model: OneRec, rm: RewardModel, catalog: Catalog, split: Split, c: 
              evaluate_test: Callable[[OneRec], dict] | None, decode: str,
              binary: Path | None, threads: int) -> dict:
     """Test users: reward of the served top session, its session hits@m, and next-item
-    metrics (evaluate_test when given, else from the beam's sessions with metrics.py)."""
+    metrics. `evaluate_test(model)` (the report's metric code) when given; if its dict
+    holds "top_sessions" {user: [items]} (the served top session per test user) those
+    are scored and nothing is decoded here; otherwise the beam search (eval_beam, history
+    excluded) runs here and, without evaluate_test, metrics.py reads its sessions."""
     users = split.users[: c["eval_users"]] if c["eval_users"] else split.users
     points = [split.point(u, "test") for u in users]
+    out: dict = {"users": len(users)}
+    given = None
+    if evaluate_test is not None:
+        t0 = time.time()
+        tm = dict(evaluate_test(model))
+        given = tm.pop("top_sessions", None)
+        out["test_metrics"] = tm
+        out["test_metrics_seconds"] = round(time.time() - t0, 1)
     t0 = time.time()
-    got = generate.sessions(model, catalog, [h for h, _ in points], c["eval_beam"],
-                            c["eval_results"], decode, binary, threads)
+    if given is None:
+        got = generate.sessions(model, catalog, [h for h, _ in points], c["eval_beam"],
+                                c["eval_results"], decode, binary, threads)
+    else:
+        got = [[{"items": list(given[u])}] if given.get(u) else [] for u in users]
     rows, rew, sig, true_rew = [], [], [], []
     for (h, nxt), sess in zip(points, got):
-        ranked = metrics.ranked_from_sessions([s["items"] for s in sess])
-        row = metrics.point_metrics(ranked, nxt, c["ks"], split.m)
-        row["top_session_hits"] = float(len(set(sess[0]["items"]) & set(nxt))) if sess else 0.0
+        row = {"top_session_hits": float(len(set(sess[0]["items"]) & set(nxt))) if sess else 0.0}
+        if given is None:
+            ranked = metrics.ranked_from_sessions([s["items"] for s in sess])
+            row.update(metrics.point_metrics(ranked, nxt, c["ks"], split.m))
         rows.append(row)
         if sess:
             R, r = rewards_of(rm, catalog, h, [sess[0]["items"], nxt])
             rew.append(float(R[0]))
             sig.append(r[0])
             true_rew.append(float(R[1]))
-    out = {"users": len(users), "mean_reward_top_session": _mean(rew),
-           "mean_signals_top_session": [round(float(v), 5) for v in np.mean(sig, 0)],
-           "mean_reward_true_session": _mean(true_rew),
-           "beam_metrics": {k: round(v, 5) for k, v in metrics.mean_metrics(rows).items()},
-           "decode_seconds": round(time.time() - t0, 1)}
-    if evaluate_test is not None:
-        t0 = time.time()
-        out["test_metrics"] = evaluate_test(model)
-        out["test_metrics_seconds"] = round(time.time() - t0, 1)
+    out.update({"mean_reward_top_session": _mean(rew),
+                "mean_signals_top_session": [round(float(v), 5) for v in np.mean(sig, 0)],
+                "mean_reward_true_session": _mean(true_rew),
+                "beam_metrics": {k: round(v, 5) for k, v in metrics.mean_metrics(rows).items()},
+                "decode_seconds": round(time.time() - t0, 1)})
     return out
 
 
@@ -245,7 +256,7 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
                     margin = c["beta"] * ((lc - ref_c[k]) - (lr_ - ref_r[k]))
                     dpo = -F.logsigmoid(margin).mean()
                     loss = loss + c["dpo_weight"] * dpo
-                    tot_dpo += float(dpo)
+                    tot_dpo += float(dpo.detach())
                     acc += float((margin > 0).float().mean())
                     if dpo_first is None:
                         dpo_first = float(dpo)

@@ -118,7 +118,33 @@ def quality(rm: RewardModel, points, sess, sids: torch.Tensor) -> dict:
                          "rate": round(float(y.mean()), 4), "mean_pred": round(float(q.mean()), 4),
                          "calibration": cal["bins"]}
         out[name] = part
+    out["model_session_pairs"] = session_pairs(rm, sess, p)
     return out
+
+
+def session_pairs(rm: RewardModel, sess, p: np.ndarray) -> dict:
+    """How well the reward orders one point's OneRec sessions (what IPA's chosen/rejected
+    choice rests on): over pairs of model sessions of the same point whose observed
+    rewards (the labels averaged like R) differ, the share where R orders them the same
+    way (a tie in R counts one half)."""
+    w = np.asarray(rm.rc.weights, dtype=np.float64)
+    pred = p.mean(1) @ w
+    true = sess.labels.mean(1) @ w
+    agree = total = 0.0
+    sel = np.nonzero(sess.kind == 2)[0]
+    by_point: dict[int, list[int]] = {}
+    for j in sel.tolist():
+        by_point.setdefault(int(sess.point[j]), []).append(j)
+    for js in by_point.values():
+        for a in range(len(js)):
+            for b in range(a + 1, len(js)):
+                dt = true[js[a]] - true[js[b]]
+                if dt == 0:
+                    continue
+                dp = pred[js[a]] - pred[js[b]]
+                total += 1
+                agree += 0.5 if dp == 0 else float((dp > 0) == (dt > 0))
+    return {"pairs": int(total), "accuracy": round(agree / total, 4) if total else math.nan}
 
 
 def candidate_sessions(points, model: OneRec | None, catalog: Catalog, pop: np.ndarray,
