@@ -180,17 +180,44 @@ def evaluate(model: OneRec, rm: RewardModel, catalog: Catalog, split: Split, c: 
         if given is None:
             ranked = metrics.ranked_from_sessions([s["items"] for s in sess])
             row.update(metrics.point_metrics(ranked, nxt, c["ks"], split.m))
-        rows.append(row)
         if sess:
             R, r = rewards_of(rm, catalog, h, [sess[0]["items"], nxt])
             rew.append(float(R[0]))
             sig.append(r[0])
             true_rew.append(float(R[1]))
+        row["reward_top_session"] = rew[-1] if sess else math.nan
+        rows.append(row)
+    keys = [k for k in rows[0] if k in PAIRED] if rows else []
+    out["_per_user"] = {k: np.array([r[k] for r in rows]) for k in keys}
+    for r in rows:
+        r.pop("reward_top_session")
     out.update({"mean_reward_top_session": _mean(rew),
                 "mean_signals_top_session": [round(float(v), 5) for v in np.mean(sig, 0)],
                 "mean_reward_true_session": _mean(true_rew),
                 "beam_metrics": {k: round(v, 5) for k, v in metrics.mean_metrics(rows).items()},
                 "decode_seconds": round(time.time() - t0, 1)})
+    return out
+
+
+PAIRED = ("reward_top_session", "top_session_hits", "recall@10", "ndcg@10")
+
+
+def paired_change(now: dict, base: dict, seed: int, reps: int = 1000) -> dict:
+    """Mean per-user change against round 0 with a 95% paired bootstrap interval (users
+    resampled), per metric in PAIRED."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k in PAIRED:
+        if k not in now or k not in base:
+            continue
+        d = now[k] - base[k]
+        d = d[~np.isnan(d)]
+        if not len(d):
+            continue
+        boot = d[rng.integers(0, len(d), (reps, len(d)))].mean(1)
+        out[k] = {"change": round(float(d.mean()), 5),
+                  "ci95": [round(float(np.quantile(boot, 0.025)), 5),
+                           round(float(np.quantile(boot, 0.975)), 5)]}
     return out
 
 
@@ -215,7 +242,9 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
     hist, tgt = train_onerec.make_examples(train_seqs, n, m)
     mode = generate.resolve_mode(decode, binary)
     log = {"config": c, "decode": mode, "rounds": []}
-    ev = round0 or evaluate(policy, reward, catalog, split, c, evaluate_test, mode, binary, threads)
+    ev = dict(round0 or evaluate(policy, reward, catalog, split, c, evaluate_test, mode, binary,
+                                 threads))
+    base = ev.pop("_per_user")
     log["rounds"].append({"round": 0, "eval": ev})
     generate.log(f"ipa round 0: {_brief(ev)}")
     balance = _Balance(policy)
@@ -259,7 +288,7 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
                     tot_dpo += float(dpo.detach())
                     acc += float((margin > 0).float().mean())
                     if dpo_first is None:
-                        dpo_first = float(dpo)
+                        dpo_first = float(dpo.detach())
                 cnt += 1
                 opt.zero_grad()
                 loss.backward()
@@ -273,9 +302,10 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
                               "seconds": round(time.time() - t0, 1)}
             entry["eval"] = evaluate(policy, reward, catalog, split, c, evaluate_test, mode,
                                      binary, threads)
+            entry["vs_round0"] = paired_change(entry["eval"].pop("_per_user"), base, seed + rnd)
             log["rounds"].append(entry)
             generate.log(f"ipa round {rnd}: pairs {stats['pairs']}, {_brief(entry['eval'])}, "
-                         f"train {entry['train']}")
+                         f"train {entry['train']}, vs round 0 {entry['vs_round0']}")
     finally:
         balance.remove()
     log["seconds"] = round(time.time() - t_start, 1)

@@ -109,6 +109,7 @@ class Sessions:
     rows: np.ndarray
     labels: np.ndarray
     kind: np.ndarray
+    score: np.ndarray | None = None  # beam score of `model` sessions (NaN for the others)
 
     def __len__(self) -> int:
         return len(self.point)
@@ -161,11 +162,12 @@ def synthetic_sessions(points: Points, m: int, pop: np.ndarray, alpha: float,
     return s
 
 
-def model_sessions(points: Points, which: np.ndarray, sessions_of: list[list[list[int]]],
+def model_sessions(points: Points, which: np.ndarray, sessions_of: list[list[dict]],
                    row_of: dict[int, int], per_point: int, rng: np.random.Generator) -> Sessions:
-    """`sessions_of[j]`: the beam search's sessions (item ids, best first) for point
-    `which[j]`; keeps the top one and `per_point - 1` others drawn at random."""
-    pt, rows = [], []
+    """`sessions_of[j]`: the beam search's sessions ({score, items}, best first) for point
+    `which[j]`; keeps the top one and `per_point - 1` others drawn at random (all of them
+    when per_point >= the beam). `score` holds each kept session's beam score."""
+    pt, rows, score = [], [], []
     for p, sess in zip(which.tolist(), sessions_of):
         if not sess:
             continue
@@ -173,15 +175,19 @@ def model_sessions(points: Points, which: np.ndarray, sessions_of: list[list[lis
                                        replace=False).tolist())
         for k in keep:
             pt.append(p)
-            rows.append([row_of[i] for i in sess[k]])
+            rows.append([row_of[i] for i in sess[k]["items"]])
+            score.append(sess[k]["score"])
     m = len(rows[0]) if rows else 1
     s = Sessions(np.array(pt, dtype=np.int64), np.array(rows, dtype=np.int64).reshape(-1, m),
-                 None, np.full(len(pt), 2))
+                 None, np.full(len(pt), 2), np.array(score, dtype=np.float64))
     s.labels = item_labels(points, s.point, s.rows)
     return s
 
 
 def concat(parts: list[Sessions]) -> Sessions:
     parts = [p for p in parts if len(p)]
+    for p in parts:
+        if p.score is None:
+            p.score = np.full(len(p), np.nan)
     return Sessions(*(np.concatenate([getattr(p, f) for p in parts])
-                      for f in ("point", "rows", "labels", "kind")))
+                      for f in ("point", "rows", "labels", "kind", "score")))

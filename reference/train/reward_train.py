@@ -37,7 +37,7 @@ DEFAULTS = {
     "pop_alpha": 0.75,      # negatives ~ training popularity ** alpha
     "model_points": 3000,   # training points that get OneRec beam sessions (0 = none)
     "model_beam": 16,
-    "model_per_point": 4,   # the top session + 3 drawn from the other beams
+    "model_per_point": 4,   # the top session + 3 drawn from the other beams (training)
     "steps": 1500, "batch": 512, "lr": 2e-3, "weight_decay": 0.01, "warmup": 100,
     "dropout": 0.1,
 }
@@ -126,29 +126,31 @@ def session_pairs(rm: RewardModel, sess, p: np.ndarray) -> dict:
     """How well the reward orders one point's OneRec sessions (what IPA's chosen/rejected
     choice rests on): over pairs of model sessions of the same point whose observed
     rewards (the labels averaged like R) differ, the share where R orders them the same
-    way (a tie in R counts one half)."""
+    way (a tie counts one half). `beam_score_accuracy`: the same for the generator's own
+    beam score, the baseline a useful reward model has to beat."""
     w = np.asarray(rm.rc.weights, dtype=np.float64)
-    pred = p.mean(1) @ w
+    preds = {"accuracy": p.mean(1) @ w, "beam_score_accuracy": sess.score}
     true = sess.labels.mean(1) @ w
-    agree = total = 0.0
-    sel = np.nonzero(sess.kind == 2)[0]
+    agree = {k: 0.0 for k in preds}
+    total = 0
     by_point: dict[int, list[int]] = {}
-    for j in sel.tolist():
+    for j in np.nonzero(sess.kind == 2)[0].tolist():
         by_point.setdefault(int(sess.point[j]), []).append(j)
     for js in by_point.values():
-        for a in range(len(js)):
-            for b in range(a + 1, len(js)):
-                dt = true[js[a]] - true[js[b]]
-                if dt == 0:
-                    continue
-                dp = pred[js[a]] - pred[js[b]]
-                total += 1
-                agree += 0.5 if dp == 0 else float((dp > 0) == (dt > 0))
-    return {"pairs": int(total), "accuracy": round(agree / total, 4) if total else math.nan}
+        js = np.array(js)
+        dt = true[js][:, None] - true[js][None, :]
+        upper = np.triu(np.ones_like(dt, dtype=bool), 1) & (dt != 0)
+        total += int(upper.sum())
+        for k, pr in preds.items():
+            dp = pr[js][:, None] - pr[js][None, :]
+            agree[k] += float(np.where(dp == 0, 0.5, (dp > 0) == (dt > 0))[upper].sum())
+    out = {"pairs": total}
+    out.update({k: round(v / total, 4) if total else math.nan for k, v in agree.items()})
+    return out
 
 
 def candidate_sessions(points, model: OneRec | None, catalog: Catalog, pop: np.ndarray,
-                       c: dict, m: int, rng: np.random.Generator, n_model: int,
+                       c: dict, m: int, rng: np.random.Generator, n_model: int, per_point: int,
                        decode: str, binary: Path | None, threads: int) -> reward_data.Sessions:
     parts = [reward_data.synthetic_sessions(points, m, pop, c["pop_alpha"], rng,
                                             catalog.row_of_id, c["mixed_per_point"],
@@ -161,8 +163,8 @@ def candidate_sessions(points, model: OneRec | None, catalog: Catalog, pop: np.n
                                 c["model_beam"], c["model_beam"], decode, binary, threads)
         generate.log(f"reward data: OneRec sessions for {len(which)} points in "
                      f"{time.time() - t0:.1f} s")
-        parts.append(reward_data.model_sessions(points, which, [[s["items"] for s in u] for u in got],
-                                                catalog.row_of_id, c["model_per_point"], rng))
+        parts.append(reward_data.model_sessions(points, which, got, catalog.row_of_id,
+                                                per_point, rng))
     return reward_data.concat(parts)
 
 
@@ -188,10 +190,12 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
                                         c["min_hist"], c["points_per_user"], rng)
     valid_pts = reward_data.make_points(split, ratings, row_of, "valid", n_r, w, c["like_min"])
     train_s = candidate_sessions(train_pts, model, catalog, pop, c, m, rng, c["model_points"],
-                                 decode, binary, threads)
+                                 c["model_per_point"], decode, binary, threads)
+    # Held out: every beam session of every validation point, so that the ordering of one
+    # point's sessions (what IPA relies on) is measured on many pairs.
     valid_s = candidate_sessions(valid_pts, model, catalog, pop, c, m, rng,
                                  len(valid_pts.users) if c["model_points"] else 0,
-                                 decode, binary, threads)
+                                 c["model_beam"], decode, binary, threads)
     t_data = time.time() - t_start
 
     rm = RewardModel(rc, mcfg.n_levels, mcfg.codebook_size, m, mcfg.rms_eps, c["dropout"])
@@ -241,7 +245,8 @@ def _subset(s: reward_data.Sessions, n: int, rng) -> reward_data.Sessions:
     if len(s) <= n:
         return s
     idx = np.sort(rng.choice(len(s), n, replace=False))
-    return reward_data.Sessions(s.point[idx], s.rows[idx], s.labels[idx], s.kind[idx])
+    return reward_data.Sessions(s.point[idx], s.rows[idx], s.labels[idx], s.kind[idx],
+                                None if s.score is None else s.score[idx])
 
 
 def _init(rm: RewardModel, seed: int) -> None:
