@@ -39,17 +39,17 @@ from .data import Split
 
 DEFAULTS = {
     "rounds": 3,
-    "share": 0.1,             # share of training users that give DPO pairs per round
+    "share": 0.05,            # share of training users that give DPO pairs per round
     "points_per_user": 2,     # positions drawn per chosen user
     "min_hist": 3,
     "n_sessions": 16,         # N: beam width and sessions generated per point
     "min_gap": 0.0,           # drop pairs whose reward gap is <= this
     "beta": 0.1,
     "dpo_weight": 1.0,
-    "steps": 100,             # optimizer steps per round
-    "batch": 256,             # NTP batch (training examples)
+    "steps": 60,              # optimizer steps per round
+    "batch": 128,             # NTP batch (training examples)
     "dpo_batch": 16,          # pairs per step
-    "lr": 2e-4, "weight_decay": 0.05, "history_dropout": 0.2, "aux_loss": 0.01,
+    "lr": 5e-5, "weight_decay": 0.05, "history_dropout": 0.2, "aux_loss": 0.01,
     "eval_beam": 64, "eval_results": 64, "eval_users": 0,  # 0 = every test user
     "ks": [5, 10],
 }

@@ -32,13 +32,13 @@ DEFAULTS = {
     "like_min": 4.0,        # "like" = watched and rated >= like_min
     "min_hist": 3,          # training points need this many history items
     "points_per_user": 40,  # training points drawn per user (0 = all)
-    "true_share": 0.5,      # share of points that also get their true next session
+    "true_share": 0.2,      # share of points that also get their true next session
     "mixed_per_point": 1,
     "pop_alpha": 0.75,      # negatives ~ training popularity ** alpha
-    "model_points": 3000,   # training points that get OneRec beam sessions (0 = none)
+    "model_points": 2000,   # training points that get OneRec beam sessions (0 = none)
     "model_beam": 16,
-    "model_per_point": 4,   # the top session + 3 drawn from the other beams (training)
-    "steps": 1500, "batch": 512, "lr": 2e-3, "weight_decay": 0.01, "warmup": 100,
+    "model_per_point": 8,   # the top session + 7 drawn from the other beams (training)
+    "steps": 600, "batch": 256, "lr": 2e-3, "weight_decay": 0.01, "warmup": 100,
     "dropout": 0.1,
 }
 
