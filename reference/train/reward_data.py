@@ -104,7 +104,7 @@ def popularity(split: Split, row_of: dict[int, int], n_items: int) -> np.ndarray
 @dataclass
 class Sessions:
     """`point` [S] index into Points, `rows` [S, m] catalog rows, `labels` [S, m, 2]
-    float (watch, like), `kind` [S] 0 = true, 1 = mixed, 2 = model."""
+    float (watch, like), `kind` [S] 0 = true, 1 = mixed, 2 = model, 3 = near."""
     point: np.ndarray
     rows: np.ndarray
     labels: np.ndarray
@@ -115,7 +115,7 @@ class Sessions:
         return len(self.point)
 
 
-KINDS = ("true", "mixed", "model")
+KINDS = ("true", "mixed", "model", "near")
 
 
 def item_labels(points: Points, point: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -127,12 +127,19 @@ def item_labels(points: Points, point: np.ndarray, rows: np.ndarray) -> np.ndarr
 
 def synthetic_sessions(points: Points, m: int, pop: np.ndarray, alpha: float,
                        rng: np.random.Generator, row_of: dict[int, int],
-                       mixed_per_point: int = 1, true_share: float = 0.5) -> Sessions:
-    """Per point: a `true` session with probability `true_share` (needs m window items)
-    and `mixed_per_point` mixed sessions."""
+                       mixed_per_point: int = 1, true_share: float = 0.5,
+                       near_per_point: int = 0, sids: np.ndarray | None = None) -> Sessions:
+    """Per point: a `true` session with probability `true_share` (needs m window items),
+    `mixed_per_point` mixed sessions and `near_per_point` `near` ones: like mixed, but each
+    negative shares its first SID code with a window item (the beam's sessions share
+    prefixes, so these are the negatives a reward model must tell apart there)."""
     weights = pop ** alpha
     weights = weights / weights.sum()
     pool: list[int] = []  # popularity draws, made in bulk (one draw at a time is slow)
+    siblings: dict[int, np.ndarray] = {}
+    if near_per_point:
+        for c0 in np.unique(sids[:, 0]):
+            siblings[int(c0)] = np.nonzero(sids[:, 0] == c0)[0]
     pt, rows, kind = [], [], []
     for p in range(len(points.users)):
         win = [int(r) for r in points.window[p] if r >= 0]
@@ -141,21 +148,28 @@ def synthetic_sessions(points: Points, m: int, pop: np.ndarray, alpha: float,
             pt.append(p)
             rows.append(win[:m])
             kind.append(0)
-        for _ in range(mixed_per_point):
-            k = int(rng.integers(0, min(m, len(win)) + 1))
-            pos = [win[j] for j in rng.choice(len(win), k, replace=False)] if k else []
-            neg: list[int] = []
-            while len(neg) < m - k:  # rejection sampling: banned items are few
-                if not pool:
-                    pool = rng.choice(len(pop), 65536, p=weights).tolist()
-                c = pool.pop()
-                if c not in banned and c not in neg:
-                    neg.append(c)
-            sess = pos + neg
-            rng.shuffle(sess)
-            pt.append(p)
-            rows.append(sess)
-            kind.append(1)
+        for kd, count in ((1, mixed_per_point), (3, near_per_point)):
+            for _ in range(count):
+                k = int(rng.integers(0, min(m, len(win)) + 1))
+                pos = [win[j] for j in rng.choice(len(win), k, replace=False)] if k else []
+                neg: list[int] = []
+                tries = 0
+                while len(neg) < m - k:  # rejection sampling: banned items are few
+                    tries += 1
+                    if kd == 3 and tries <= 50:
+                        group = siblings[int(sids[win[int(rng.integers(len(win)))], 0])]
+                        c = int(group[rng.integers(len(group))])
+                    else:
+                        if not pool:
+                            pool = rng.choice(len(pop), 65536, p=weights).tolist()
+                        c = pool.pop()
+                    if c not in banned and c not in neg:
+                        neg.append(c)
+                sess = pos + neg
+                rng.shuffle(sess)
+                pt.append(p)
+                rows.append(sess)
+                kind.append(kd)
     s = Sessions(np.array(pt), np.array(rows, dtype=np.int64).reshape(-1, m), None,
                  np.array(kind))
     s.labels = item_labels(points, s.point, s.rows)

@@ -34,6 +34,7 @@ DEFAULTS = {
     "points_per_user": 40,  # training points drawn per user (0 = all)
     "true_share": 0.2,      # share of points that also get their true next session
     "mixed_per_point": 1,
+    "near_per_point": 1,    # mixed, negatives sharing the first SID code with a window item
     "pop_alpha": 0.75,      # negatives ~ training popularity ** alpha
     "model_points": 2000,   # training points that get OneRec beam sessions (0 = none)
     "model_beam": 16,
@@ -154,7 +155,7 @@ def candidate_sessions(points, model: OneRec | None, catalog: Catalog, pop: np.n
                        decode: str, binary: Path | None, threads: int) -> reward_data.Sessions:
     parts = [reward_data.synthetic_sessions(points, m, pop, c["pop_alpha"], rng,
                                             catalog.row_of_id, c["mixed_per_point"],
-                                            c["true_share"])]
+                                            c["true_share"], c["near_per_point"], catalog.sids)]
     if model is not None and n_model > 0:
         which = np.sort(rng.choice(len(points.users), min(n_model, len(points.users)),
                                    replace=False))

@@ -90,8 +90,15 @@ class Labels(unittest.TestCase):
         row_of = {i: i for i in range(0, 60)}
         pts = reward_data.make_points(split, ratings, row_of, "train", 5, 4, 4.0, 3)
         pop = np.ones(60)
-        s = reward_data.synthetic_sessions(pts, 3, pop, 1.0, np.random.default_rng(0), row_of)
-        for p, rows in zip(s.point, s.rows):
+        sids = np.array([[r % 4, r // 4] for r in range(60)])
+        s = reward_data.synthetic_sessions(pts, 3, pop, 1.0, np.random.default_rng(0), row_of,
+                                           1, 0.5, 1, sids)
+        self.assertEqual(set(s.kind.tolist()), {0, 1, 3})
+        for p, rows, kd in zip(s.point, s.rows, s.kind):
+            if kd == 3:  # negatives share the first code with a window item
+                codes = {int(sids[r, 0]) for r in pts.window[p]}
+                neg = [r for r in rows.tolist() if r not in pts.window[p]]
+                self.assertTrue(all(sids[r, 0] in codes for r in neg))
             self.assertEqual(len(set(rows.tolist())), 3)
             self.assertFalse(set(rows.tolist()) & set(pts.histories[p]))
 
