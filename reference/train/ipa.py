@@ -52,6 +52,9 @@ DEFAULTS = {
     "lr": 5e-5, "weight_decay": 0.05, "history_dropout": 0.2, "aux_loss": 0.01,
     "eval_beam": 64, "eval_results": 64, "eval_users": 0,  # 0 = every test user
     "ks": [5, 10],
+    # "observed": a diagnostic instead of IPA (make_pairs): pairs ranked by the next
+    # `window` training items instead of the reward model
+    "preference": "reward_model", "window": 10, "like_min": 4.0,
 }
 
 
@@ -104,24 +107,41 @@ class _Balance(train_onerec.LoadBalance):
 
 def make_pairs(model: OneRec, rm: RewardModel, catalog: Catalog, split: Split, c: dict,
                rng: np.random.Generator, decode: str, binary: Path | None, threads: int):
-    """-> (histories, chosen, rejected, stats) for this round's sampled points."""
-    users = [u for u in split.users if len(split.train_part(u)) > c["min_hist"]]
+    """-> (histories, chosen, rejected, stats) for this round's sampled points.
+
+    preference "reward_model" (IPA): sessions ranked by `RewardModel.score`. "observed" is
+    a diagnostic, not IPA: sessions ranked by what the user did next (the reward model's
+    labels over the next `window` training items, averaged with its weights), which says
+    what DPO on these pairs does when the preference is right."""
+    observed = c["preference"] == "observed"
+    if c["preference"] not in ("reward_model", "observed"):
+        raise ValueError(f"ipa preference {c['preference']!r}: reward_model or observed")
+    last = (lambda tp: len(tp) - c["window"]) if observed else len
+    users = [u for u in split.users if last(split.train_part(u)) > c["min_hist"]]
     n_users = int(round(c["share"] * len(users)))
     chosen_users = rng.choice(users, n_users, replace=False) if n_users else []
-    histories = []
+    histories, futures = [], []
     for u in chosen_users:
         tp = split.train_part(int(u))
-        for t in rng.integers(c["min_hist"], len(tp) + 1, c["points_per_user"]):
+        for t in rng.integers(c["min_hist"], last(tp) + 1, c["points_per_user"]):
             histories.append(tp[: int(t)])
+            futures.append((int(u), tp[int(t) : int(t) + c["window"]]))
+    if observed:
+        ratings = _ratings()
+        w = np.asarray(rm.rc.weights, dtype=np.float64)
     t0 = time.time()
     got = generate.sessions(model, catalog, histories, c["n_sessions"], c["n_sessions"],
                             decode, binary, threads)
     t_gen = time.time() - t0
     hs, ch, rj, gaps, best, worst, top = [], [], [], [], [], [], []
-    for h, sess in zip(histories, got):
+    for h, (u, fut), sess in zip(histories, futures, got):
         if len(sess) < 2:
             continue
-        R, _ = rewards_of(rm, catalog, h, [s["items"] for s in sess])
+        if observed:
+            R = np.array([np.mean([[i in fut, i in fut and ratings[u].get(i, 0) >= c["like_min"]]
+                                   for i in s["items"]], 0) @ w for s in sess])
+        else:
+            R, _ = rewards_of(rm, catalog, h, [s["items"] for s in sess])
         hi, lo = int(np.argmax(R)), int(np.argmin(R))
         top.append(float(R[0]))
         if R[hi] - R[lo] <= c["min_gap"]:
@@ -137,6 +157,17 @@ def make_pairs(model: OneRec, rm: RewardModel, catalog: Catalog, split: Split, c
              "mean_reward_beam_top": _mean(top), "mean_reward_chosen": _mean(best),
              "mean_reward_rejected": _mean(worst), "mean_reward_gap": _mean(gaps)}
     return hs, ch, rj, stats
+
+
+_RATINGS: dict = {}
+
+
+def _ratings() -> dict[int, dict[int, float]]:
+    if not _RATINGS:
+        from . import data, reward_data
+
+        _RATINGS.update(reward_data.read_ratings(data.fetch()))
+    return _RATINGS
 
 
 def _mean(x) -> float:
