@@ -256,7 +256,7 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
             row_of: dict[int, int], catalog: Catalog, seed: int,
             evaluate_test: Callable[[OneRec], dict] | None = None, *,
             binary: Path | None = None, threads: int = 2, decode: str = "auto",
-            round0: dict | None = None) -> tuple[OneRec, dict]:
+            round0: dict | None = None, keep_per_user: bool = False) -> tuple[OneRec, dict]:
     """-> (aligned model in eval mode, log with one entry per round; round 0 = the input
     model). The input model is not modified. `round0`: a precomputed round-0 evaluation
     of the same model (the ablation shares it)."""
@@ -264,6 +264,9 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
     t_start = time.time()
     rng = np.random.default_rng(seed + 1)
     g = torch.Generator().manual_seed(seed + 1)
+    # DPO minibatches draw from their own generator, so the NTP batches are the same for
+    # every share (the ablation's share 0 is then the exact control).
+    g_dpo = torch.Generator().manual_seed(seed + 2)
     torch.manual_seed(seed + 1)
     reward.eval()
     policy = copy.deepcopy(model).eval()
@@ -276,6 +279,7 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
     ev = dict(round0 or evaluate(policy, reward, catalog, split, c, evaluate_test, mode, binary,
                                  threads))
     base = ev.pop("_per_user")
+    per_user = [base]
     log["rounds"].append({"round": 0, "eval": ev})
     generate.log(f"ipa round 0: {_brief(ev)}")
     balance = _Balance(policy)
@@ -309,7 +313,7 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
                 tot_ntp += float(s.detach()) / cn
                 if ch and c["dpo_weight"] > 0:
                     policy.eval()  # DPO log-probs without train-time dropout, as the reference's
-                    k = torch.randint(0, len(ch), (min(c["dpo_batch"], len(ch)),), generator=g)
+                    k = torch.randint(0, len(ch), (min(c["dpo_batch"], len(ch)),), generator=g_dpo)
                     lc = session_logp(policy, ph[k], pm[k], pc[k])
                     lr_ = session_logp(policy, ph[k], pm[k], pr[k])
                     balance.terms = []
@@ -333,13 +337,16 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
                               "seconds": round(time.time() - t0, 1)}
             entry["eval"] = evaluate(policy, reward, catalog, split, c, evaluate_test, mode,
                                      binary, threads)
-            entry["vs_round0"] = paired_change(entry["eval"].pop("_per_user"), base, seed + rnd)
+            per_user.append(entry["eval"].pop("_per_user"))
+            entry["vs_round0"] = paired_change(per_user[-1], base, seed + rnd)
             log["rounds"].append(entry)
             generate.log(f"ipa round {rnd}: pairs {stats['pairs']}, {_brief(entry['eval'])}, "
                          f"train {entry['train']}, vs round 0 {entry['vs_round0']}")
     finally:
         balance.remove()
     log["seconds"] = round(time.time() - t_start, 1)
+    if keep_per_user:
+        log["_per_user"] = per_user
     return policy.eval(), log
 
 
@@ -363,6 +370,17 @@ def ablation(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split
     out = {}
     for s in shares:
         _, lg = run_ipa(model, reward, {**c, "share": s}, split, row_of, catalog, seed,
-                        evaluate_test, binary=binary, threads=threads, decode=mode, round0=r0)
+                        evaluate_test, binary=binary, threads=threads, decode=mode, round0=r0,
+                        keep_per_user=True)
         out[str(s)] = lg
+    # DPO's own effect: each round against the same round of share 0 (same NTP steps and
+    # batches, no DPO), paired over the test users.
+    zero = out.get(str(0.0))
+    for s, lg in out.items():
+        if zero is not None and lg is not zero:
+            for r, (now, ctl) in enumerate(zip(lg["_per_user"], zero["_per_user"])):
+                if r:
+                    lg["rounds"][r]["vs_share0"] = paired_change(now, ctl, seed + 100 + r)
+    for lg in out.values():
+        lg.pop("_per_user")
     return out

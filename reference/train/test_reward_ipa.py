@@ -188,6 +188,27 @@ class Ipa(unittest.TestCase):
             again = (ipa.session_logp(model, ph, pm, pc) - ipa.session_logp(model, ph, pm, pr))
         torch.testing.assert_close(again, before)
 
+    def test_ablation_share0_is_the_control(self):
+        model, cat = tiny()
+        rm = tiny_rm(model)
+        rng = np.random.default_rng(0)
+        seqs = {u: [int(x) for x in rng.choice(cat.item_ids, 16, replace=False)] for u in range(6)}
+        split = Split(3, list(range(6)), seqs)
+        cfg = {"rounds": 1, "points_per_user": 1, "n_sessions": 4, "steps": 3, "batch": 4,
+               "eval_beam": 4, "eval_results": 4}
+        out = ipa.ablation(model, rm, cfg, split, cat.row_of_id, cat, 0, shares=(0.0, 0.0, 0.5),
+                           decode="reference")
+        self.assertEqual(sorted(out), ["0.0", "0.5"])
+        self.assertEqual(out["0.5"]["rounds"][1]["pairs"]["pairs"], 3)
+        self.assertNotIn("vs_share0", out["0.0"]["rounds"][1])
+        self.assertIn("reward_top_session", out["0.5"]["rounds"][1]["vs_share0"])
+        self.assertNotIn("_per_user", out["0.5"])
+        # share 0 twice (same key) gives the same figures: training is deterministic
+        _, again = ipa.run_ipa(model, rm, {**cfg, "share": 0.0}, split, cat.row_of_id, cat, 0,
+                               decode="reference")
+        self.assertEqual(again["rounds"][1]["eval"]["beam_metrics"],
+                         out["0.0"]["rounds"][1]["eval"]["beam_metrics"])
+
 
 if __name__ == "__main__":
     unittest.main()
