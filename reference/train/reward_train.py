@@ -41,6 +41,7 @@ DEFAULTS = {
     "model_per_point": 8,   # the top session + 7 drawn from the other beams (training)
     "steps": 600, "batch": 256, "lr": 2e-3, "weight_decay": 0.01, "warmup": 100,
     "dropout": 0.1,
+    "calibrate_share": 0.2,  # model points kept out of training to fit the heads' scale/bias
 }
 
 
@@ -182,6 +183,8 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     rc = RewardConfig.from_dict(c["reward"])
+    if tuple(rc.signals) != reward_data.SIGNALS:
+        raise ValueError(f"reward signals {rc.signals}: the MovieLens labels are {reward_data.SIGNALS}")
     m, n_r, w = mcfg.session_len, rc.max_history, c["window"]
     row_of = catalog.row_of_id
     sids = torch.from_numpy(catalog.sids.astype(np.int64))
@@ -197,6 +200,16 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
     valid_s = candidate_sessions(valid_pts, model, catalog, pop, c, m, rng,
                                  len(valid_pts.users) if c["model_points"] else 0,
                                  c["model_beam"], decode, binary, threads)
+    # Calibration set: the model sessions of `calibrate_share` of the model points, kept
+    # out of training (training period only); the heads' scale and bias are fitted on it.
+    calib_s = None
+    if c["calibrate_share"] > 0 and (train_s.kind == 2).any():
+        mpts = np.unique(train_s.point[train_s.kind == 2])
+        held = set(rng.choice(mpts, max(1, int(c["calibrate_share"] * len(mpts))),
+                              replace=False).tolist())
+        is_cal = (train_s.kind == 2) & np.isin(train_s.point, list(held))
+        calib_s = _take(train_s, np.nonzero(is_cal)[0])
+        train_s = _take(train_s, np.nonzero(~is_cal)[0])
     t_data = time.time() - t_start
 
     rm = RewardModel(rc, mcfg.n_levels, mcfg.codebook_size, m, mcfg.rms_eps, c["dropout"])
@@ -225,6 +238,7 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
             generate.log(f"reward model {log[-1]}")
             tot, cnt = 0.0, 0
     rm.eval()
+    cal = calibrate(rm, train_pts, calib_s, sids) if calib_s is not None else None
     report = {
         "config": c,
         "data": {"train_points": int(len(train_pts.users)), "train_sessions": len(train_s),
@@ -233,6 +247,7 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
                  "train_label_rate": {s: round(float(train_s.labels[..., k].mean()), 4)
                                       for k, s in enumerate(reward_data.SIGNALS)}},
         "log": log,
+        "calibration_fit": cal,
         "heldout_valid": quality(rm, valid_pts, valid_s, sids),
         "train_fit": quality(rm, train_pts, _subset(train_s, 20000, rng), sids),
         "seconds": {"data": round(t_data, 1), "train": round(time.time() - t0, 1),
@@ -242,12 +257,42 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
     return rm, report
 
 
+def _take(s: reward_data.Sessions, idx: np.ndarray) -> reward_data.Sessions:
+    return reward_data.Sessions(s.point[idx], s.rows[idx], s.labels[idx], s.kind[idx],
+                                None if s.score is None else s.score[idx])
+
+
 def _subset(s: reward_data.Sessions, n: int, rng) -> reward_data.Sessions:
     if len(s) <= n:
         return s
-    idx = np.sort(rng.choice(len(s), n, replace=False))
-    return reward_data.Sessions(s.point[idx], s.rows[idx], s.labels[idx], s.kind[idx],
-                                None if s.score is None else s.score[idx])
+    return _take(s, np.sort(rng.choice(len(s), n, replace=False)))
+
+
+def calibrate(rm: RewardModel, points, sess, sids: torch.Tensor) -> dict:
+    """Platt scaling per head on sessions the model was not trained on: p' = sigmoid(a z +
+    b) with z the head's logit; folded into the contract's tensors (head[k] *= a,
+    head_bias[k] = a head_bias[k] + b), so the engine computes the calibrated reward."""
+    p = torch.from_numpy(predict(rm, points, sess, sids)).double().clamp(1e-7, 1 - 1e-7)
+    z = torch.log(p) - torch.log1p(-p)
+    y = torch.from_numpy(sess.labels).double()
+    out = {"sessions": len(sess)}
+    for k, sig in enumerate(reward_data.SIGNALS[: z.shape[-1]]):
+        ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([ab], max_iter=100, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(ab[0] * z[..., k] + ab[1], y[..., k])
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        a, b = float(ab[0]), float(ab[1])
+        with torch.no_grad():
+            rm.head[k] *= a
+            rm.head_bias[k] = a * rm.head_bias[k] + b
+        out[sig] = {"scale": round(a, 4), "bias": round(b, 4)}
+    return out
 
 
 def _init(rm: RewardModel, seed: int) -> None:

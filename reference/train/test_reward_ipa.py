@@ -103,6 +103,33 @@ class Labels(unittest.TestCase):
             self.assertFalse(set(rows.tolist()) & set(pts.histories[p]))
 
 
+class Calibration(unittest.TestCase):
+    def test_platt_scaling_is_folded_into_the_heads(self):
+        seqs = {u: list(range(10 + u, 40)) for u in range(1, 4)}
+        ratings = {u: {i: float(i % 5 + 1) for i in s} for u, s in seqs.items()}
+        split = Split(2, [1, 2, 3], seqs)
+        row_of = {i: i for i in range(60)}
+        pts = reward_data.make_points(split, ratings, row_of, "train", 6, 4, 4.0, 3)
+        sess = reward_data.synthetic_sessions(pts, 3, np.ones(60), 1.0,
+                                              np.random.default_rng(0), row_of, 2, 0.5)
+        model, _ = tiny()
+        cfg = model.cfg
+        rm = RewardModel(RewardConfig(d_model=8, n_heads=2, d_ff=16, max_history=6), 2, 16, 3,
+                         1e-6)
+        reward_train._init(rm, 0)
+        sids = torch.tensor([[r % 16, r // 16] for r in range(60)])
+        before = reward_train.predict(rm, pts, sess, sids)
+        fit = reward_train.calibrate(rm, pts, sess, sids)
+        after = reward_train.predict(rm, pts, sess, sids)
+        for k, sig in enumerate(reward_data.SIGNALS):
+            a, b = fit[sig]["scale"], fit[sig]["bias"]
+            z = np.log(before[..., k]) - np.log1p(-before[..., k])
+            np.testing.assert_allclose(after[..., k], 1 / (1 + np.exp(-(a * z + b))), atol=2e-4)
+            # a fitted intercept makes the mean prediction the observed rate
+            self.assertAlmostEqual(float(after[..., k].mean()), float(sess.labels[..., k].mean()),
+                                   delta=2e-3)
+
+
 class Pairs(unittest.TestCase):
     def test_session_pairs(self):
         rm = tiny_rm(tiny()[0])
