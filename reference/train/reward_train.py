@@ -287,7 +287,7 @@ def calibrate(rm: RewardModel, points, sess, sids: torch.Tensor) -> dict:
             return loss
 
         opt.step(closure)
-        a, b = float(ab[0]), float(ab[1])
+        a, b = float(ab[0].detach()), float(ab[1].detach())
         with torch.no_grad():
             rm.head[k] *= a
             rm.head_bias[k] = a * rm.head_bias[k] + b
