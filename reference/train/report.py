@@ -236,7 +236,7 @@ def write(dest: Path, f: dict) -> None:
         f"kept, stop after {tc.get('patience')} evaluations without a gain.",
     ]
     for sd, tl in f["train_logs"].items():
-        lines.append(f"  - seed {sd}: {tl['steps_run']} steps run ({'stopped early' if tl['stopped_early'] else 'step limit'}), "
+        lines.append(f"  - seed {sd}: {tl['steps_run']} steps run ({'stopped early' if tl['stopped_early'] else ('wall-clock cap' if tl.get('stopped_by_time_limit') else 'step limit')}), "
                      f"best at step {tl['best_step']} (valid NDCG@10 {tl['best_valid_ndcg@10']}), {tl['seconds']} s.")
     lines.append(f"- Served: seed {f['served_seed']} (best validation NDCG@10)" +
                  (", then IPA." if ipa else "."))

@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: tiny training, beam 16, implies --no-default")
     ap.add_argument("--no-ipa", action="store_true", help="skip the reward model and IPA")
+    ap.add_argument("--train-minutes", type=float, default=None,
+                    help="stop each OneRec training at the first evaluation past this wall time "
+                         "(recorded in the log; the step limit is the config's)")
     ap.add_argument("--train-only", default=None, metavar="SEEDS",
                     help="train OneRec and SASRec for these seeds (comma-separated) into --out "
                          "and stop: run several at once, then the full run with --reuse")
@@ -110,6 +113,8 @@ def main() -> None:
     cfg = json.loads(args.config.read_text())
     if args.quick:
         quick_overrides(cfg)
+    if args.train_minutes:
+        cfg["train"]["max_seconds"] = args.train_minutes * 60
     mcfg = OneRecConfig.from_dict(cfg["model"])
     ks = cfg["eval"]["k"]
     seeds = [int(x) for x in args.train_only.split(",")] if args.train_only else list(range(args.seeds))

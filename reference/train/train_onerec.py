@@ -176,6 +176,9 @@ def train(cfg: OneRecConfig, tcfg: dict, split: Split, row_of: dict[int, int],
     bs, total_steps, every = tcfg["batch"], tcfg["steps"], tcfg["eval_every"]
     warm, floor = tcfg["warmup_steps"], tcfg.get("min_lr_ratio", 0.0)
     patience = tcfg.get("patience", 10 ** 9)
+    # A wall-clock cap (run_all --train-minutes) for a shared machine: checked at
+    # evaluations only, recorded in the log.
+    max_seconds = tcfg.get("max_seconds")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total_steps, floor))
     log = {"examples": int(len(hist)), "batch": bs, "max_steps": total_steps, "evals": [],
            "dropout": tcfg.get("dropout", 0.0), "min_lr_ratio": floor, "patience": patience,
@@ -220,12 +223,15 @@ def train(cfg: OneRecConfig, tcfg: dict, split: Split, row_of: dict[int, int],
                 bad += 1
                 if bad >= patience:
                     break
+            if max_seconds and time.time() - t0 > max_seconds:
+                log["stopped_by_time_limit"] = True
+                break
     for h in drop_handles:
         h.remove()
     model.load_state_dict(best_state)
     log["steps_run"] = step
     log["best_step"] = best_step
-    log["stopped_early"] = step < total_steps
+    log["stopped_early"] = step < total_steps and not log.get("stopped_by_time_limit", False)
     log["best_valid_nll" if not valid_fn else "best_valid_ndcg@10"] = round(abs(best), 4)
     log["seconds"] = round(time.time() - t0, 1)
     return model.eval(), log
