@@ -147,4 +147,5 @@ def train_sasrec(cfg: dict, split: Split, row_of: dict[int, int], item_ids: np.n
                     break
     model.load_state_dict(best_state)
     log["best_valid_ndcg@10"] = round(best, 4)
+    log["seconds"] = round(time.time() - t0, 1)
     return model.eval(), log

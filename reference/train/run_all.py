@@ -80,6 +80,10 @@ def quick_overrides(cfg: dict) -> None:
     cfg["sasrec"].update(epochs=5)
     cfg["eval"].update(beam=16, results=16)
     cfg["embedding"].update(epochs=1)
+    if "reward" in cfg:
+        cfg["reward"].update(steps=30, model_points=100, points_per_user=5)
+    if "ipa" in cfg:
+        cfg["ipa"].update(rounds=1, steps=5, share=0.02, eval_users=30)
 
 
 def main() -> None:
@@ -97,6 +101,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: tiny training, beam 16, implies --no-default")
     ap.add_argument("--no-ipa", action="store_true", help="skip the reward model and IPA")
+    ap.add_argument("--models", choices=["both", "onerec", "sasrec"], default="both",
+                    help="with --train-only: which models to train")
     ap.add_argument("--train-minutes", type=float, default=None,
                     help="stop each OneRec training at the first evaluation past this wall time "
                          "(recorded in the log; the step limit is the config's)")
@@ -108,6 +114,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.no_default = True
+    if args.models != "both" and not args.train_only:
+        raise SystemExit("--models needs --train-only")
     torch.set_num_threads(args.threads)
     t_start = time.time()
     cfg = json.loads(args.config.read_text())
@@ -183,40 +191,66 @@ def main() -> None:
     onerec_models, onerec_logs, sas_models, sas_logs = {}, {}, {}, {}
     max_len = mcfg.max_history
     for seed in seeds:
-        t0 = time.time()
-        ckpt = out / f"onerec-seed{seed}"
-        if args.reuse and (ckpt / "model.safetensors").exists() and (ckpt / "train_log.json").exists():
-            model, ck_catalog, _ = load_checkpoint(ckpt)
-            if not np.array_equal(ck_catalog.sids, catalog.sids):
-                raise SystemExit(f"--reuse: {ckpt}'s SIDs differ from this run's; drop --reuse")
-            train_log = json.loads((ckpt / "train_log.json").read_text())
-        else:
-            model, train_log = train_onerec.train(mcfg, cfg["train"], split, row_of, sids, seed, valid_ndcg)
-            save_checkpoint(ckpt, model, catalog, "F32", extras)
-            (ckpt / "train_log.json").write_text(json.dumps(train_log, indent=1))
-        onerec_models[seed], onerec_logs[seed] = model.eval(), train_log
-        lap(f"onerec_training_seed{seed}", t0)
+        if args.models in ("both", "onerec"):
+            t0 = time.time()
+            ckpt = out / f"onerec-seed{seed}"
+            if args.reuse and (ckpt / "model.safetensors").exists() and (ckpt / "train_log.json").exists():
+                model, ck_catalog, _ = load_checkpoint(ckpt)
+                if not np.array_equal(ck_catalog.sids, catalog.sids):
+                    raise SystemExit(f"--reuse: {ckpt}'s SIDs differ from this run's; drop --reuse")
+                train_log = json.loads((ckpt / "train_log.json").read_text())
+            else:
+                model, train_log = train_onerec.train(mcfg, cfg["train"], split, row_of, sids, seed, valid_ndcg)
+                save_checkpoint(ckpt, model, catalog, "F32", extras)
+                (ckpt / "train_log.json").write_text(json.dumps(train_log, indent=1))
+            onerec_models[seed], onerec_logs[seed] = model.eval(), train_log
+            lap(f"onerec_training_seed{seed}", t0)
 
-        t0 = time.time()
-        spath = out / f"sasrec-seed{seed}.pt"
-        if args.reuse and spath.exists():
-            sc = cfg["sasrec"]
-            sas = baselines.SASRec(len(item_ids), max_len, sc["d"], sc["blocks"], sc["heads"], sc["dropout"])
-            blob = torch.load(spath)
-            sas.load_state_dict(blob["state"])
-            sas_log = blob["log"]
-        else:
-            sas, sas_log = baselines.train_sasrec(cfg["sasrec"], split, row_of, item_ids, max_len, ks, seed)
-            torch.save({"state": sas.state_dict(), "log": sas_log}, spath)
-        sas_models[seed], sas_logs[seed] = sas.eval(), sas_log
-        lap(f"sasrec_training_seed{seed}", t0)
+        if args.models in ("both", "sasrec"):
+            t0 = time.time()
+            spath = out / f"sasrec-seed{seed}.pt"
+            if args.reuse and spath.exists():
+                sc = cfg["sasrec"]
+                sas = baselines.SASRec(len(item_ids), max_len, sc["d"], sc["blocks"], sc["heads"], sc["dropout"])
+                blob = torch.load(spath)
+                sas.load_state_dict(blob["state"])
+                sas_log = blob["log"]
+            else:
+                sas, sas_log = baselines.train_sasrec(cfg["sasrec"], split, row_of, item_ids, max_len, ks, seed)
+                torch.save({"state": sas.state_dict(), "log": sas_log}, spath)
+            sas_models[seed], sas_logs[seed] = sas.eval(), sas_log
+            lap(f"sasrec_training_seed{seed}", t0)
+
+    beam, results = cfg["eval"]["beam"], cfg["eval"]["results"]
+
+    def seed_test_eval(seed: int):
+        """Test figures of one seed's OneRec (beam: item list + sessions; exact ranking),
+        cached beside its checkpoint so that --train-only runs can make them in parallel."""
+        ckpt = out / f"onerec-seed{seed}"
+        key = {"beam": beam, "results": results, "k": ks, "users": eval_split.users,
+               "checkpoint_mtime": (ckpt / "model.safetensors").stat().st_mtime}
+        cache = ckpt / "test_eval.json"
+        if args.reuse and cache.exists():
+            c = json.loads(cache.read_text())
+            if c["key"] == key:
+                return (c["metrics"], {int(u): a for u, a in c["answers"].items()},
+                        {int(u): r for u, r in c["rows"].items()}, c["exact"])
+        m, ans, _, rows = evaluate.onerec_eval(onerec_models[seed], catalog, eval_split, "test",
+                                               beam, results, ks)
+        em, _ = evaluate.exact_eval(onerec_models[seed], table, eval_split, "test", row_of, item_ids, ks)
+        cache.write_text(json.dumps({"key": key, "metrics": m, "answers": ans, "rows": rows, "exact": em}))
+        return m, ans, rows, em
 
     if args.train_only:
+        if args.models in ("both", "onerec"):
+            for seed in seeds:
+                t0 = time.time()
+                seed_test_eval(seed)
+                lap(f"onerec_eval_seed{seed}", t0)
         log(f"trained seeds {seeds}: {timings}")
         return
 
     # 5. test figures: popularity (deterministic), SASRec and OneRec per seed
-    beam, results = cfg["eval"]["beam"], cfg["eval"]["results"]
     t0 = time.time()
     pop_test, pop_rows = baselines.popularity_eval(eval_split, "test", ks)
     sas_runs, sas_rows = [], []
@@ -225,15 +259,13 @@ def main() -> None:
         sas_runs.append(m)
         sas_rows.append(rows)
     lap("baselines_eval", t0)
-    one_runs, one_rows, exact_runs, answers, gaps = [], [], [], {}, {}
+    one_runs, one_rows, exact_runs, answers = [], [], [], {}
     for seed in seeds:
         t0 = time.time()
-        m, ans, gp, rows = evaluate.onerec_eval(onerec_models[seed], catalog, eval_split, "test",
-                                                beam, results, ks)
+        m, ans, rows, em = seed_test_eval(seed)
         one_runs.append(m)
         one_rows.append(rows)
-        answers[seed], gaps[seed] = ans, gp
-        em, _ = evaluate.exact_eval(onerec_models[seed], table, eval_split, "test", row_of, item_ids, ks)
+        answers[seed] = ans
         exact_runs.append(em)
         lap(f"onerec_eval_seed{seed}", t0)
     one_mean_rows, sas_mean_rows = seed_mean_rows(one_rows), seed_mean_rows(sas_rows)
