@@ -135,16 +135,38 @@ def write(dest: Path, f: dict) -> None:
 
     rm, ipa = f.get("reward_model"), f.get("ipa")
     if ipa:
-        lines += ["", f"## Preference alignment (IPA, seed {ipa['seed']})", "",
-                  "Test figures of the served model before and after IPA (same beam, same metric code):", ""]
-        lines += _table([("before IPA", ipa["test_before"]), ("after IPA", ipa["test_after"])], keys)
+        lines += ["", f"## Preference alignment (IPA, on seed {ipa['seed']}; `reference/train/ipa.py`)", "",
+                  "Test figures of the served model before and after IPA (same beam search, same metric code):", ""]
+        lines += _table([("OneRec before IPA", ipa["test_before"]), ("OneRec after IPA (served)", ipa["test_after"])], keys)
         rounds = ipa["log"].get("rounds", [])
         if rounds:
-            lines += ["", "Per round (from `ipa.run_ipa`'s log; next-item metrics by the exact ranking):", ""]
-            lines += [f"- round {r.get('round')}: {_scalar_items(r)}" for r in rounds]
+            lines += ["", "Per round (round 0 = before IPA; test users; the served top session = the best "
+                      f"session of a beam-{ipa['log'].get('config', {}).get('eval_beam', '?')} search, history "
+                      "excluded, scored by the reward model; next-item metrics by the exact ranking):", "",
+                      "| round | DPO pairs | mean reward of the served top session | top-session hits@5 | "
+                      "Recall@10 | NDCG@10 | any of 5 in top 10 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            for r in rounds:
+                ev = r.get("eval", {})
+                tm, bm = ev.get("test_metrics", {}), ev.get("beam_metrics", {})
+                num = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else "–"
+                lines.append(f"| {r.get('round')} | {r.get('pairs', {}).get('pairs', '–')} | "
+                             f"{num(ev.get('mean_reward_top_session'))} | {num(bm.get('top_session_hits'))} | "
+                             f"{num(tm.get('recall@10'))} | {num(tm.get('ndcg@10'))} | {num(tm.get('any@10'))} |")
+            lines += ["", "IPA configuration: `" + json.dumps(ipa["log"].get("config", {})) + "`."]
     if rm:
-        lines += ["", "## Reward model", "", "```", json.dumps(
-            {k: v for k, v in rm.items() if k in ("heldout_valid", "config")}, indent=1)[:4000], "```"]
+        hv = rm.get("heldout_valid", {})
+        lines += ["", "## Reward model (`reference/train/reward_train.py`)", "",
+                  "Held-out quality on validation points (sessions after the training period):", "",
+                  "| sessions | signal | AUC | ECE | rate | mean prediction |", "| --- | --- | --- | --- | --- | --- |"]
+        for part in ("all", "model"):
+            for sig, v in hv.get(part, {}).items():
+                if isinstance(v, dict) and "auc" in v:
+                    lines.append(f"| {part} ({hv[part].get('sessions')}) | {sig} | {v['auc']} | {v['ece']} | "
+                                 f"{v['rate']} | {v['mean_pred']} |")
+        if "model_session_pairs" in hv:
+            lines += ["", "Ordering of one point's OneRec sessions: `" + json.dumps(hv["model_session_pairs"]) + "`."]
+        lines += ["", f"Reward model config: `{json.dumps(rm.get('config', {}).get('reward', {}))}`; "
+                  f"{rm.get('params', '?')} parameters; {rm.get('seconds', {}).get('total', '?')} s."]
 
     lines += [
         "",
@@ -257,7 +279,14 @@ def write(dest: Path, f: dict) -> None:
               for r in f["train_logs"][sd0]["evals"]]
     lines += ["", "## Stage timings", "", "| stage | s |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in f["timings_s"].items()]
-    lines += [f"| total | {f['total_s']} |", "",
+    lines += [f"| total | {f['total_s']} |", ""]
+    if f.get("reused_stage_seconds"):
+        lines += ["With `--reuse` the trained models (and each seed's test figures) came from earlier "
+                  "runs of the same code (`--train-only`, several seeds at once on the shared machine); "
+                  "what those stages took then:", "", "| stage | s |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in f["reused_stage_seconds"].items()]
+        lines.append("")
+    lines += ["",
               f"Load average at the end: {', '.join(f'{x:.1f}' for x in f['machine']['load_avg_at_end'])}.", ""]
     extra = dest / "movielens_notes.md"
     if extra.exists():  # hand-written: what was tried, the catalog hold-out figures

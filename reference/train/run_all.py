@@ -80,10 +80,10 @@ def quick_overrides(cfg: dict) -> None:
     cfg["sasrec"].update(epochs=5)
     cfg["eval"].update(beam=16, results=16)
     cfg["embedding"].update(epochs=1)
-    if "reward" in cfg:
-        cfg["reward"].update(steps=30, model_points=100, points_per_user=5)
+    if "reward_train" in cfg:
+        cfg["reward_train"].update(steps=100, model_points=300)
     if "ipa" in cfg:
-        cfg["ipa"].update(rounds=1, steps=5, share=0.02, eval_users=30)
+        cfg["ipa"].update(rounds=1, steps=10, eval_users=100)
 
 
 def main() -> None:
@@ -129,6 +129,7 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    reused: dict[str, float] = {}  # stages --reuse skipped: the seconds they took when made
 
     def lap(name: str, t0: float) -> None:
         timings[name] = round(time.time() - t0, 1)
@@ -233,12 +234,15 @@ def main() -> None:
         if args.reuse and cache.exists():
             c = json.loads(cache.read_text())
             if c["key"] == key:
+                reused[f"onerec_eval_seed{seed}"] = c["seconds"]
                 return (c["metrics"], {int(u): a for u, a in c["answers"].items()},
                         {int(u): r for u, r in c["rows"].items()}, c["exact"])
+        t0 = time.time()
         m, ans, _, rows = evaluate.onerec_eval(onerec_models[seed], catalog, eval_split, "test",
                                                beam, results, ks)
         em, _ = evaluate.exact_eval(onerec_models[seed], table, eval_split, "test", row_of, item_ids, ks)
-        cache.write_text(json.dumps({"key": key, "metrics": m, "answers": ans, "rows": rows, "exact": em}))
+        cache.write_text(json.dumps({"key": key, "metrics": m, "answers": ans, "rows": rows, "exact": em,
+                                     "seconds": round(time.time() - t0, 1)}))
         return m, ans, rows, em
 
     if args.train_only:
@@ -282,7 +286,7 @@ def main() -> None:
     # 6. reward model and IPA (r2's modules; the pipeline runs without them)
     binary, quant_bin = cargo_build()
     reward_figs, ipa_figs, reward_model = None, None, None
-    if not args.no_ipa and "reward" in cfg:
+    if not args.no_ipa and "reward_train" in cfg:
         try:
             from train import ipa, reward_train  # noqa: PLC0415
         except ImportError as e:
@@ -290,7 +294,7 @@ def main() -> None:
         else:
             t0 = time.time()
             reward_model, reward_figs = reward_train.train_reward(
-                cfg["reward"], split, row_of, sids, served_seed, served, binary=binary,
+                cfg["reward_train"], split, row_of, sids, served_seed, served, binary=binary,
                 threads=args.threads)
             lap("reward_model", t0)
 
@@ -357,23 +361,24 @@ def main() -> None:
     else:
         log("onerec-quantize is not built: models/default keeps the f32 checkpoint")
 
-    # 10. models/default and its golden
+    # 10. models/default and its golden (--quick: into --out, to exercise the step)
     holdout_figs = None
-    if not args.no_default:
-        DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
+    default_dir = out / "default" if args.quick else DEFAULT_DIR
+    if not args.no_default or args.quick:
+        default_dir.mkdir(parents=True, exist_ok=True)
         if q8_figs is not None:
-            shutil.copyfile(q8, DEFAULT_DIR / "model.onerec.tmp")
-            (DEFAULT_DIR / "model.onerec.tmp").replace(DEFAULT_DIR / "model.onerec")
+            shutil.copyfile(q8, default_dir / "model.onerec.tmp")
+            (default_dir / "model.onerec.tmp").replace(default_dir / "model.onerec")
             side: dict = {}
-            gmodel, gcat, _ = load_model_file(DEFAULT_DIR / "model.onerec", side)
+            gmodel, gcat, _ = load_model_file(default_dir / "model.onerec", side)
             source = "models/default/model.onerec"
         else:
             for f in ("config.json", "model.safetensors"):
-                shutil.copyfile(ckpt / f, DEFAULT_DIR / f)
-            gmodel, gcat, _ = load_checkpoint(DEFAULT_DIR)
+                shutil.copyfile(ckpt / f, default_dir / f)
+            gmodel, gcat, _ = load_checkpoint(default_dir)
             source = "models/default"
             side = extras
-        gdoc = golden.write(DEFAULT_DIR / "golden.json", gmodel, gcat, source,
+        gdoc = golden.write(default_dir / "golden.json", gmodel, gcat, source,
                             side.get("catalog.codebooks"), side.get("catalog.embeddings"))
         holdout_figs = gdoc.get("catalog_holdout")
 
@@ -404,6 +409,10 @@ def main() -> None:
         "engine_f32": eng_f32, "q8": q8_figs,
         "catalog_holdout": holdout_figs,
         "timings_s": timings, "total_s": round(time.time() - t_start, 1),
+        "reused_stage_seconds": {**reused,
+                                 **{f"onerec_training_seed{s}": onerec_logs[s]["seconds"] for s in seeds},
+                                 **{f"sasrec_training_seed{s}": sas_logs[s].get("seconds") for s in seeds}}
+        if args.reuse else {},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": args.threads, "cpu": platform.processor() or platform.machine(),
                     "load_avg_at_end": list(__import__("os").getloadavg())},
@@ -411,6 +420,8 @@ def main() -> None:
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
     if not args.no_default:
         report.write(ROOT / "reports", figures)
+    elif args.quick:
+        report.write(out / "reports", figures)
     log(f"done in {figures['total_s']} s; figures in {out / 'figures.json'}")
 
 
