@@ -101,6 +101,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: tiny training, beam 16, implies --no-default")
     ap.add_argument("--no-ipa", action="store_true", help="skip the reward model and IPA")
+    ap.add_argument("--ipa-only", action="store_true",
+                    help="with --reuse and trained seeds: make the reward model and IPA on the "
+                         "served seed into --out and stop (the full run reuses them)")
     ap.add_argument("--models", choices=["both", "onerec", "sasrec"], default="both",
                     help="with --train-only: which models to train")
     ap.add_argument("--train-minutes", type=float, default=None,
@@ -116,6 +119,8 @@ def main() -> None:
         args.no_default = True
     if args.models != "both" and not args.train_only:
         raise SystemExit("--models needs --train-only")
+    if args.ipa_only:
+        args.models = "onerec"  # the seeds' OneRec only (trained ones are reused)
     torch.set_num_threads(args.threads)
     t_start = time.time()
     cfg = json.loads(args.config.read_text())
@@ -188,6 +193,49 @@ def main() -> None:
         m, _ = evaluate.exact_eval(model, table, split, "valid", row_of, item_ids, ks)
         return m["ndcg@10"]
 
+    def reward_and_ipa(seed: int, base, binary):
+        """r2's reward model and IPA on one OneRec, cached in --out/ipa-seedS/ (aligned
+        checkpoint, reward model weights, logs) so that `--ipa-only` can make them while
+        the seeds' test figures are made, and the full run reuses them."""
+        from onerec_ref.reward import RewardConfig, RewardModel  # noqa: PLC0415
+        from train import ipa, reward_train  # noqa: PLC0415
+
+        d = out / f"ipa-seed{seed}"
+        key = {"base_mtime": (out / f"onerec-seed{seed}" / "model.safetensors").stat().st_mtime,
+               "reward_train": cfg["reward_train"], "ipa": cfg["ipa"], "users": eval_split.users}
+        if args.reuse and (d / "logs.json").exists():
+            c = json.loads((d / "logs.json").read_text())
+            if c["key"] == key:
+                blob = torch.load(d / "reward.pt")
+                rm = RewardModel(RewardConfig.from_dict(blob["config"]), mcfg.n_levels, mcfg.codebook_size,
+                                 mcfg.session_len, mcfg.rms_eps)
+                rm.load_state_dict(blob["state"])
+                aligned_model, _, _ = load_checkpoint(d / "aligned")
+                reused.update(c["seconds"])
+                return rm.eval(), c["reward"], aligned_model, c["ipa"]
+        t0 = time.time()
+        rm, rlog = reward_train.train_reward(cfg["reward_train"], split, row_of, sids, seed, base,
+                                             binary=binary, threads=args.threads)
+        lap("reward_model", t0)
+
+        def evaluate_test(model) -> dict:
+            """Next-item metrics of the exact first-item ranking on the test split (fast;
+            the beam's list agrees with it on these points up to pruning)."""
+            mm, _ = evaluate.exact_eval(model, table, eval_split, "test", row_of, item_ids, ks)
+            return mm
+
+        t1 = time.time()
+        aligned_model, ilog = ipa.run_ipa(base, rm, cfg["ipa"], split, row_of, catalog, seed,
+                                          evaluate_test, binary=binary, threads=args.threads)
+        lap("ipa", t1)
+        d.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(d / "aligned", aligned_model, catalog, "F32", extras)
+        torch.save({"config": rm.rc.to_dict(), "state": rm.state_dict()}, d / "reward.pt")
+        (d / "logs.json").write_text(json.dumps({
+            "key": key, "reward": rlog, "ipa": ilog,
+            "seconds": {"reward_model": timings["reward_model"], "ipa": timings["ipa"]}}))
+        return rm.eval(), rlog, aligned_model.eval(), ilog
+
     # 4. OneRec and SASRec, one of each per seed
     onerec_models, onerec_logs, sas_models, sas_logs = {}, {}, {}, {}
     max_len = mcfg.max_history
@@ -245,6 +293,13 @@ def main() -> None:
                                      "seconds": round(time.time() - t0, 1)}))
         return m, ans, rows, em
 
+    if args.ipa_only:
+        served_seed = max(seeds, key=lambda s: onerec_logs[s]["best_valid_ndcg@10"])
+        binary, _ = cargo_build()
+        reward_and_ipa(served_seed, onerec_models[served_seed], binary)
+        log(f"reward model and IPA on seed {served_seed}: {timings}")
+        return
+
     if args.train_only:
         if args.models in ("both", "onerec"):
             for seed in seeds:
@@ -288,30 +343,14 @@ def main() -> None:
     reward_figs, ipa_figs, reward_model = None, None, None
     if not args.no_ipa and "reward_train" in cfg:
         try:
-            from train import ipa, reward_train  # noqa: PLC0415
+            from train import ipa, reward_train  # noqa: F401, PLC0415
         except ImportError as e:
             log(f"reward model / IPA skipped: {e}")
         else:
-            t0 = time.time()
-            reward_model, reward_figs = reward_train.train_reward(
-                cfg["reward_train"], split, row_of, sids, served_seed, served, binary=binary,
-                threads=args.threads)
-            lap("reward_model", t0)
-
-            def evaluate_test(model) -> dict:
-                """Next-item metrics of the exact first-item ranking on the test split
-                (fast; the beam's list agrees with it on these points up to pruning)."""
-                mm, _ = evaluate.exact_eval(model, table, eval_split, "test", row_of, item_ids, ks)
-                return mm
-
-            t0 = time.time()
-            aligned, ipa_log = ipa.run_ipa(served, reward_model, cfg["ipa"], split, row_of, catalog,
-                                           served_seed, evaluate_test, binary=binary,
-                                           threads=args.threads)
-            lap("ipa", t0)
+            reward_model, reward_figs, aligned, ipa_log = reward_and_ipa(served_seed, served, binary)
             t0 = time.time()
             a_test, a_ans, _, _ = evaluate.onerec_eval(aligned, catalog, eval_split, "test",
-                                                            beam, results, ks)
+                                                       beam, results, ks)
             lap("ipa_eval", t0)
             ipa_figs = {"seed": served_seed, "log": ipa_log, "test_before": served_test, "test_after": a_test}
             served, served_answers, served_test = aligned.eval(), a_ans, a_test
