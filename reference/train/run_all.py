@@ -282,7 +282,7 @@ def main() -> None:
         if args.reuse and cache.exists():
             c = json.loads(cache.read_text())
             if c["key"] == key:
-                reused[f"onerec_eval_seed{seed}"] = c["seconds"]
+                reused[f"onerec_eval_seed{seed}"] = c.get("seconds")
                 return (c["metrics"], {int(u): a for u, a in c["answers"].items()},
                         {int(u): r for u, r in c["rows"].items()}, c["exact"])
         t0 = time.time()
