@@ -105,7 +105,8 @@ def write(dest: Path, f: dict) -> None:
             ("OneRec, exact ranking (all items scored)", t["onerec_exact"])]
     lines += _table(rows, keys)
     b = f["bootstrap_onerec_minus_sasrec"]
-    lines += ["", "Per seed:", ""]
+    lines += ["", "For the exact ranking, as for the baselines, the \"top session\" is the first 5 items "
+              "of the ranked list, not a generated session.", "", "Per seed:", ""]
     per = [(f"SASRec seed {s}", r) for s, r in zip(f["seeds"], t["sasrec_runs"])]
     per += [(f"OneRec seed {s}", r) for s, r in zip(f["seeds"], t["onerec_runs"])]
     lines += _table(per, keys)
@@ -263,7 +264,7 @@ def write(dest: Path, f: dict) -> None:
         f"kept, stop after {tc.get('patience')} evaluations without a gain.",
     ]
     for sd, tl in f["train_logs"].items():
-        lines.append(f"  - seed {sd}: {tl['steps_run']} steps run ({'stopped early' if tl['stopped_early'] else ('wall-clock cap' if tl.get('stopped_by_time_limit') else 'step limit')}), "
+        lines.append(f"  - seed {sd}: {tl['steps_run']} steps run ({'stopped early' if tl['stopped_early'] else ('step limit' if tl['steps_run'] == tl['max_steps'] else 'wall-clock cap')}), "
                      f"best at step {tl['best_step']} (valid NDCG@10 {tl['best_valid_ndcg@10']}), {tl['seconds']} s.")
     lines.append(f"- Served: seed {f['served_seed']} (best validation NDCG@10)" +
                  (", then IPA." if ipa else "."))
@@ -284,7 +285,7 @@ def write(dest: Path, f: dict) -> None:
         lines += ["With `--reuse` the trained models (and each seed's test figures) came from earlier "
                   "runs of the same code (`--train-only`, several seeds at once on the shared machine); "
                   "what those stages took then:", "", "| stage | s |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in f["reused_stage_seconds"].items()]
+        lines += [f"| {k} | {v} |" for k, v in f["reused_stage_seconds"].items() if v is not None]
         lines.append("")
     lines += ["",
               f"Load average at the end: {', '.join(f'{x:.1f}' for x in f['machine']['load_avg_at_end'])}.", ""]
