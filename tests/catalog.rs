@@ -922,7 +922,7 @@ fn movielens_items_held_out_and_added_back_by_sid_are_recommended_again() {
     ]
     .into_iter()
     .map(|h| {
-        let mut r = Request::new(h, 16, 4);
+        let mut r = Request::new(h, 16, 8);
         r.exclude_history = true;
         r
     })
@@ -995,4 +995,166 @@ fn concurrent_updates_on_cuda() {
         }
         Err(e) => eprintln!("concurrent_updates_on_cuda: skipped (no CUDA device: {e})"),
     }
+}
+
+/// Item ids written as JSON numbers (`golden.json`; the catalog golden writes strings).
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+/// Issue 14 on the built-in MovieLens model, through embeddings: the items the golden
+/// requests recommend (`models/default/golden.json`, `catalog_holdout`, made by
+/// `reference/train/golden.py` from the model file itself) leave the catalog the engine
+/// serves, then come back through `Engine::update_catalog` from the item embeddings the
+/// file exports, with SIDs from the file's codebooks. They must get exactly the SIDs of
+/// the reference rule (`tokenizer.assign_new`; the fit's own SID for most of them), and
+/// the engine must answer exactly as the reference beam search does on that catalog, so
+/// the items come back where the full catalog recommended them.
+#[test]
+fn movielens_items_held_out_and_added_back_by_embedding_are_recommended_again() {
+    let root = crate::common::repo_root();
+    let text = std::fs::read_to_string(root.join("models/default/golden.json")).unwrap();
+    let g: Value = serde_json::from_str(&text).unwrap();
+    let h = &g["catalog_holdout"];
+    assert!(
+        h.is_object(),
+        "golden.json has no catalog_holdout: rerun reference/train/run_all.py"
+    );
+    let e = Engine::load(&root.join("models/default/model.onerec"), BackendKind::Cpu).unwrap();
+    let (dim, emb) = e
+        .file()
+        .item_embeddings()
+        .unwrap()
+        .expect("the built-in model exports catalog.embeddings");
+    let full = e.catalog();
+    let contents = full.contents();
+    let cat = &contents.catalog;
+    let codebooks = contents.codebooks.clone();
+    assert!(
+        codebooks.is_some(),
+        "the built-in model exports catalog.codebooks"
+    );
+    let held = ids(&h["held_out"]);
+    assert!(held.len() >= 10, "only {} held-out items", held.len());
+    let reqs: Vec<Request> = h["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut q = Request::new(
+                ids(&r["history"]),
+                r["beam"].as_u64().unwrap() as usize,
+                r["results"].as_u64().unwrap() as usize,
+            );
+            q.exclude_history = true;
+            q
+        })
+        .collect();
+    let want_full = e.recommend(&reqs).unwrap();
+    let shown: usize = want_full
+        .iter()
+        .flat_map(|r| r.sessions.iter().flat_map(|s| &s.items))
+        .filter(|i| held.contains(i))
+        .count();
+    assert!(shown >= held.len(), "held-out items shown {shown} times");
+
+    // Hold them out (the codebooks stay: they belong to the model).
+    let keep: Vec<usize> = (0..cat.len())
+        .filter(|&r| !held.contains(&cat.item_id(r)))
+        .collect();
+    let rest = Catalog::new(
+        keep.iter().map(|&r| cat.item_id(r)).collect(),
+        keep.iter()
+            .flat_map(|&r| cat.sid(r).iter().map(|&c| c as i64))
+            .collect(),
+        cat.levels(),
+        cat.codebook_size(),
+    )
+    .unwrap();
+    e.replace_catalog(CatalogContents::all_active(rest, codebooks).unwrap())
+        .unwrap();
+    for r in e.recommend(&reqs).unwrap() {
+        assert!(!r.sessions.is_empty());
+        for s in &r.sessions {
+            assert!(
+                s.items.iter().all(|i| !held.contains(i)),
+                "held-out item served"
+            );
+        }
+    }
+
+    // Back from their embeddings.
+    let add = held
+        .iter()
+        .map(|&id| {
+            let row = cat.index_of(id).unwrap();
+            NewItem {
+                id,
+                sid: SidSource::Embedding(emb[row * dim..(row + 1) * dim].to_vec()),
+            }
+        })
+        .collect();
+    let snap = e
+        .update_catalog(&CatalogUpdate {
+            add,
+            ..Default::default()
+        })
+        .unwrap();
+    let rule = sids(&h["rule_sids"]);
+    let fit = sids(&h["fit_sids"]);
+    let mut own = 0;
+    for (i, &id) in held.iter().enumerate() {
+        let got = sid_of(snap.contents(), id);
+        assert_eq!(got, rule[i], "item {id}: the rule's SID");
+        own += usize::from(got == fit[i]);
+    }
+    assert_eq!(own as u64, h["rule_equals_fit"].as_u64().unwrap());
+    assert!(
+        own * 2 >= held.len(),
+        "only {own} of {} items got their fit SID back",
+        held.len()
+    );
+
+    // The engine answers as the reference does on the re-added catalog, and the items
+    // the golden counts as recommended again are in the same places as before.
+    let got = e.recommend(&reqs).unwrap();
+    let mut again = 0;
+    for (i, (r, gr)) in got
+        .iter()
+        .zip(h["requests"].as_array().unwrap())
+        .enumerate()
+    {
+        let want: Vec<Vec<u64>> = gr["sessions_readded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| ids(&s["items"]))
+            .collect();
+        let items: Vec<Vec<u64>> = r.sessions.iter().map(|s| s.items.clone()).collect();
+        if gr["clear_decisions"].as_bool().unwrap() {
+            assert_eq!(items, want, "request {i}");
+        }
+        let full: Vec<Vec<u64>> = want_full[i]
+            .sessions
+            .iter()
+            .map(|s| s.items.clone())
+            .collect();
+        for id in ids(&gr["held_recommended_again_same_place"]) {
+            let place = |ss: &[Vec<u64>]| {
+                ss.iter()
+                    .enumerate()
+                    .find_map(|(a, s)| s.iter().position(|&x| x == id).map(|b| (a, b)))
+            };
+            assert_eq!(place(&items), place(&full), "request {i}, item {id}");
+            again += 1;
+        }
+    }
+    assert!(
+        again > 0,
+        "no held-out item is recommended again in its place"
+    );
 }

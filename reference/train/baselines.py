@@ -24,15 +24,16 @@ def popularity_ranking(split: Split) -> list[int]:
     return sorted(counts, key=lambda i: (-counts[i], i))
 
 
-def popularity_eval(split: Split, which: str, ks: list[int]) -> tuple[dict, list[dict]]:
+def popularity_eval(split: Split, which: str, ks: list[int]) -> tuple[dict, dict[int, dict]]:
+    """-> (mean metrics, per-user metric rows)."""
     pop = popularity_ranking(split)
-    rows = []
+    rows = {}
     for u in split.users:
         hist, true_next = split.point(u, which)
         seen = set(hist)
         ranked = [i for i in pop if i not in seen][: max(ks + [split.m])]
-        rows.append(metrics.point_metrics(ranked, true_next, ks, split.m))
-    return metrics.mean_metrics(rows), rows
+        rows[u] = metrics.point_metrics(ranked, true_next, ks, split.m)
+    return metrics.mean_metrics(list(rows.values())), rows
 
 
 class SASRec(nn.Module):
@@ -95,11 +96,11 @@ def sasrec_rank(model: SASRec, split: Split, which: str, row_of: dict[int, int],
     return out
 
 
-def sasrec_eval(model, split, which, row_of, item_ids, max_len, ks) -> tuple[dict, list[dict]]:
-    rows = [metrics.point_metrics(ranked, true_next, ks, split.m)
-            for ranked, true_next in sasrec_rank(model, split, which, row_of, item_ids,
-                                                 max_len, max(ks + [split.m]))]
-    return metrics.mean_metrics(rows), rows
+def sasrec_eval(model, split, which, row_of, item_ids, max_len, ks) -> tuple[dict, dict[int, dict]]:
+    """-> (mean metrics, per-user metric rows)."""
+    ranked = sasrec_rank(model, split, which, row_of, item_ids, max_len, max(ks + [split.m]))
+    rows = {u: metrics.point_metrics(r, t, ks, split.m) for u, (r, t) in zip(split.users, ranked)}
+    return metrics.mean_metrics(list(rows.values())), rows
 
 
 def train_sasrec(cfg: dict, split: Split, row_of: dict[int, int], item_ids: np.ndarray,
@@ -146,4 +147,5 @@ def train_sasrec(cfg: dict, split: Split, row_of: dict[int, int], item_ids: np.n
                     break
     model.load_state_dict(best_state)
     log["best_valid_ndcg@10"] = round(best, 4)
+    log["seconds"] = round(time.time() - t0, 1)
     return model.eval(), log

@@ -53,8 +53,11 @@ def _decode(dtype: str, raw: bytes, shape: list[int]) -> np.ndarray:
     return _decode_matrix(dtype, raw, rows, cols).reshape(shape)
 
 
-def load_model_file(path: str | Path) -> tuple[OneRec, Catalog, dict]:
-    """-> (float32 model with the decoded weights, catalog, {tensor name: stored dtype})."""
+def load_model_file(path: str | Path, extras: dict | None = None) -> tuple[OneRec, Catalog, dict]:
+    """-> (float32 model with the decoded weights, catalog, {tensor name: stored dtype}).
+    `extras`, if given, receives the optional catalog tensors (`catalog.codebooks`,
+    `catalog.embeddings`, `catalog.removed`) and the reward model's (`reward.*`, with its
+    config under "reward_config"), decoded; the OneRec model does not use them."""
     b = Path(path).read_bytes()
     if b[:8] != MAGIC:
         raise ValueError(f"{path}: not a OneRec model file")
@@ -67,7 +70,9 @@ def load_model_file(path: str | Path) -> tuple[OneRec, Catalog, dict]:
     if zlib.crc32(b[:32] + header_json) != crc:
         raise ValueError(f"{path}: header checksum mismatch")
     header = json.loads(header_json)
-    cfg = OneRecConfig.from_dict(header["config"])
+    config = dict(header["config"])
+    reward_config = config.pop("reward", None)  # docs/REWARD_MODEL.md: an optional section
+    cfg = OneRecConfig.from_dict(config)
     arrays, dtypes = {}, {}
     for t in header["tensors"]:
         raw = b[data_offset + t["offset"] : data_offset + t["offset"] + t["bytes"]]
@@ -77,8 +82,12 @@ def load_model_file(path: str | Path) -> tuple[OneRec, Catalog, dict]:
         dtypes[t["name"]] = t["dtype"]
     catalog = Catalog(arrays.pop("catalog.item_ids").astype(np.int64),
                       arrays.pop("catalog.sids").astype(np.int32), cfg.codebook_size)
-    for name in ("catalog.codebooks", "catalog.embeddings", "catalog.removed"):
-        arrays.pop(name, None)  # docs/CATALOG.md: used by catalog updates, not the model
+    side = {n: arrays.pop(n) for n in list(arrays)
+            if n in ("catalog.codebooks", "catalog.embeddings", "catalog.removed") or n.startswith("reward.")}
+    if extras is not None:
+        extras.update(side)
+        if reward_config is not None:
+            extras["reward_config"] = reward_config
     model = OneRec(cfg)
     model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
                            for k, v in arrays.items()})

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from onerec_ref import OneRec, OneRecConfig
 
@@ -107,35 +108,85 @@ def evaluate_nll(model: OneRec, hist, tgt, sids, bs: int = 512) -> float:
     return total / max(count, 1)
 
 
-def train(cfg: OneRecConfig, tcfg: dict, split: Split, row_of: dict[int, int],
-          sids: np.ndarray, seed: int) -> tuple[OneRec, dict]:
-    """-> (model at the epoch with the best validation NLL, training log)."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    n, m = cfg.max_history, cfg.session_len
-    train_seqs = [[row_of[i] for i in split.train_part(u)] for u in split.users]
-    hist, tgt = make_examples(train_seqs, n, m)
+def add_dropout(model: OneRec, p: float) -> list:
+    """Train-only dropout without touching the model code: forward hooks drop units of
+    every attention and FFN/MoE output (residual dropout) and of the encoder and decoder
+    inputs (embedding dropout), only while `model.training`. Inference, checkpoints and
+    fixtures are unchanged. Returns the hook handles (`h.remove()` takes them off)."""
+    if p <= 0:
+        return []
+    handles = []
+
+    def out_hook(mod, args, out):
+        return F.dropout(out, p, mod.training)
+
+    def in_hook(mod, args):
+        if not mod.training:
+            return None
+        return (F.dropout(args[0], p, True),) + tuple(args[1:])
+
+    for mod in model.modules():
+        if type(mod).__name__ in ("Attention", "FFN", "MoE"):
+            handles.append(mod.register_forward_hook(out_hook))
+    handles.append(model.enc.register_forward_pre_hook(in_hook))
+    handles.append(model.dec.register_forward_pre_hook(in_hook))
+    return handles
+
+
+def lr_factor(step: int, warm: int, total: int, floor: float) -> float:
+    """Linear warm-up, then a cosine from 1 to `floor` over `total` steps: the rate never
+    reaches 0, so where the run stops is decided by validation (early stopping), not by
+    the schedule."""
+    if step < warm:
+        return (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def valid_points(split: Split, row_of: dict[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
     v_hist, v_tgt = [], []
     for u in split.users:
         h, t = split.point(u, "valid")
         h = [row_of[i] for i in h][-n:]
         v_hist.append([-1] * (n - len(h)) + h)
         v_tgt.append([row_of[i] for i in t])
-    v_hist, v_tgt = np.array(v_hist), np.array(v_tgt)
+    return np.array(v_hist), np.array(v_tgt)
+
+
+def train(cfg: OneRecConfig, tcfg: dict, split: Split, row_of: dict[int, int],
+          sids: np.ndarray, seed: int, valid_fn=None) -> tuple[OneRec, dict]:
+    """-> (model at the evaluation with the best validation score, training log).
+
+    `valid_fn(model) -> float` (higher is better; run_all passes NDCG@10 of the exact
+    first-item ranking on the validation points) selects the checkpoint and stops the run
+    after `patience` evaluations without a gain; without it, validation NLL selects."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    n, m = cfg.max_history, cfg.session_len
+    train_seqs = [[row_of[i] for i in split.train_part(u)] for u in split.users]
+    hist, tgt = make_examples(train_seqs, n, m)
+    v_hist, v_tgt = valid_points(split, row_of, n)
     sids_t = torch.from_numpy(sids.astype(np.int64))
 
     model = OneRec(cfg)
     init_params(model, seed)
     balance = LoadBalance(model)
+    drop_handles = add_dropout(model, tcfg.get("dropout", 0.0))
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     bs, total_steps, every = tcfg["batch"], tcfg["steps"], tcfg["eval_every"]
-    warm = tcfg["warmup_steps"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
-        1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    log = {"examples": int(len(hist)), "batch": bs, "steps": total_steps, "evals": []}
-    best, best_state = math.inf, None
+    warm, floor = tcfg["warmup_steps"], tcfg.get("min_lr_ratio", 0.0)
+    patience = tcfg.get("patience", 10 ** 9)
+    # A wall-clock cap (run_all --train-minutes) for a shared machine: checked at
+    # evaluations only, recorded in the log.
+    max_seconds = tcfg.get("max_seconds")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total_steps, floor))
+    log = {"examples": int(len(hist)), "batch": bs, "max_steps": total_steps, "evals": [],
+           "dropout": tcfg.get("dropout", 0.0), "min_lr_ratio": floor, "patience": patience,
+           "selection": "valid NDCG@10 (exact first-item ranking)" if valid_fn else "valid NLL"}
+    best, best_state, best_step, bad = -math.inf, None, 0, 0
     perm, pos = torch.randperm(len(hist), generator=g).numpy(), 0
     tot, cnt, aux_tot, t0 = 0.0, 0, 0.0, time.time()
+    step = 0
     for step in range(1, total_steps + 1):
         model.train()
         if pos + bs > len(perm):  # next pass over the examples, reshuffled
@@ -154,16 +205,33 @@ def train(cfg: OneRecConfig, tcfg: dict, split: Split, row_of: dict[int, int],
         tot, cnt, aux_tot = tot + s.item(), cnt + c, aux_tot + aux.item()
         if step % every == 0 or step == total_steps:
             v = evaluate_nll(model, v_hist, v_tgt, sids_t)
+            score = valid_fn(model) if valid_fn else -v
             balance.terms = []
             entry = {"step": step, "epoch": round(step * bs / len(hist), 2),
+                     "lr": round(opt.param_groups[0]["lr"], 6),
                      "train_nll": round(tot / cnt, 4), "valid_nll": round(v, 4),
                      "load_balance": round(aux_tot / every, 4),
                      "seconds": round(time.time() - t0, 1)}
+            if valid_fn:
+                entry["valid_ndcg@10"] = round(score, 4)
             log["evals"].append(entry)
             print(f"  onerec {entry}", file=sys.stderr)
             tot, cnt, aux_tot = 0.0, 0, 0.0
-            if v < best:
-                best, best_state = v, copy.deepcopy(model.state_dict())
+            if score > best:
+                best, best_state, best_step, bad = score, copy.deepcopy(model.state_dict()), step, 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+            if max_seconds and time.time() - t0 > max_seconds:
+                log["stopped_by_time_limit"] = True
+                break
+    for h in drop_handles:
+        h.remove()
     model.load_state_dict(best_state)
-    log["best_valid_nll"] = round(best, 4)
+    log["steps_run"] = step
+    log["best_step"] = best_step
+    log["stopped_early"] = step < total_steps and not log.get("stopped_by_time_limit", False)
+    log["best_valid_nll" if not valid_fn else "best_valid_ndcg@10"] = round(abs(best), 4)
+    log["seconds"] = round(time.time() - t0, 1)
     return model.eval(), log
