@@ -1051,6 +1051,8 @@ fn movielens_items_held_out_and_added_back_by_embedding_are_recommended_again() 
                 r["results"].as_u64().unwrap() as usize,
             );
             q.exclude_history = true;
+            // The reference golden lists every beam, permutations included.
+            q.keep_permutations = true;
             q
         })
         .collect();

@@ -20,7 +20,7 @@ from .data import Split
 def run_engine(binary: Path, model: Path, history: list[int], beam: int, results: int) -> list[dict]:
     cmd = [str(binary), "recommend", "--model", str(model), "--backend", "cpu",
            "--history", ",".join(map(str, history)), "--beam", str(beam),
-           "--results", str(results), "--exclude-history", "--json"]
+           "--results", str(results), "--exclude-history", "--keep-permutations", "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)["sessions"]
 
@@ -36,9 +36,10 @@ def engine_runner(binary: Path, model: Path):
         return lambda hist, beam, results: run_engine(binary, model, hist, beam, results)
     engine = onerec.Engine(model, backend="cpu")
     # One request per call, as the CLI ran them: a batch decodes with other matrix shapes,
-    # and this check compares session lists exactly.
+    # and this check compares session lists exactly (every beam, as the reference lists
+    # them: permutations kept).
     return lambda hist, beam, results: engine.recommend(
-        [hist], beam=beam, results=results, exclude_history=True)[0]
+        [hist], beam=beam, results=results, exclude_history=True, keep_permutations=True)[0]
 
 
 def compare(binary: Path, model: Path, split: Split, ref: dict[int, dict],

@@ -386,7 +386,10 @@ def main() -> None:
     q8_figs = None
     if quant_bin is not None:
         t0 = time.time()
-        subprocess.run([str(quant_bin), "--input", str(ckpt), "--output", str(q8), "--dtype", "q8",
+        # The served file carries the reward model where there is one (the engine reads
+        # that section; model_file.py decodes it and the OneRec model ignores it).
+        q8_src = out / "checkpoint_reward" if reward_model is not None else ckpt
+        subprocess.run([str(quant_bin), "--input", str(q8_src), "--output", str(q8), "--dtype", "q8",
                         "--quiet"], check=True, stdout=subprocess.DEVNULL)
         qmodel, qcat, _ = load_model_file(q8)
         q_test, ref_q8, gaps_q8, _ = evaluate.onerec_eval(qmodel, qcat, e_split, "test", beam, results,
