@@ -17,6 +17,12 @@ Per round r = 1..R:
    beam's session score).
 After every round (and before the first), on the test users: the reward of the served top
 session (the beam's best session), its session hits, and next-item metrics.
+
+Which round is served is decided on the validation points, never on the test split
+(`select` "valid"): the round with the highest mean reward of the served top session
+among those whose validation session metrics (top-session hits, any of the true next
+items in the top 10) are not below round 0's; round 0 (no IPA) when none qualifies.
+`select` "last" serves the last round whatever it did.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ DEFAULTS = {
     "lr": 5e-5, "weight_decay": 0.05, "history_dropout": 0.2, "aux_loss": 0.01,
     "eval_beam": 64, "eval_results": 64, "eval_users": 0,  # 0 = every test user
     "ks": [5, 10],
+    "select": "valid",        # which round is served: "valid" (gate above) or "last"
+    "valid_users": 0,         # validation points for the gate (0 = every user)
     # "observed": a diagnostic instead of IPA (make_pairs): pairs ranked by the next
     # `window` training items instead of the reward model
     "preference": "reward_model", "window": 10, "like_min": 4.0,
@@ -183,14 +191,15 @@ def _pair_tensors(histories, sessions, row_of, sids_t, n):
 
 def evaluate(model: OneRec, rm: RewardModel, catalog: Catalog, split: Split, c: dict,
              evaluate_test: Callable[[OneRec], dict] | None, decode: str,
-             binary: Path | None, threads: int) -> dict:
+             binary: Path | None, threads: int, part: str = "test") -> dict:
     """Test users: reward of the served top session, its session hits@m, and next-item
     metrics. `evaluate_test(model)` (the report's metric code) when given; if its dict
     holds "top_sessions" {user: [items]} (the served top session per test user) those
     are scored and nothing is decoded here; otherwise the beam search (eval_beam, history
     excluded) runs here and, without evaluate_test, metrics.py reads its sessions."""
-    users = split.users[: c["eval_users"]] if c["eval_users"] else split.users
-    points = [split.point(u, "test") for u in users]
+    n_users = c["eval_users"] if part == "test" else c["valid_users"]
+    users = split.users[:n_users] if n_users else split.users
+    points = [split.point(u, part) for u in users]
     out: dict = {"users": len(users)}
     given = None
     if evaluate_test is not None:
@@ -256,11 +265,15 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
             row_of: dict[int, int], catalog: Catalog, seed: int,
             evaluate_test: Callable[[OneRec], dict] | None = None, *,
             binary: Path | None = None, threads: int = 2, decode: str = "auto",
-            round0: dict | None = None, keep_per_user: bool = False) -> tuple[OneRec, dict]:
-    """-> (aligned model in eval mode, log with one entry per round; round 0 = the input
+            round0: dict | None = None, keep_per_user: bool = False,
+            evaluate_valid: Callable[[OneRec], dict] | None = None) -> tuple[OneRec, dict]:
+    """-> (served model in eval mode, log with one entry per round; round 0 = the input
     model). The input model is not modified. `round0`: a precomputed round-0 evaluation
-    of the same model (the ablation shares it)."""
+    of the same model (the ablation shares it). `evaluate_valid(model)`: next-item
+    metrics on the validation points (run_all: the exact ranking), for the gate."""
     c = config(icfg)
+    if c["select"] not in ("valid", "last"):
+        raise ValueError(f"ipa select {c['select']!r}: valid or last")
     t_start = time.time()
     rng = np.random.default_rng(seed + 1)
     g = torch.Generator().manual_seed(seed + 1)
@@ -282,6 +295,11 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
     per_user = [base]
     log["rounds"].append({"round": 0, "eval": ev})
     generate.log(f"ipa round 0: {_brief(ev)}")
+    gate = c["select"] == "valid"
+    states = [copy.deepcopy(policy.state_dict())] if gate else []
+    if gate:
+        log["rounds"][0]["valid"] = _valid_eval(policy, reward, catalog, split, c, evaluate_valid,
+                                                mode, binary, threads)
     balance = _Balance(policy)
     try:
         for rnd in range(1, c["rounds"] + 1):
@@ -339,15 +357,53 @@ def run_ipa(model: OneRec, reward: RewardModel, icfg: dict | None, split: Split,
                                      binary, threads)
             per_user.append(entry["eval"].pop("_per_user"))
             entry["vs_round0"] = paired_change(per_user[-1], base, seed + rnd)
+            if gate:
+                entry["valid"] = _valid_eval(policy, reward, catalog, split, c, evaluate_valid,
+                                             mode, binary, threads)
+                states.append(copy.deepcopy(policy.state_dict()))
             log["rounds"].append(entry)
             generate.log(f"ipa round {rnd}: pairs {stats['pairs']}, {_brief(entry['eval'])}, "
                          f"train {entry['train']}, vs round 0 {entry['vs_round0']}")
     finally:
         balance.remove()
+    if gate:
+        log["served_round"] = select_round([r["valid"] for r in log["rounds"]])
+        policy.load_state_dict(states[log["served_round"]])
+        generate.log(f"ipa: round {log['served_round']} served (validation gate)")
+    else:
+        log["served_round"] = c["rounds"]
     log["seconds"] = round(time.time() - t_start, 1)
     if keep_per_user:
         log["_per_user"] = per_user
     return policy.eval(), log
+
+
+GATE_KEYS = ("top_session_hits", "any@10")
+
+
+def _valid_eval(model, reward, catalog, split, c, evaluate_valid, mode, binary, threads) -> dict:
+    """The gate's figures on the validation points: reward and hits of the served top
+    session (beam search here) and, when given, the next-item metrics."""
+    ev = evaluate(model, reward, catalog, split, c, None, mode, binary, threads, part="valid")
+    out = {"users": ev["users"], "mean_reward_top_session": ev["mean_reward_top_session"],
+           "top_session_hits": ev["beam_metrics"]["top_session_hits"]}
+    if evaluate_valid is not None:
+        vm = evaluate_valid(model)
+        out.update({k: vm[k] for k in ("recall@10", "ndcg@10", "any@10") if k in vm})
+    return out
+
+
+def select_round(valid: list[dict]) -> int:
+    """The round to serve: the highest validation reward of the served top session among
+    rounds >= 1 that raise it over round 0 and keep every session metric of GATE_KEYS at
+    least at round 0's; round 0 when none does."""
+    base = valid[0]
+    best, best_r = base["mean_reward_top_session"], 0
+    for r, v in enumerate(valid[1:], 1):
+        keeps = all(v[k] >= base[k] for k in GATE_KEYS if k in base and k in v)
+        if keeps and v["mean_reward_top_session"] > best:
+            best, best_r = v["mean_reward_top_session"], r
+    return best_r
 
 
 def _brief(ev: dict) -> str:

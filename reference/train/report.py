@@ -153,6 +153,21 @@ def write(dest: Path, f: dict) -> None:
                 lines.append(f"| {r.get('round')} | {r.get('pairs', {}).get('pairs', '–')} | "
                              f"{num(ev.get('mean_reward_top_session'))} | {num(bm.get('top_session_hits'))} | "
                              f"{num(tm.get('recall@10'))} | {num(tm.get('ndcg@10'))} | {num(tm.get('any@10'))} |")
+            valid = [(r.get("round"), r["valid"]) for r in rounds if "valid" in r]
+            if valid:
+                served_r = ipa["log"].get("served_round")
+                lines += ["", f"Which round is served is decided on the validation points (the test "
+                          f"split is only reported): the round with the highest mean reward of the "
+                          f"served top session among those whose top-session hits and any-of-5-in-top-10 "
+                          f"are not below round 0's, else round 0 (`ipa.select_round`). Served: **round "
+                          f"{served_r}**.", "",
+                          "| round (validation) | mean reward of the served top session | top-session hits@5 | "
+                          "Recall@10 | NDCG@10 | any of 5 in top 10 |", "| --- | --- | --- | --- | --- | --- |"]
+                for rnd, v in valid:
+                    num = lambda x: f"{x:.4f}" if isinstance(x, (int, float)) else "–"
+                    lines.append(f"| {rnd} | {num(v.get('mean_reward_top_session'))} | "
+                                 f"{num(v.get('top_session_hits'))} | {num(v.get('recall@10'))} | "
+                                 f"{num(v.get('ndcg@10'))} | {num(v.get('any@10'))} |")
             lines += ["", "IPA configuration: `" + json.dumps(ipa["log"].get("config", {})) + "`."]
     if rm:
         hv = rm.get("heldout_valid", {})

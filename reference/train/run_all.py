@@ -225,8 +225,14 @@ def main() -> None:
             return mm
 
         t1 = time.time()
+        def evaluate_valid(model) -> dict:
+            """The IPA gate's next-item metrics: exact ranking on the validation points."""
+            mm, _ = evaluate.exact_eval(model, table, split, "valid", row_of, item_ids, ks)
+            return mm
+
         aligned_model, ilog = ipa.run_ipa(base, rm, cfg["ipa"], split, row_of, catalog, seed,
-                                          evaluate_test, binary=binary, threads=args.threads)
+                                          evaluate_test, binary=binary, threads=args.threads,
+                                          evaluate_valid=evaluate_valid)
         lap("ipa", t1)
         d.mkdir(parents=True, exist_ok=True)
         save_checkpoint(d / "aligned", aligned_model, catalog, "F32", extras)

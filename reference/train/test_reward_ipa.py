@@ -190,7 +190,7 @@ class Ipa(unittest.TestCase):
         rows = cat.row_of_id
         cfg = {"rounds": 1, "share": 1.0, "points_per_user": 1, "n_sessions": 6, "steps": 15,
                "batch": 4, "dpo_batch": 6, "lr": 3e-3, "dpo_weight": 5.0, "eval_beam": 4,
-               "eval_results": 4}
+               "eval_results": 4, "select": "last"}
         c = ipa.config(cfg)
         # run_ipa draws round 1's pairs first from default_rng(seed + 1): the same pairs
         hs, ch, rj, stats = ipa.make_pairs(model, rm, cat, split, c, np.random.default_rng(1),
@@ -235,6 +235,33 @@ class Ipa(unittest.TestCase):
                                decode="reference")
         self.assertEqual(again["rounds"][1]["eval"]["beam_metrics"],
                          out["0.0"]["rounds"][1]["eval"]["beam_metrics"])
+
+
+    def test_select_round_keeps_session_metrics(self):
+        v = lambda r, h, a: {"mean_reward_top_session": r, "top_session_hits": h, "any@10": a}
+        base = v(0.30, 0.50, 0.60)
+        # round 2 has the highest reward but lowers hits; round 3 lowers any@10
+        self.assertEqual(ipa.select_round([base, v(0.31, 0.50, 0.60), v(0.40, 0.49, 0.70),
+                                           v(0.35, 0.55, 0.59)]), 1)
+        # nothing raises the reward: round 0 is served
+        self.assertEqual(ipa.select_round([base, v(0.30, 0.60, 0.70), v(0.20, 0.60, 0.70)]), 0)
+        self.assertEqual(ipa.select_round([base, v(0.32, 0.51, 0.60), v(0.33, 0.50, 0.61)]), 2)
+
+    def test_gate_serves_the_selected_round(self):
+        model, cat = tiny()
+        rm = tiny_rm(model)
+        rng = np.random.default_rng(0)
+        seqs = {u: [int(x) for x in rng.choice(cat.item_ids, 16, replace=False)] for u in range(6)}
+        split = Split(3, list(range(6)), seqs)
+        cfg = {"rounds": 2, "share": 1.0, "points_per_user": 1, "n_sessions": 4, "steps": 3,
+               "batch": 4, "lr": 3e-3, "eval_beam": 4, "eval_results": 4}
+        aligned, log = ipa.run_ipa(model, rm, cfg, split, cat.row_of_id, cat, 0, decode="reference")
+        valid = [r["valid"] for r in log["rounds"]]
+        self.assertEqual(len(valid), 3)
+        self.assertEqual(log["served_round"], ipa.select_round(valid))
+        # the served weights are that round's: its validation figures come back
+        again = ipa._valid_eval(aligned, rm, cat, split, ipa.config(cfg), None, "reference", None, 1)
+        self.assertEqual(again, valid[log["served_round"]])
 
 
 if __name__ == "__main__":
