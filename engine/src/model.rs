@@ -339,9 +339,12 @@ impl<B: Backend> Model<B> {
             .map(|&u| st.user_spans[u as usize])
             .collect();
         let eps = self.cfg.rms_eps;
+        // An unscored slot's last layer only has to leave its K/V in the cache: nothing
+        // reads its output (the route log, a parity check, still wants every route).
+        let skip_last = slot == big_l && routes.is_none();
+        let n_layers = self.dec_layers.len();
         for (i, layer) in self.dec_layers.iter().enumerate() {
             let a = be.rms_norm(&x, &layer.self_norm, eps)?;
-            let q = be.matmul(&a, &layer.self_attn.q)?;
             be.write_rows(
                 &mut st.self_k[i],
                 t * st.cap,
@@ -352,6 +355,10 @@ impl<B: Backend> Model<B> {
                 t * st.cap,
                 &be.matmul(&a, &layer.self_attn.v)?,
             )?;
+            if skip_last && i + 1 == n_layers {
+                return Ok(None);
+            }
+            let q = be.matmul(&a, &layer.self_attn.q)?;
             let keys = KeyMap::Gather {
                 per_row: t + 1,
                 stride: positions,
