@@ -19,6 +19,18 @@ pub(crate) struct Attn<W> {
     pub(crate) o: W,
 }
 
+impl<W> Attn<W> {
+    /// The projections `{prefix}.q/.k/.v/.o`, each through `weight`.
+    pub(crate) fn load(prefix: &str, weight: impl Fn(&str) -> Result<W>) -> Result<Self> {
+        Ok(Attn {
+            q: weight(&format!("{prefix}.q"))?,
+            k: weight(&format!("{prefix}.k"))?,
+            v: weight(&format!("{prefix}.v"))?,
+            o: weight(&format!("{prefix}.o"))?,
+        })
+    }
+}
+
 enum FeedForward<W> {
     Dense(Ffn<W>),
     Moe(Moe<W>),
@@ -83,14 +95,7 @@ impl<B: Backend> Model<B> {
                 .map(|l| backend.weight(&t.slice3(l)?))
                 .collect()
         };
-        let attn = |p: &str| -> Result<Attn<B::Weight>> {
-            Ok(Attn {
-                q: w(&format!("{p}.q"))?,
-                k: w(&format!("{p}.k"))?,
-                v: w(&format!("{p}.v"))?,
-                o: w(&format!("{p}.o"))?,
-            })
-        };
+        let attn = |p: &str| Attn::load(p, w);
         let ffn = |p: &str, moe: bool| -> Result<FeedForward<B::Weight>> {
             if !moe {
                 return Ok(FeedForward::Dense(Ffn {

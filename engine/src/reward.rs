@@ -75,14 +75,7 @@ impl<B: Backend> RewardModel<B> {
         let main: &Config = &file.config;
         let name = |n: &str| format!("{REWARD_PREFIX}{n}");
         let w = |n: &str| -> Result<B::Weight> { be.weight(&file.tensor(&name(n))?.as_matrix()) };
-        let attn = |p: &str| -> Result<Attn<B::Weight>> {
-            Ok(Attn {
-                q: w(&format!("{p}.q"))?,
-                k: w(&format!("{p}.k"))?,
-                v: w(&format!("{p}.v"))?,
-                o: w(&format!("{p}.o"))?,
-            })
-        };
+        let attn = |p: &str| Attn::load(p, w);
         let embed_t = file.tensor(&name("embed"))?;
         let embed = (0..main.n_levels)
             .map(|l| be.weight(&embed_t.slice3(l)?))
