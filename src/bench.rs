@@ -227,7 +227,7 @@ fn convert(file: &Arc<ModelFile>, dtype: &str) -> Result<Arc<ModelFile>> {
             continue;
         }
         let dt = stored_dtype(name, t.shape, target, false);
-        let vals = t.as_matrix().to_f32()?;
+        let vals = t.to_f32()?;
         let bytes = onerec_engine::format::quant::encode(name, dt, t.shape, &vals)?;
         parts.push((name.clone(), dt, t.shape.to_vec(), bytes));
     }

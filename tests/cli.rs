@@ -769,3 +769,36 @@ fn rerank_items_and_distinct_sessions() {
     ]);
     assert!(e.contains("items must be in 0..=beam"), "{e}");
 }
+
+/// `onerec bench` re-encodes the built-in q8 model (3-D embedding tensors included) to
+/// every weight type and times it: one row per type, the same FLOPs for each (it failed
+/// on NaNs when 3-D q8 tensors were decoded as one matrix).
+#[test]
+fn bench_converts_the_built_in_model_to_every_type() {
+    let out = onerec(&[
+        "bench",
+        "--beam",
+        "4",
+        "--history",
+        "8",
+        "--dtype",
+        "stored,f32,f16,q8,q4",
+        "--repeat",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench --json");
+    let rows = v["results"].as_array().expect("results");
+    let types: Vec<&str> = rows.iter().map(|r| r["dtype"].as_str().unwrap()).collect();
+    assert_eq!(types, ["stored", "f32", "f16", "q8", "q4"]);
+    let flops = rows[0]["gflop_per_request"].as_f64().unwrap();
+    for r in rows {
+        assert!(r["ms_median"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["gflop_per_request"].as_f64().unwrap(), flops, "{r}");
+    }
+}

@@ -165,7 +165,18 @@ impl<'a> TensorView<'a> {
         self.shape.iter().product()
     }
 
-    /// The tensor as a `[rows, cols]` matrix where `cols` is the last dimension.
+    /// Row-major f32 copy of the whole tensor. A quantised 3-D tensor is stored slice by
+    /// slice (each slice's quants, then its scales), so it decodes by its full shape, never
+    /// through `as_matrix()`, whose single-matrix layout only 1-D and 2-D tensors share.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        if self.dtype.is_quantized() {
+            return crate::format::quant::decode(self.name, self.dtype, self.shape, self.bytes);
+        }
+        to_f32(self.name, self.dtype, self.bytes)
+    }
+
+    /// The tensor as a `[rows, cols]` matrix where `cols` is the last dimension (for a
+    /// quantised 3-D tensor, use `slice3` or `to_f32`: see there).
     pub fn as_matrix(&self) -> WeightView<'a> {
         let cols = self.shape.last().copied().unwrap_or(1);
         let rows = self.numel().checked_div(cols).unwrap_or(0);
