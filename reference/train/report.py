@@ -282,7 +282,9 @@ def write(dest: Path, f: dict) -> None:
         lines.append(f"  - seed {sd}: {tl['steps_run']} steps run ({'stopped early' if tl['stopped_early'] else ('step limit' if tl['steps_run'] == tl['max_steps'] else 'wall-clock cap')}), "
                      f"best at step {tl['best_step']} (valid NDCG@10 {tl['best_valid_ndcg@10']}), {tl['seconds']} s.")
     lines.append(f"- Served: seed {f['served_seed']} (best validation NDCG@10)" +
-                 (", then IPA." if ipa else "."))
+                 ((f", then IPA: round {ipa['log'].get('served_round', '?')} served (validation gate)."
+                   if ipa.get("log", {}).get("served_round") is not None else ", then IPA.")
+                  if ipa else "."))
     lines.append(f"- SASRec: full softmax, d {f['sasrec_config']['d']}, {f['sasrec_config']['blocks']} blocks, "
                  f"dropout {f['sasrec_config']['dropout']}, early stopping on validation NDCG@10: " + "; ".join(
                      f"seed {sd} best {sl['best_valid_ndcg@10']}" for sd, sl in f["sasrec_logs"].items()) + ".")
