@@ -59,7 +59,15 @@ def holdout(model: OneRec, catalog: Catalog, requests: list[dict], codebooks: np
         full = [s["items"] for s in r["sessions"]]
         again = [s.items for s in res.sessions]
         # Where each held-out item stands in the full catalog's answer and after it came back.
-        places = lambda ss: {i: (a, b) for a, s in enumerate(ss) for b, i in enumerate(s) if i in held}
+        # (first occurrence: with permutations kept an item is in several sessions)
+        def places(ss):
+            out = {}
+            for a, s in enumerate(ss):
+                for b, i in enumerate(s):
+                    if i in held:
+                        out.setdefault(i, (a, b))
+            return out
+
         pf, pa = places(full), places(again)
         out.append({"history": r["history"], "beam": r["beam"], "results": r["results"],
                     "sessions_readded": [{"score": s.score, "items": s.items} for s in res.sessions],
