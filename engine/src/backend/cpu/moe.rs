@@ -3,6 +3,7 @@
 use super::{err, matmul::matmul, softmax_row, CpuBackend, CpuBuf, CpuWeight};
 use crate::backend::{Backend, Ffn, Moe};
 use crate::error::Result;
+use rayon::prelude::*;
 
 pub fn swiglu(b: &CpuBackend, x: &CpuBuf, f: &Ffn<CpuWeight>) -> Result<CpuBuf> {
     if x.cols != f.gate.cols
@@ -67,16 +68,33 @@ pub fn moe(
         routes.extend_from_slice(&chosen);
     }
     let d = x.cols;
-    let mut y = CpuBuf::new(x.rows, d);
-    for (ex, group) in groups.iter().enumerate() {
-        if group.is_empty() {
-            continue;
-        }
+    let expert = |ex: usize| -> Result<CpuBuf> {
+        let group = &groups[ex];
         let mut xs = CpuBuf::new(group.len(), d);
         for (i, &(r, _)) in group.iter().enumerate() {
             xs.data[i * d..(i + 1) * d].copy_from_slice(x.row(r));
         }
-        let out = swiglu(b, &xs, &m.experts[ex])?;
+        swiglu(b, &xs, &m.experts[ex])
+    };
+    // Experts run side by side (largest groups first): a decode step's groups are small,
+    // and one fork-join per group instead of one per product keeps both threads busy.
+    // Their outputs are summed in expert order below, so the result does not depend on
+    // the schedule.
+    let mut active: Vec<usize> = (0..e).filter(|&ex| !groups[ex].is_empty()).collect();
+    let outs: Vec<Result<CpuBuf>> = if rayon::current_num_threads() > 1 && active.len() > 1 {
+        active.sort_by_key(|&ex| std::cmp::Reverse(groups[ex].len()));
+        let mut outs: Vec<(usize, Result<CpuBuf>)> =
+            active.par_iter().map(|&ex| (ex, expert(ex))).collect();
+        outs.sort_by_key(|(ex, _)| *ex);
+        active = outs.iter().map(|(ex, _)| *ex).collect();
+        outs.into_iter().map(|(_, o)| o).collect()
+    } else {
+        active.iter().map(|&ex| expert(ex)).collect()
+    };
+    let mut y = CpuBuf::new(x.rows, d);
+    for (&ex, out) in active.iter().zip(outs) {
+        let group = &groups[ex];
+        let out = out?;
         if out.cols != d {
             return Err(err(format!(
                 "moe: expert {ex} returns width {}, expected {d}",
