@@ -52,8 +52,10 @@ def log(msg: str) -> None:
 
 
 def cargo_build() -> tuple[Path, Path | None]:
-    log("cargo build --release (onerec, onerec-quantize)")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "onerec", "-p", "onerec-quantize"],
+    log("cargo build --release --workspace --bins (onerec, onerec-quantize)")
+    # The workspace's feature set, as scripts/test-all.sh builds it: `-p` builds resolve
+    # other features and would rebuild the shared target directory both ways.
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--workspace", "--bins"],
                    cwd=ROOT, check=True)
     quant = ROOT / "target/release/onerec-quantize"
     return ROOT / "target/release/onerec", quant if quant.exists() else None
