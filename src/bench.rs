@@ -221,17 +221,8 @@ fn convert(file: &Arc<ModelFile>, dtype: &str) -> Result<Arc<ModelFile>> {
     let mut parts = Vec::new();
     for name in &file.names {
         let t = file.tensor(name)?;
-        // The catalog (ids, SIDs, codebooks, embeddings, removed list) is data, not a
-        // weight: copied as stored, as the quantize tool does.
-        let catalog = [
-            schema::CATALOG_ITEM_IDS,
-            schema::CATALOG_SIDS,
-            schema::CATALOG_CODEBOOKS,
-            schema::CATALOG_EMBEDDINGS,
-            schema::CATALOG_REMOVED,
-        ]
-        .contains(&name.as_str());
-        if catalog {
+        // The catalog is data, not a weight: copied as stored, as the quantize tool does.
+        if schema::CATALOG_TENSORS.contains(&name.as_str()) {
             parts.push((name.clone(), t.dtype, t.shape.to_vec(), t.bytes.to_vec()));
             continue;
         }

@@ -3,6 +3,8 @@
 //! catalog file.
 
 use crate::common::fixture;
+// `ids`: item ids written as JSON numbers (`golden.json`; the catalog golden writes strings).
+use crate::golden::{f32s, ids};
 use crate::wgpu_ops::gpu;
 use onerec_engine::catalog::{
     file, update, Catalog, CatalogContents, CatalogSnapshot, CatalogUpdate, Codebooks, NewItem,
@@ -47,14 +49,6 @@ fn sids(v: &Value) -> Vec<Vec<u32>> {
                 .map(|c| c.as_u64().unwrap() as u32)
                 .collect()
         })
-        .collect()
-}
-
-fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
         .collect()
 }
 
@@ -995,15 +989,6 @@ fn concurrent_updates_on_cuda() {
         }
         Err(e) => eprintln!("concurrent_updates_on_cuda: skipped (no CUDA device: {e})"),
     }
-}
-
-/// Item ids written as JSON numbers (`golden.json`; the catalog golden writes strings).
-fn ids(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
 }
 
 /// Issue 14 on the built-in MovieLens model, through embeddings: the items the golden

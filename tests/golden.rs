@@ -50,6 +50,14 @@ pub fn ids(v: &Value) -> Vec<u64> {
         .collect()
 }
 
+pub fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
 pub fn requests(g: &Golden) -> Vec<(Request, &Value)> {
     g.json["requests"]
         .as_array()

@@ -3,6 +3,7 @@
 //! and wgpu, the reranked and distinct answers, the item list, the q8 file, and errors.
 
 use crate::common::fixture;
+use crate::golden::{f32s, ids};
 use crate::wgpu_ops::gpu;
 use onerec_engine::pipeline::Pipeline;
 use onerec_engine::reward::RewardInput;
@@ -28,22 +29,6 @@ fn file() -> Arc<ModelFile> {
     Arc::new(ModelFile::open(&fixture(FIXTURE)).unwrap())
 }
 
-fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
-}
-
-fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
 fn close(got: f32, want: f32, tol: f32) -> bool {
     (got - want).abs() <= tol * want.abs().max(1e-3)
 }
@@ -56,7 +41,7 @@ fn check_rewards<B: Backend>(what: &str, p: &Pipeline<B>) {
     let rows = |ids: &[u64]| cat.resolve(ids).unwrap();
     let cases = g["rewards"].as_array().unwrap();
     assert!(cases.len() >= 3);
-    let histories: Vec<Vec<usize>> = cases.iter().map(|c| rows(&u64s(&c["history"]))).collect();
+    let histories: Vec<Vec<usize>> = cases.iter().map(|c| rows(&ids(&c["history"]))).collect();
     let sessions: Vec<Vec<Vec<u32>>> = cases
         .iter()
         .map(|c| {
@@ -64,7 +49,7 @@ fn check_rewards<B: Backend>(what: &str, p: &Pipeline<B>) {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|s| rows(&u64s(s)).into_iter().map(|r| r as u32).collect())
+                .map(|s| rows(&ids(s)).into_iter().map(|r| r as u32).collect())
                 .collect()
         })
         .collect();
@@ -122,10 +107,10 @@ fn rewards_match_the_reference_on_wgpu() {
 
 /// The request of a golden entry with the given answer options.
 fn request(r: &Value, rerank: bool, keep: bool, results: usize, items: usize) -> Request {
-    Request::builder(u64s(&r["history"]))
+    Request::builder(ids(&r["history"]))
         .beam(r["beam"].as_u64().unwrap() as usize)
         .results(results)
-        .exclude(u64s(&r["exclude"]))
+        .exclude(ids(&r["exclude"]))
         .exclude_history(r["exclude_history"].as_bool().unwrap())
         .rerank(rerank)
         .keep_permutations(keep)
@@ -151,7 +136,7 @@ fn check_answers(what: &str, engine: &Engine, reward_tol: f32) {
             .remove(0);
         assert_eq!(all.final_scores.len(), beams.len(), "{what}: survivors");
         for (j, b) in beams.iter().enumerate() {
-            let items = u64s(&b["items"]);
+            let items = ids(&b["items"]);
             assert!(close(
                 all.final_scores[j],
                 b["score"].as_f64().unwrap() as f32,
@@ -180,7 +165,7 @@ fn check_answers(what: &str, engine: &Engine, reward_tol: f32) {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|i| u64s(&beams[i.as_u64().unwrap() as usize]["items"]))
+                    .map(|i| ids(&beams[i.as_u64().unwrap() as usize]["items"]))
                     .collect();
                 let got = engine
                     .recommend(&[request(r, rerank, keep, results, n_items)])
@@ -306,7 +291,7 @@ fn the_q8_file_of_the_fixture_loads_and_reranks() {
     // q8 moves the search too; compare the rewards of the sessions both found.
     let mut compared = 0;
     for b in r["beams"].as_array().unwrap() {
-        if let Some(s) = got.sessions.iter().find(|s| s.items == u64s(&b["items"])) {
+        if let Some(s) = got.sessions.iter().find(|s| s.items == ids(&b["items"])) {
             let want = b["reward"].as_f64().unwrap() as f32;
             assert!(
                 (s.reward.unwrap() - want).abs() < 2e-2,
@@ -413,8 +398,8 @@ fn the_c_api_reranks_and_lists_items() {
     ok(unsafe { onerec_model_n_reward_signals(model, &mut n_signals) });
     assert_eq!(n_signals, 3);
     for (k, r) in g["requests"].as_array().unwrap().iter().enumerate() {
-        let history = u64s(&r["history"]);
-        let exclude = u64s(&r["exclude"]);
+        let history = ids(&r["history"]);
+        let exclude = ids(&r["exclude"]);
         let mut req = onerec_request_default_params();
         req.history = history.as_ptr();
         req.n_history = history.len();
@@ -444,7 +429,7 @@ fn the_c_api_reranks_and_lists_items() {
                 ok(unsafe { onerec_results_session(ctx, 0, j, s.as_mut_ptr()) });
                 let s = unsafe { s.assume_init() };
                 let items = unsafe { std::slice::from_raw_parts(s.items, s.n_items) };
-                assert_eq!(items, u64s(&b["items"]), "request {k} {key} session {j}");
+                assert_eq!(items, ids(&b["items"]), "request {k} {key} session {j}");
                 let (mut reward, mut signals, mut ns) = (0f32, [0f32; 3], 0usize);
                 let st = unsafe {
                     onerec_results_session_reward(

@@ -103,3 +103,11 @@ pub const CATALOG_EMBEDDINGS: &str = "catalog.embeddings";
 /// Optional: `[N]` I32, 1 where a catalog row is removed (kept for histories, never
 /// recommended); absent means every item is active.
 pub const CATALOG_REMOVED: &str = "catalog.removed";
+/// Every catalog tensor: data, not weights (tools copy them as stored).
+pub const CATALOG_TENSORS: [&str; 5] = [
+    CATALOG_ITEM_IDS,
+    CATALOG_SIDS,
+    CATALOG_CODEBOOKS,
+    CATALOG_EMBEDDINGS,
+    CATALOG_REMOVED,
+];

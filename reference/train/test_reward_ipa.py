@@ -35,6 +35,13 @@ def tiny():
     return model.eval(), Catalog(ids, sids, 6)
 
 
+def tiny_split(cat):
+    """6 users with 16 random distinct items each, sessions of 3."""
+    rng = np.random.default_rng(0)
+    seqs = {u: [int(x) for x in rng.choice(cat.item_ids, 16, replace=False)] for u in range(6)}
+    return Split(3, list(range(6)), seqs)
+
+
 def tiny_rm(model):
     rc = RewardConfig(d_model=8, n_heads=2, d_ff=16, max_history=6)
     cfg = model.cfg
@@ -184,9 +191,7 @@ class Ipa(unittest.TestCase):
         sessions' log-probability margin over the rejected ones."""
         model, cat = tiny()
         rm = tiny_rm(model)
-        rng = np.random.default_rng(0)
-        seqs = {u: [int(x) for x in rng.choice(cat.item_ids, 16, replace=False)] for u in range(6)}
-        split = Split(3, list(range(6)), seqs)
+        split = tiny_split(cat)
         rows = cat.row_of_id
         cfg = {"rounds": 1, "share": 1.0, "points_per_user": 1, "n_sessions": 6, "steps": 15,
                "batch": 4, "dpo_batch": 6, "lr": 3e-3, "dpo_weight": 5.0, "eval_beam": 4,
@@ -218,9 +223,7 @@ class Ipa(unittest.TestCase):
     def test_ablation_share0_is_the_control(self):
         model, cat = tiny()
         rm = tiny_rm(model)
-        rng = np.random.default_rng(0)
-        seqs = {u: [int(x) for x in rng.choice(cat.item_ids, 16, replace=False)] for u in range(6)}
-        split = Split(3, list(range(6)), seqs)
+        split = tiny_split(cat)
         cfg = {"rounds": 1, "points_per_user": 1, "n_sessions": 4, "steps": 3, "batch": 4,
                "eval_beam": 4, "eval_results": 4}
         out = ipa.ablation(model, rm, cfg, split, cat.row_of_id, cat, 0, shares=(0.0, 0.0, 0.5),
@@ -250,9 +253,7 @@ class Ipa(unittest.TestCase):
     def test_gate_serves_the_selected_round(self):
         model, cat = tiny()
         rm = tiny_rm(model)
-        rng = np.random.default_rng(0)
-        seqs = {u: [int(x) for x in rng.choice(cat.item_ids, 16, replace=False)] for u in range(6)}
-        split = Split(3, list(range(6)), seqs)
+        split = tiny_split(cat)
         cfg = {"rounds": 2, "share": 1.0, "points_per_user": 1, "n_sessions": 4, "steps": 3,
                "batch": 4, "lr": 3e-3, "eval_beam": 4, "eval_results": 4}
         aligned, log = ipa.run_ipa(model, rm, cfg, split, cat.row_of_id, cat, 0, decode="reference")
