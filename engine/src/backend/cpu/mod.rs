@@ -7,6 +7,7 @@ mod attention;
 mod gemm_nt;
 mod matmul;
 mod moe;
+mod packed;
 mod quant;
 #[cfg(target_arch = "x86_64")]
 mod quant_x86;

@@ -3,11 +3,13 @@
 //! that are not 4-byte aligned (possible in a checkpoint) are widened to an f32 copy.
 
 use super::err;
+use super::packed::Packed;
+use super::simd::SimdLevel;
 use crate::error::Result;
 use crate::format::quant;
 use crate::tensor::{Blob, DType, WeightView};
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug)]
 enum Data {
@@ -26,6 +28,9 @@ pub struct CpuWeight {
     pub cols: usize,
     dtype: DType,
     data: Data,
+    /// f32 values packed for the microkernel of `packed.rs`, made on the first product
+    /// with many rows (only weights used that way pay the copy).
+    packed: OnceLock<Packed>,
 }
 
 impl CpuWeight {
@@ -49,6 +54,7 @@ impl CpuWeight {
                     offset,
                     len: view.bytes.len(),
                 },
+                packed: OnceLock::new(),
             })
         };
         let aligned = (view.bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
@@ -66,6 +72,7 @@ impl CpuWeight {
             cols,
             dtype: DType::F32,
             data: Data::Owned(view.to_f32()?),
+            packed: OnceLock::new(),
         })
     }
 
@@ -75,6 +82,7 @@ impl CpuWeight {
             cols,
             dtype: DType::F32,
             data: Data::Owned(data),
+            packed: OnceLock::new(),
         }
     }
 
@@ -92,6 +100,27 @@ impl CpuWeight {
             }
             Data::Mapped { .. } => None,
         }
+    }
+
+    /// The packed copy, if one was made.
+    pub(super) fn packed_if_made(&self) -> Option<&Packed> {
+        self.packed.get()
+    }
+
+    /// The f32 values packed for `level` (made on first use, after which the products
+    /// read only the copy and the mapped pages of the f32 bytes are handed back, so a
+    /// packed weight is resident once), or None for a weight not held as f32.
+    pub(super) fn packed(&self, level: SimdLevel) -> Option<&Packed> {
+        let v = self.as_f32()?;
+        let p = self.packed.get_or_init(|| {
+            let p = Packed::new(level, v, self.rows, self.cols);
+            if let Data::Mapped { blob, offset, len } = &self.data {
+                blob.release(*offset, *len);
+            }
+            p
+        });
+        // One backend, one level: a copy for another level is never asked for.
+        (p.width == super::packed::width(level)).then_some(p)
     }
 
     /// The stored bytes (f32 values as bytes for an owned copy).
@@ -148,11 +177,13 @@ impl CpuWeight {
         }
     }
 
-    /// Bytes this weight holds outside the mapped file.
+    /// Bytes this weight holds outside the mapped file (a widened copy, a packed copy).
     pub fn owned_bytes(&self) -> usize {
-        match &self.data {
-            Data::Mapped { .. } => 0,
-            Data::Owned(v) => v.len() * 4,
-        }
+        let packed = self.packed.get().map_or(0, Packed::bytes);
+        packed
+            + match &self.data {
+                Data::Mapped { .. } => 0,
+                Data::Owned(v) => v.len() * 4,
+            }
     }
 }

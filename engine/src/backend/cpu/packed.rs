@@ -1,0 +1,385 @@
+//! `y = x · Wᵀ` for many activation rows, with `W` packed once into the layout the
+//! microkernel streams: panels of `2 × lanes` weight rows, interleaved along `k`
+//! (`panel[p · width + j] = W[panel_start + j, p]`). The microkernel keeps `MR × 2`
+//! vector accumulators over a whole `k` block and broadcasts one activation value per
+//! row and step (the BLIS/ggml layout), so no horizontal sums and no per-call packing of
+//! `W` (what the `gemm` crate pays on every product: a third of a beam-128 request).
+//! Activations are read in place, row-major.
+
+use super::simd::SimdLevel;
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+
+/// Activation rows per tile: 6 × 2 accumulators + 2 weight vectors + 1 broadcast fit
+/// AVX2's 16 registers.
+const MR: usize = 6;
+/// `k` per pass: a 16-wide panel block of 16 KiB stays in L1 while every row tile of the
+/// pass runs over it.
+const KC: usize = 256;
+/// Activation rows per pass at most: `MC × KC` floats (256 KiB) stay in L2. Passes are
+/// made equal (a short last pass would stream every panel again for a few rows).
+const MC: usize = 256;
+/// Products smaller than this (multiply-adds) stay on one thread.
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
+/// One cache line of floats: panels start on a line, so no vector load of the
+/// microkernel splits across two lines (a heap block is only 16-byte aligned).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+// SAFETY: 16 f32 and no padding (size 64 = align 64); any bit pattern is valid.
+unsafe impl bytemuck::Zeroable for Line {}
+unsafe impl bytemuck::Pod for Line {}
+
+/// A growable f32 buffer that starts on a cache line.
+#[derive(Default)]
+pub struct Aligned {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl Aligned {
+    /// `len` zeros (the previous contents are dropped).
+    fn zeroed(&mut self, len: usize) {
+        self.lines.clear();
+        self.lines.resize(len.div_ceil(16), Line([0.0; 16]));
+        self.len = len;
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &bytemuck::cast_slice(&self.lines)[..self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut bytemuck::cast_slice_mut(&mut self.lines)[..self.len]
+    }
+}
+
+/// A weight `[n, k]` packed for one SIMD level (its panel width).
+pub struct Packed {
+    pub n: usize,
+    pub k: usize,
+    /// Weight rows per panel: two vectors of the level it was packed for.
+    pub width: usize,
+    data: Aligned,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed[{}, {}] width {}", self.n, self.k, self.width)
+    }
+}
+
+/// Panel width for a level: two of its f32 vectors.
+pub fn width(level: SimdLevel) -> usize {
+    struct Lanes;
+    impl WithSimd for Lanes {
+        type Output = usize;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) -> usize {
+            S::F32_LANES
+        }
+    }
+    2 * level.run(Lanes)
+}
+
+impl Packed {
+    /// Packs `w [n, k]` (row-major) for `level`. The copy is the weight's size rounded up
+    /// to whole panels. Serial: it runs inside a `OnceLock` initialiser, where a rayon
+    /// wait could steal a task that blocks on the same lock.
+    pub fn new(level: SimdLevel, w: &[f32], n: usize, k: usize) -> Packed {
+        let width = width(level);
+        let mut data = Aligned::default();
+        pack_into(width, w, n, k, &mut data);
+        Packed { n, k, width, data }
+    }
+
+    fn panels(&self, p0: usize, p1: usize) -> Panels<'_> {
+        let (k, width) = (self.k, self.width);
+        Panels {
+            n: (p1 * width).min(self.n) - p0 * width,
+            k,
+            width,
+            data: &self.data.as_slice()[p0 * k * width..p1 * k * width],
+        }
+    }
+
+    /// Bytes this copy holds.
+    pub fn bytes(&self) -> usize {
+        self.data.lines.len() * 64
+    }
+}
+
+/// Packs `w [n, k]` (row-major) into `out` as panels of `width` rows (the last one
+/// zero-padded).
+///
+/// # Panics
+/// If `w` is shorter than `n × k` (a caller bug).
+pub fn pack_into(width: usize, w: &[f32], n: usize, k: usize, out: &mut Aligned) {
+    assert!(w.len() >= n * k, "pack: weight shorter than its shape");
+    let panels = n.div_ceil(width);
+    out.zeroed(panels * k * width);
+    for (pi, panel) in out
+        .as_mut_slice()
+        .chunks_mut((k * width).max(1))
+        .enumerate()
+    {
+        for j in 0..width.min(n - pi * width) {
+            let row = &w[(pi * width + j) * k..][..k];
+            for (p, &v) in row.iter().enumerate() {
+                panel[p * width + j] = v;
+            }
+        }
+    }
+}
+
+/// Borrowed panels: weight rows `0..n` of some product, packed as `pack_into` does.
+#[derive(Clone, Copy)]
+pub struct Panels<'a> {
+    pub n: usize,
+    pub k: usize,
+    pub width: usize,
+    pub data: &'a [f32],
+}
+
+/// `y [m, n] = x [m, k] · Wᵀ`, threaded over panels when large.
+///
+/// # Panics
+/// If `w` was packed for another level or the slices are shorter than the shapes (caller
+/// bugs).
+pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Packed, y: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    assert!(w.width == width(level), "packed for another SIMD level");
+    assert!(
+        x.len() >= m * k && y.len() >= m * n,
+        "packed matmul: short operands"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y[..m * n].fill(0.0);
+        return;
+    }
+    let panels = n.div_ceil(w.width);
+    let threads = rayon::current_num_threads();
+    let tasks = if m * n * k >= PARALLEL_MIN_MACS && threads > 1 {
+        panels.min(threads * 2)
+    } else {
+        1
+    };
+    let yp = SendPtr(y.as_mut_ptr());
+    let per = panels.div_ceil(tasks);
+    let run = |t: usize| {
+        let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
+        // SAFETY: extents checked above; tasks write disjoint column ranges of `y`.
+        unsafe { serial(level, x, m, w.panels(p0, p1), { yp }.0.add(p0 * w.width), n) };
+    };
+    if tasks == 1 {
+        run(0);
+    } else {
+        (0..panels.div_ceil(per)).into_par_iter().for_each(run);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint column ranges of one output to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// `y[i, j] = x_i · w_j` for every panel of `w`, on this thread: `y` points to column 0
+/// of those outputs, rows `ldy` apart.
+///
+/// # Safety
+/// `x` holds `m × w.k`; `y` points to `m` rows of `w.n` writable floats, `ldy` apart;
+/// `w.width` is `width(level)`; no other thread writes these outputs meanwhile.
+pub unsafe fn serial(
+    level: SimdLevel,
+    x: &[f32],
+    m: usize,
+    w: Panels<'_>,
+    y: *mut f32,
+    ldy: usize,
+) {
+    struct Op<'a> {
+        x: &'a [f32],
+        m: usize,
+        w: Panels<'a>,
+        y: *mut f32,
+        ldy: usize,
+    }
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) {
+            let Op { x, m, w, y, ldy } = self;
+            let (n, k, width) = (w.n, w.k, w.width);
+            let panels = n.div_ceil(width);
+            let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(MR);
+            let mut i0 = 0;
+            while i0 < m {
+                let i1 = (i0 + mc).min(m);
+                let mut k0 = 0;
+                while k0 < k {
+                    let kc = KC.min(k - k0);
+                    for pi in 0..panels {
+                        let cols = width.min(n - pi * width);
+                        let b = w.data[pi * k * width + k0 * width..].as_ptr();
+                        let mut i = i0;
+                        while i < i1 {
+                            let mr = MR.min(i1 - i);
+                            // SAFETY: rows i..i+mr, columns pi·width..+cols and k0..k0+kc
+                            // lie inside the extents the caller checked.
+                            unsafe {
+                                tile_any(
+                                    simd,
+                                    mr,
+                                    x.as_ptr().add(i * k + k0),
+                                    k,
+                                    b,
+                                    kc,
+                                    y.add(i * ldy + pi * width),
+                                    ldy,
+                                    cols,
+                                    k0 > 0,
+                                )
+                            };
+                            i += mr;
+                        }
+                    }
+                    k0 += kc;
+                }
+                i0 = i1;
+            }
+        }
+    }
+    level.run(Op { x, m, w, y, ldy })
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_any<S: Simd>(
+    simd: S,
+    mr: usize,
+    x: *const f32,
+    ldx: usize,
+    b: *const f32,
+    kc: usize,
+    y: *mut f32,
+    ldy: usize,
+    cols: usize,
+    acc: bool,
+) {
+    macro_rules! go {
+        ($r:literal) => {
+            tile::<S, $r>(simd, x, ldx, b, kc, y, ldy, cols, acc)
+        };
+    }
+    match mr {
+        6 => go!(6),
+        5 => go!(5),
+        4 => go!(4),
+        3 => go!(3),
+        2 => go!(2),
+        _ => go!(1),
+    }
+}
+
+/// `R` rows × one panel over `kc` values: `y[i, j] (+)= Σ_p x[i, p] · b[p, j]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn tile<S: Simd, const R: usize>(
+    simd: S,
+    x: *const f32,
+    ldx: usize,
+    b: *const f32,
+    kc: usize,
+    y: *mut f32,
+    ldy: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    let lanes = S::F32_LANES;
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; 2]; R];
+    for p in 0..kc {
+        let bp = b.add(p * 2 * lanes);
+        let b0 = (bp as *const S::f32s).read_unaligned();
+        let b1 = (bp.add(lanes) as *const S::f32s).read_unaligned();
+        for i in 0..R {
+            let a = simd.splat_f32s(*x.add(i * ldx + p));
+            acc[i][0] = simd.mul_add_e_f32s(a, b0, acc[i][0]);
+            acc[i][1] = simd.mul_add_e_f32s(a, b1, acc[i][1]);
+        }
+    }
+    if cols == 2 * lanes {
+        for i in 0..R {
+            for h in 0..2 {
+                let d = y.add(i * ldy + h * lanes) as *mut S::f32s;
+                let v = if accumulate {
+                    simd.add_f32s(d.read_unaligned(), acc[i][h])
+                } else {
+                    acc[i][h]
+                };
+                d.write_unaligned(v);
+            }
+        }
+        return;
+    }
+    // The last panel of a width that is not a multiple of the panel's.
+    let mut buf = [0f32; 64];
+    for i in 0..R {
+        for h in 0..2 {
+            (buf.as_mut_ptr().add(h * lanes) as *mut S::f32s).write_unaligned(acc[i][h]);
+        }
+        for (j, &v) in buf[..cols].iter().enumerate() {
+            let d = y.add(i * ldy + j);
+            *d = if accumulate { *d + v } else { v };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every level this CPU runs, edge rows and panels, several k blocks and row passes,
+    /// both threading paths.
+    #[test]
+    fn matches_a_plain_loop_at_every_level() {
+        let vals = |n: usize, s: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * s) % 97) as f32 / 48.0 - 1.0).collect()
+        };
+        for level in SimdLevel::available() {
+            for (m, n, k) in [
+                (1, 1, 1),
+                (5, 7, 9),
+                (6, 16, 8),
+                (7, 33, 700),
+                (130, 70, 300),
+                (250, 260, 513),
+                (64, 4096, 64),
+            ] {
+                let x = vals(m * k, 31);
+                let w = vals(n * k, 17);
+                let packed = Packed::new(level, &w, n, k);
+                let mut y = vec![f32::NAN; m * n];
+                matmul(level, &x, m, &packed, &mut y);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|p| x[i * k + p] as f64 * w[j * k + p] as f64)
+                            .sum();
+                        let got = y[i * n + j];
+                        let tol = 1e-4 * (k as f64).sqrt() * (1.0 + want.abs());
+                        assert!(
+                            (got as f64 - want).abs() <= tol,
+                            "{level:?} {m}x{n}x{k} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
