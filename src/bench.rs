@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also time every backend op (CPU backend only): where a request's time goes.
+    #[arg(long)]
+    profile: bool,
 }
 
 struct Row {
@@ -58,6 +61,8 @@ struct Row {
     cpu: Vec<f64>,
     flops: f64,
     roofline_gflops: f64,
+    /// With `--profile` on the CPU: (op, calls, seconds) per request.
+    profile: Vec<(&'static str, f64, f64)>,
 }
 
 fn list<T: std::str::FromStr>(what: &str, s: &str) -> Result<Vec<T>> {
@@ -119,8 +124,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     for dtype in &dtypes {
         let file = convert(&source, dtype)?;
         for (bi, kind) in kinds.iter().enumerate() {
-            let engine = Engine::from_file(file.clone(), *kind)
-                .with_context(|| format!("loading on {}", backends[bi]))?;
+            let profiled = (a.profile && *kind == BackendKind::Cpu)
+                .then(|| CpuBackend::new().with_profile(true));
+            let ops = profiled.as_ref().map(CpuBackend::op_profile);
+            let engine = match profiled {
+                Some(cpu) => Engine::with_backend(file.clone(), cpu),
+                None => Engine::from_file(file.clone(), *kind),
+            }
+            .with_context(|| format!("loading on {}", backends[bi]))?;
             let counting = CpuBackend::new();
             let counter = counting.flop_counter();
             let reference = Engine::with_backend(file.clone(), counting)?;
@@ -139,6 +150,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                         bar.inc(1);
                         engine.recommend(&reqs)?; // warm-up
                         bar.inc(1);
+                        if let Some(ops) = &ops {
+                            ops.reset();
+                        }
                         let (mut times, mut cpu) = (Vec::new(), Vec::new());
                         for _ in 0..a.repeat {
                             let c = cpu_seconds();
@@ -150,6 +164,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                         }
                         times.sort_by(f64::total_cmp);
                         cpu.sort_by(f64::total_cmp);
+                        let per = (a.repeat * batch) as f64;
+                        let profile = ops
+                            .as_ref()
+                            .map(|o| o.snapshot())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(op, calls, secs)| (op, calls as f64 / per, secs / per))
+                            .collect();
                         rows.push(Row {
                             backend: engine.describe_backend(),
                             dtype: dtype.clone(),
@@ -160,6 +182,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                             cpu,
                             flops,
                             roofline_gflops: peaks[bi].1,
+                            profile,
                         });
                     }
                 }
@@ -386,6 +409,33 @@ fn table(name: &str, peaks: &[(String, f64)], rows: &[Row]) -> String {
             roof * 100.0
         );
     }
+    for r in rows.iter().filter(|r| !r.profile.is_empty()) {
+        let mean = r.times.iter().sum::<f64>() / r.times.len() as f64;
+        s += &format!(
+            "\nprofile {} {} beam {} history {} batch {} (per request; share of the mean {:.1} ms):\n",
+            r.backend,
+            r.dtype,
+            r.beam,
+            r.history,
+            r.batch,
+            mean * 1e3
+        );
+        for (op, calls, secs) in &r.profile {
+            s += &format!(
+                "  {op:<32} {calls:>8.1} calls {:>9.2} ms {:>5.1}%\n",
+                secs * 1e3,
+                100.0 * secs / mean
+            );
+        }
+        let timed: f64 = r.profile.iter().map(|p| p.2).sum();
+        s += &format!(
+            "  {:<32} {:>14} {:>9.2} ms {:>5.1}%\n",
+            "(between ops: search, glue)",
+            "",
+            (mean - timed) * 1e3,
+            100.0 * (mean - timed) / mean
+        );
+    }
     s
 }
 
@@ -401,6 +451,9 @@ fn json(name: &str, peaks: &[(String, f64)], rows: &[Row]) -> String {
                 "cpu_ms_median": median(&r.cpu) * 1e3,
                 "requests_per_s": rps, "gflop_per_request": r.flops / 1e9,
                 "gflops": gf, "roofline_gflops": r.roofline_gflops, "roofline_share": roof,
+                "profile": r.profile.iter().map(|(op, calls, secs)| serde_json::json!({
+                    "op": op, "calls_per_request": calls, "ms_per_request": secs * 1e3,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

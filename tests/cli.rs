@@ -802,3 +802,48 @@ fn bench_converts_the_built_in_model_to_every_type() {
         assert_eq!(r["gflop_per_request"].as_f64().unwrap(), flops, "{r}");
     }
 }
+
+/// `--profile` times every backend op of the CPU backend: the ops a decoder runs are
+/// there, each called at least once per request, and their times fit in the request.
+#[test]
+fn bench_profile_says_where_the_time_goes() {
+    let out = onerec(&[
+        "bench",
+        "--beam",
+        "4",
+        "--history",
+        "8",
+        "--repeat",
+        "2",
+        "--profile",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench --json");
+    let row = &v["results"][0];
+    let ops = row["profile"].as_array().expect("profile");
+    let names: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    for want in ["matmul", "attention", "moe", "log_softmax", "beams_step"] {
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "{want} missing: {names:?}"
+        );
+    }
+    let total: f64 = ops
+        .iter()
+        .map(|o| o["ms_per_request"].as_f64().unwrap())
+        .sum();
+    assert!(ops
+        .iter()
+        .all(|o| o["calls_per_request"].as_f64().unwrap() >= 1.0));
+    // Timed ops never nest, so they add up to at most the slowest request.
+    let max = row["ms_max"].as_f64().unwrap();
+    assert!(
+        total > 0.0 && total <= max * 1.01,
+        "ops {total} ms, request max {max} ms"
+    );
+}

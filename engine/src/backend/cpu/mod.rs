@@ -8,6 +8,7 @@ mod gemm_nt;
 mod matmul;
 mod moe;
 mod packed;
+mod profile;
 mod quant;
 #[cfg(target_arch = "x86_64")]
 mod quant_x86;
@@ -15,6 +16,8 @@ mod select;
 mod simd;
 mod weight;
 
+use profile::Op;
+pub use profile::OpProfile;
 pub use simd::SimdLevel;
 pub use weight::CpuWeight;
 
@@ -61,6 +64,8 @@ pub struct CpuBackend {
     /// K/V cache rows are stored rounded to f16 (what a GPU's f16 cache holds), so the
     /// f16-cache path of every backend can be checked at the f32 tolerance.
     kv_f16: bool,
+    /// Wall time per op (`onerec bench --profile`); off by default.
+    profile: Arc<OpProfile>,
 }
 
 impl Default for CpuBackend {
@@ -84,6 +89,7 @@ impl CpuBackend {
             int8: false,
             flops: Arc::default(),
             kv_f16: false,
+            profile: Arc::default(),
         }
     }
 
@@ -104,6 +110,7 @@ impl CpuBackend {
             int8: false,
             flops: Arc::default(),
             kv_f16: false,
+            profile: Arc::default(),
         }
     }
 
@@ -113,6 +120,17 @@ impl CpuBackend {
     pub fn with_kv_f16(mut self, on: bool) -> Self {
         self.kv_f16 = on;
         self
+    }
+
+    /// Times every op call (wall time per op, read through `op_profile`).
+    pub fn with_profile(mut self, on: bool) -> Self {
+        self.profile = Arc::new(OpProfile::new(on));
+        self
+    }
+
+    /// The per-op times so far; readable after the backend moved into an `Engine`.
+    pub fn op_profile(&self) -> Arc<OpProfile> {
+        self.profile.clone()
     }
 
     pub fn kv_f16(&self) -> bool {
@@ -171,6 +189,7 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CpuBuf> {
+        let _t = self.profile.time(Op::Upload);
         if data.len() != rows * cols {
             return Err(err(format!(
                 "upload of {} values into [{rows}, {cols}]",
@@ -185,6 +204,7 @@ impl Backend for CpuBackend {
     }
 
     fn download(&self, buf: &CpuBuf) -> Result<Vec<f32>> {
+        let _t = self.profile.time(Op::Download);
         Ok(buf.data.clone())
     }
 
@@ -201,6 +221,7 @@ impl Backend for CpuBackend {
     }
 
     fn gather_sum(&self, parts: &[(&CpuWeight, &Vec<u32>)], rows: usize) -> Result<CpuBuf> {
+        let _t = self.profile.time(Op::GatherSum);
         let cols = parts.first().map(|(w, _)| w.cols).unwrap_or(0);
         let mut out = CpuBuf::new(rows, cols);
         for (w, idx) in parts {
@@ -227,6 +248,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, x: &CpuBuf, w: &CpuWeight) -> Result<CpuBuf> {
+        let _t = self.profile.time(Op::Matmul);
         check_cols("matmul", x.cols, w.cols)?;
         let mut y = CpuBuf::new(x.rows, w.rows);
         self.count_macs(x.rows * w.rows * w.cols);
@@ -235,6 +257,7 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &CpuBuf, w: &CpuWeight, eps: f32) -> Result<CpuBuf> {
+        let _t = self.profile.time(Op::RmsNorm);
         check_cols("rms_norm", x.cols, w.rows * w.cols)?;
         let g = w.to_f32_cow();
         let mut y = x.clone();
@@ -249,6 +272,7 @@ impl Backend for CpuBackend {
     }
 
     fn add_assign(&self, x: &mut CpuBuf, y: &CpuBuf) -> Result<()> {
+        let _t = self.profile.time(Op::Add);
         if (x.rows, x.cols) != (y.rows, y.cols) {
             return Err(err(format!(
                 "add: [{}, {}] += [{}, {}]",
@@ -260,6 +284,7 @@ impl Backend for CpuBackend {
     }
 
     fn write_rows(&self, dst: &mut CpuBuf, row0: usize, src: &CpuBuf) -> Result<()> {
+        let _t = self.profile.time(Op::WriteRows);
         check_cols("write_rows", src.cols, dst.cols)?;
         if row0 + src.rows > dst.rows {
             return Err(err(format!(
@@ -288,6 +313,7 @@ impl Backend for CpuBackend {
         n_heads: usize,
         keys: KeyMap<'_, Vec<u32>>,
     ) -> Result<CpuBuf> {
+        let _t = self.profile.time(Op::Attention);
         let keys_per_row = match keys {
             KeyMap::Spans(s) => s.iter().map(|&(_, n)| n as usize).sum::<usize>(),
             KeyMap::Gather { per_row, .. } => per_row * q.rows,
@@ -298,6 +324,7 @@ impl Backend for CpuBackend {
     }
 
     fn ffn(&self, x: &CpuBuf, ffn: &Ffn<CpuWeight>) -> Result<CpuBuf> {
+        let _t = self.profile.time(Op::Ffn);
         moe::swiglu(self, x, ffn)
     }
 
@@ -307,10 +334,12 @@ impl Backend for CpuBackend {
         moe: &Moe<CpuWeight>,
         routes: Option<&mut Vec<u32>>,
     ) -> Result<CpuBuf> {
+        let _t = self.profile.time(Op::Moe);
         moe::moe(self, x, moe, routes)
     }
 
     fn log_softmax(&self, x: &CpuBuf) -> Result<CpuBuf> {
+        let _t = self.profile.time(Op::LogSoftmax);
         let mut y = x.clone();
         y.data
             .par_chunks_mut(x.cols.max(1))
@@ -327,6 +356,7 @@ impl Backend for CpuBackend {
     }
 
     fn beams_start(&self, plan: &BeamPlan) -> Result<Self::Beams> {
+        let _t = self.profile.time(Op::Beams);
         HostBeams::start(plan)
     }
 
@@ -342,12 +372,14 @@ impl Backend for CpuBackend {
         counts: &Vec<Vec<u32>>,
         step: &BeamStep<'_>,
     ) -> Result<()> {
+        let _t = self.profile.time(Op::BeamStep);
         beams.step(step, |groups| {
             self.select(logp, index, counts, step.level, groups)
         })
     }
 
     fn beams_finish(&self, beams: &Self::Beams) -> Result<Vec<Finished>> {
+        let _t = self.profile.time(Op::Beams);
         Ok(beams.finish())
     }
 }

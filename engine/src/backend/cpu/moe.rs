@@ -1,7 +1,7 @@
 //! SwiGLU feed-forward blocks and the sparse MoE built from them.
 
 use super::{err, matmul::matmul, softmax_row, CpuBackend, CpuBuf, CpuWeight};
-use crate::backend::{Backend, Ffn, Moe};
+use crate::backend::{Ffn, Moe};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -51,7 +51,16 @@ pub fn moe(
             m.router.rows, m.top_k
         )));
     }
-    let mut probs = b.matmul(x, &m.router)?;
+    if x.cols != m.router.cols {
+        return Err(err(format!(
+            "moe: width {}, router expects {}",
+            x.cols, m.router.cols
+        )));
+    }
+    // The kernel, not the trait method: the op profile times `moe` as a whole.
+    let mut probs = CpuBuf::new(x.rows, e);
+    b.count_macs(x.rows * e * x.cols);
+    matmul(b, &x.data, x.rows, &m.router, &mut probs.data);
     probs.data.chunks_mut(e).for_each(softmax_row);
 
     // Group tokens by expert so each expert's weights are read once.
