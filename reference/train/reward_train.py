@@ -6,10 +6,11 @@ Loss: binary cross-entropy per item and head (`watch`, `like`), mean over both; 
 `pair_weight` > 0 also a pairwise (RankNet) term over the pairs of one point's model
 sessions (`pair_loss`). A fixed number of steps, or with `select_every` the step with the
 best pair accuracy on the calibration sessions (training period; never the held-out
-points, so the reported quality is not tuned on them). Quality on the validation points (a later period): AUC per head and
-expected calibration error (10 equal-width bins of the predicted probability; ECE =
-sum over bins of share x |mean predicted - observed rate|), on all candidate sessions and
-on the OneRec model's own sessions alone (what IPA and the engine's rerank score).
+points, so the reported quality is not tuned on them). Quality on the validation points
+(a later period): AUC per head and expected calibration error (10 equal-width bins of the
+predicted probability; ECE = sum over bins of share x |mean predicted - observed rate|),
+on all candidate sessions and on the OneRec model's own sessions alone (what IPA and the
+engine's rerank score), and the ordering of one point's model sessions (`session_pairs`).
 """
 
 from __future__ import annotations
