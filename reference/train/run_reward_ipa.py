@@ -64,7 +64,7 @@ def main() -> None:
                                              ks)[0]
 
     if args.reward_only:
-        pass
+        pass  # the reward model's report alone
     elif args.ablation:
         shares = tuple(float(s) for s in args.ablation.split(","))
         out["ablation"] = ipa.ablation(model, rm, json.loads(args.ipa), split, row_of, catalog,

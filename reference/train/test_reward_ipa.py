@@ -157,8 +157,9 @@ class Pairs(unittest.TestCase):
         rng = np.random.default_rng(3)
         n_pts, per = 40, 4
         lab = (rng.random((n_pts * per, 3, 2)) < 0.4).astype(np.float32)
-        sess = reward_data.Sessions(np.repeat(np.arange(n_pts), per), np.zeros((n_pts * per, 3), int),
-                                    lab, np.full(n_pts * per, 2), rng.random(n_pts * per))
+        n = n_pts * per
+        sess = reward_data.Sessions(np.repeat(np.arange(n_pts), per), np.zeros((n, 3), int), lab,
+                                    np.full(n, 2), rng.random(n))
         # predictions = the observed reward on half of the points, reversed on the other half
         true = lab.mean(1) @ np.array([0.5, 0.5])
         sign = np.where(sess.point < n_pts // 2, 1.0, -1.0)
