@@ -170,8 +170,8 @@ def synthetic_sessions(points: Points, m: int, pop: np.ndarray, alpha: float,
                 pt.append(p)
                 rows.append(sess)
                 kind.append(kd)
-    s = Sessions(np.array(pt), np.array(rows, dtype=np.int64).reshape(-1, m), None,
-                 np.array(kind))
+    s = Sessions(np.array(pt, dtype=np.int64), np.array(rows, dtype=np.int64).reshape(-1, m),
+                 None, np.array(kind))
     s.labels = item_labels(points, s.point, s.rows)
     return s
 

@@ -2,16 +2,20 @@
 on the training period only, and its held-out quality (reward_data.py says what the
 points, labels and candidate sessions are).
 
-Loss: binary cross-entropy per item and head (`watch`, `like`), mean over both. Fixed
-number of steps (no selection on the held-out points, so the reported quality is not
-tuned on them). Quality on the validation points (a later period): AUC per head and
-expected calibration error (10 equal-width bins of the predicted probability; ECE =
-sum over bins of share x |mean predicted - observed rate|), on all candidate sessions and
-on the OneRec model's own sessions alone (what IPA and the engine's rerank score).
+Loss: binary cross-entropy per item and head (`watch`, `like`), mean over both; with
+`pair_weight` > 0 also a pairwise (RankNet) term over the pairs of one point's model
+sessions (`pair_loss`). A fixed number of steps, or with `select_every` the step with the
+best pair accuracy on the calibration sessions (training period; never the held-out
+points, so the reported quality is not tuned on them). Quality on the validation points
+(a later period): AUC per head and expected calibration error (10 equal-width bins of the
+predicted probability; ECE = sum over bins of share x |mean predicted - observed rate|),
+on all candidate sessions and on the OneRec model's own sessions alone (what IPA and the
+engine's rerank score), and the ordering of one point's model sessions (`session_pairs`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from pathlib import Path
@@ -42,6 +46,19 @@ DEFAULTS = {
     "steps": 600, "batch": 256, "lr": 2e-3, "weight_decay": 0.01, "warmup": 100,
     "dropout": 0.1,
     "calibrate_share": 0.2,  # model points kept out of training to fit the heads' scale/bias
+    # "points": a share of the model points; "users": every training-period session of a
+    # share of the users (their other points' windows overlap the held-out ones, so held-out
+    # points of a user who is trained on measure memory, not ranking).
+    "calibrate_by": "points",
+    # Pairwise ranking among one point's model sessions (what IPA chooses among), next to
+    # the per-item BCE: softplus(-pair_scale * (R_i - R_j)) over the pairs of sessions of
+    # the same point whose observed rewards differ (i the better one); 0 = BCE only.
+    "pair_weight": 0.0,
+    "pair_points": 16,      # points per pairwise minibatch (all their model sessions)
+    "pair_scale": 10.0,
+    # Keep the step with the best pair accuracy on the calibration sessions (training
+    # period, not trained on), measured every `select_every` steps; 0 = the last step.
+    "select_every": 0,
 }
 
 
@@ -124,31 +141,67 @@ def quality(rm: RewardModel, points, sess, sids: torch.Tensor) -> dict:
     return out
 
 
-def session_pairs(rm: RewardModel, sess, p: np.ndarray) -> dict:
+def session_pairs(rm: RewardModel, sess, p: np.ndarray, boot: int = 1000) -> dict:
     """How well the reward orders one point's OneRec sessions (what IPA's chosen/rejected
     choice rests on): over pairs of model sessions of the same point whose observed
     rewards (the labels averaged like R) differ, the share where R orders them the same
     way (a tie counts one half). `beam_score_accuracy`: the same for the generator's own
-    beam score, the baseline a useful reward model has to beat."""
+    beam score, the baseline a useful reward model has to beat; `minus_beam_ci95`: a 95%
+    bootstrap interval (points resampled, `boot` times) of their difference."""
     w = np.asarray(rm.rc.weights, dtype=np.float64)
     preds = {"accuracy": p.mean(1) @ w, "beam_score_accuracy": sess.score}
     true = sess.labels.mean(1) @ w
-    agree = {k: 0.0 for k in preds}
-    total = 0
     by_point: dict[int, list[int]] = {}
     for j in np.nonzero(sess.kind == 2)[0].tolist():
         by_point.setdefault(int(sess.point[j]), []).append(j)
-    for js in by_point.values():
+    # per point: pairs, and agreeing pairs per predictor (the bootstrap resamples points)
+    n_pairs = np.zeros(len(by_point))
+    agree = {k: np.zeros(len(by_point)) for k in preds}
+    for q, js in enumerate(by_point.values()):
         js = np.array(js)
         dt = true[js][:, None] - true[js][None, :]
         upper = np.triu(np.ones_like(dt, dtype=bool), 1) & (dt != 0)
-        total += int(upper.sum())
+        n_pairs[q] = upper.sum()
         for k, pr in preds.items():
             dp = pr[js][:, None] - pr[js][None, :]
-            agree[k] += float(np.where(dp == 0, 0.5, (dp > 0) == (dt > 0))[upper].sum())
-    out = {"pairs": total}
-    out.update({k: round(v / total, 4) if total else math.nan for k, v in agree.items()})
+            agree[k][q] = np.where(dp == 0, 0.5, (dp > 0) == (dt > 0))[upper].sum()
+    total = int(n_pairs.sum())
+    out: dict = {"pairs": total}
+    out.update({k: round(float(v.sum()) / total, 4) if total else math.nan
+                for k, v in agree.items()})
+    if total and boot:
+        # 95% interval of accuracy - beam_score_accuracy, points resampled with replacement
+        rng = np.random.default_rng(0)
+        pick = rng.integers(0, len(n_pairs), (boot, len(n_pairs)))
+        d = agree["accuracy"] - agree["beam_score_accuracy"]
+        diff = d[pick].sum(1) / np.maximum(n_pairs[pick].sum(1), 1)
+        out["minus_beam_ci95"] = [round(float(np.quantile(diff, 0.025)), 4),
+                                  round(float(np.quantile(diff, 0.975)), 4)]
     return out
+
+
+def pair_groups(sess: reward_data.Sessions, weights) -> list[np.ndarray]:
+    """Indices of each point's model sessions, for the points whose sessions' observed
+    rewards (labels averaged like R) are not all equal (the others give no pair)."""
+    true = sess.labels.mean(1) @ np.asarray(weights, dtype=np.float64)
+    by_point: dict[int, list[int]] = {}
+    for j in np.nonzero(sess.kind == 2)[0].tolist():
+        by_point.setdefault(int(sess.point[j]), []).append(j)
+    return [np.array(js) for js in by_point.values() if len(set(true[js].tolist())) > 1]
+
+
+def pair_loss(R: torch.Tensor, true: torch.Tensor, sizes: list[int], scale: float) -> torch.Tensor:
+    """RankNet loss among the sessions of one group (consecutive runs of `sizes` in R and
+    true): mean over the pairs with true_i > true_j of softplus(-scale * (R_i - R_j))."""
+    terms = []
+    k = 0
+    for n in sizes:
+        r, t = R[k : k + n], true[k : k + n]
+        better = t[:, None] > t[None, :]
+        if better.any():
+            terms.append(F.softplus(-scale * (r[:, None] - r[None, :]))[better])
+        k += n
+    return torch.cat(terms).mean() if terms else R.sum() * 0.0
 
 
 def candidate_sessions(points, model: OneRec | None, catalog: Catalog, pop: np.ndarray,
@@ -204,12 +257,10 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
     # out of training (training period only); the heads' scale and bias are fitted on it.
     calib_s = None
     if c["calibrate_share"] > 0 and (train_s.kind == 2).any():
-        mpts = np.unique(train_s.point[train_s.kind == 2])
-        held = set(rng.choice(mpts, max(1, int(c["calibrate_share"] * len(mpts))),
-                              replace=False).tolist())
-        is_cal = (train_s.kind == 2) & np.isin(train_s.point, list(held))
+        is_cal, drop = calibration_split(train_pts, train_s, c["calibrate_share"],
+                                         c["calibrate_by"], rng)
         calib_s = _take(train_s, np.nonzero(is_cal)[0])
-        train_s = _take(train_s, np.nonzero(~is_cal)[0])
+        train_s = _take(train_s, np.nonzero(~drop)[0])
     t_data = time.time() - t_start
 
     rm = RewardModel(rc, mcfg.n_levels, mcfg.codebook_size, m, mcfg.rms_eps, c["dropout"])
@@ -219,24 +270,48 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (
         1 + math.cos(math.pi * min(s, steps) / steps)))
     g = torch.Generator().manual_seed(seed)
-    log, tot, cnt, t0 = [], 0.0, 0, time.time()
+    groups = pair_groups(train_s, rc.weights) if c["pair_weight"] > 0 else []
+    w_t = torch.tensor(rc.weights, dtype=torch.float32)
+    select = c["select_every"] > 0 and calib_s is not None
+    best = (-1.0, 0, None)  # (calibration pair accuracy, step, state)
+    log, tot, tot_pair, cnt, t0 = [], 0.0, 0.0, 0, time.time()
     for step in range(1, steps + 1):
         rm.train()
         idx = torch.randint(0, len(train_s), (c["batch"],), generator=g).numpy()
         hs, hm, ss, y = _batch(train_pts, train_s, idx, sids)
         p = rm.item_probs(hs, hm, ss)
         loss = F.binary_cross_entropy(p, y)
+        if groups:
+            pick = torch.randint(0, len(groups), (min(c["pair_points"], len(groups)),),
+                                 generator=g).tolist()
+            js = [groups[k] for k in pick]
+            hs, hm, ss, y = _batch(train_pts, train_s, np.concatenate(js), sids)
+            R = rm.item_probs(hs, hm, ss).mean(1) @ w_t
+            pl = pair_loss(R, (y.mean(1) @ w_t), [len(j) for j in js], c["pair_scale"])
+            loss = loss + c["pair_weight"] * pl
+            tot_pair += float(pl.detach())
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
         opt.step()
         sched.step()
         tot, cnt = tot + loss.item(), cnt + 1
+        if select and (step % c["select_every"] == 0 or step == steps):
+            rm.eval()
+            acc = session_pairs(rm, calib_s, predict(rm, train_pts, calib_s, sids),
+                                0)["accuracy"]
+            if acc > best[0]:
+                best = (acc, step, copy.deepcopy(rm.state_dict()))
         if step % max(1, steps // 5) == 0 or step == steps:
-            log.append({"step": step, "train_bce": round(tot / cnt, 4),
+            log.append({"step": step, "train_loss": round(tot / cnt, 4),
+                        "pair_loss": round(tot_pair / cnt, 4),
                         "seconds": round(time.time() - t0, 1)})
+            if select:
+                log[-1]["calibration_pair_accuracy_best"] = [best[0], best[1]]
             generate.log(f"reward model {log[-1]}")
-            tot, cnt = 0.0, 0
+            tot, tot_pair, cnt = 0.0, 0.0, 0
+    if select and best[2] is not None:  # None: no calibration pair (NaN accuracy)
+        rm.load_state_dict(best[2])
     rm.eval()
     cal = calibrate(rm, train_pts, calib_s, sids) if calib_s is not None else None
     report = {
@@ -247,7 +322,10 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
                  "train_label_rate": {s: round(float(train_s.labels[..., k].mean()), 4)
                                       for k, s in enumerate(reward_data.SIGNALS)}},
         "log": log,
+        "selected_step": best[1] if best[2] is not None else steps,
         "calibration_fit": cal,
+        "calibration_pairs": (session_pairs(rm, calib_s, predict(rm, train_pts, calib_s, sids))
+                              if calib_s is not None else None),
         "heldout_valid": quality(rm, valid_pts, valid_s, sids),
         "train_fit": quality(rm, train_pts, _subset(train_s, 20000, rng), sids),
         "seconds": {"data": round(t_data, 1), "train": round(time.time() - t0, 1),
@@ -255,6 +333,25 @@ def train_reward_model(split: Split, catalog: Catalog, ratings: dict[int, dict[i
         "params": sum(p.numel() for p in rm.parameters()),
     }
     return rm, report
+
+
+def calibration_split(points, sess: reward_data.Sessions, share: float, by: str,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """-> (is_cal, drop) over `sess`: the model sessions held out for calibration and
+    selection, and the sessions left out of training (the held-out ones and, with
+    by "users", every other session of the held-out users)."""
+    model = sess.kind == 2
+    if by == "points":
+        mpts = np.unique(sess.point[model])
+        held = rng.choice(mpts, max(1, int(share * len(mpts))), replace=False)
+        is_cal = model & np.isin(sess.point, held)
+        return is_cal, is_cal
+    if by == "users":
+        musers = np.unique(points.users[sess.point[model]])
+        held = rng.choice(musers, max(1, int(share * len(musers))), replace=False)
+        of_held = np.isin(points.users[sess.point], held)
+        return model & of_held, of_held
+    raise ValueError(f"reward calibrate_by {by!r}: points or users")
 
 
 def _take(s: reward_data.Sessions, idx: np.ndarray) -> reward_data.Sessions:

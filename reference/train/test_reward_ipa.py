@@ -149,6 +149,126 @@ class Pairs(unittest.TestCase):
         self.assertEqual(out["pairs"], 3)
         self.assertAlmostEqual(out["accuracy"], 2 / 3, places=3)  # (0,1) and (0,2) right, (1,2) wrong
         self.assertAlmostEqual(out["beam_score_accuracy"], 0.0)
+        # one point: every resample is that point, so the interval is the difference itself
+        self.assertEqual(out["minus_beam_ci95"], [round(2 / 3, 4)] * 2)
+
+    def test_session_pairs_interval_resamples_points(self):
+        rm = tiny_rm(tiny()[0])
+        rng = np.random.default_rng(3)
+        n_pts, per = 40, 4
+        lab = (rng.random((n_pts * per, 3, 2)) < 0.4).astype(np.float32)
+        n = n_pts * per
+        sess = reward_data.Sessions(np.repeat(np.arange(n_pts), per), np.zeros((n, 3), int), lab,
+                                    np.full(n, 2), rng.random(n))
+        # predictions = the observed reward on half of the points, reversed on the other half
+        true = lab.mean(1) @ np.array([0.5, 0.5])
+        sign = np.where(sess.point < n_pts // 2, 1.0, -1.0)
+        p = np.broadcast_to((sign * true)[:, None, None], lab.shape)
+        out = reward_train.session_pairs(rm, sess, np.asarray(p))
+        diff = out["accuracy"] - out["beam_score_accuracy"]
+        lo, hi = out["minus_beam_ci95"]
+        self.assertLess(lo, diff)
+        self.assertGreater(hi, diff)
+        self.assertGreater(hi - lo, 0.1)  # half the points right, half wrong: a wide interval
+
+
+class PairLoss(unittest.TestCase):
+    def test_pair_groups_skip_points_without_pairs(self):
+        # point 0: observed rewards 0, 1 (a pair); point 1: all equal (none); point 2: a
+        # synthetic (kind 1) session next to one model session (no model pair)
+        lab = np.zeros((5, 2, 2), np.float32)
+        lab[1] = 1.0
+        sess = reward_data.Sessions(np.array([0, 0, 1, 1, 2]), np.zeros((5, 2), int), lab,
+                                    np.array([2, 2, 2, 2, 1]))
+        lab[4] = 1.0
+        groups = reward_train.pair_groups(sess, [0.5, 0.5])
+        self.assertEqual([g.tolist() for g in groups], [[0, 1]])
+
+    def test_calibration_split_by_users_holds_out_whole_users(self):
+        pts = reward_data.Points(np.array([7, 7, 8, 8, 9, 9]), np.zeros((6, 2), int),
+                                 np.zeros((6, 2), int), np.zeros((6, 2), bool), [[]] * 6)
+        point = np.repeat(np.arange(6), 2)
+        kind = np.tile([2, 1], 6)
+        sess = reward_data.Sessions(point, np.zeros((12, 2), int), np.zeros((12, 2, 2)), kind)
+        is_cal, drop = reward_train.calibration_split(pts, sess, 0.34, "users",
+                                                      np.random.default_rng(0))
+        held = set(pts.users[point[drop]].tolist())
+        self.assertEqual(len(held), 1)
+        # every session of the held-out user leaves training; only its model ones calibrate
+        np.testing.assert_array_equal(drop, np.isin(pts.users[point], list(held)))
+        np.testing.assert_array_equal(is_cal, drop & (kind == 2))
+        is_cal, drop = reward_train.calibration_split(pts, sess, 0.34, "points",
+                                                      np.random.default_rng(0))
+        np.testing.assert_array_equal(is_cal, drop)
+        self.assertEqual(int(is_cal.sum()), 2)
+        self.assertTrue((kind[is_cal] == 2).all())
+
+    def test_pair_loss_values_and_gradient(self):
+        R = torch.tensor([0.2, 0.5, 0.1, 0.3, 0.3], requires_grad=True)
+        true = torch.tensor([1.0, 0.0, 0.5, 0.5, 0.0])
+        # group 1 (sizes 2): pair (0 over 1); group 2 (sizes 3): (2 over 4), (3 over 4)
+        loss = reward_train.pair_loss(R, true, [2, 3], 10.0)
+        sp = lambda x: math.log1p(math.exp(-x))  # noqa: E731
+        want = (sp(10 * (0.2 - 0.5)) + sp(10 * (0.1 - 0.3)) + sp(10 * (0.3 - 0.3))) / 3
+        self.assertAlmostEqual(float(loss), want, places=5)
+        loss.backward()
+        # the better session of a wrongly ordered pair is pushed up, the worse one down
+        self.assertLess(float(R.grad[0]), 0.0)
+        self.assertGreater(float(R.grad[1]), 0.0)
+        # no cross-group pairs: 2 is not compared with 0 or 1, and ties give nothing
+        self.assertEqual(float(reward_train.pair_loss(R, torch.ones(5), [2, 3], 10.0)), 0.0)
+
+    def test_pair_loss_training_orders_sessions(self):
+        """A few steps of the pairwise loss alone raise the pair accuracy to 1 on a toy
+        set where one item marks the better session."""
+        model, _ = tiny()
+        cfg = model.cfg
+        rm = RewardModel(RewardConfig(d_model=8, n_heads=2, d_ff=16, max_history=6), 2, 6, 3,
+                         1e-6)
+        reward_train._init(rm, 0)
+        rng = np.random.default_rng(0)
+        sids = torch.tensor([[r // 6, r % 6] for r in range(36)])
+        hist = torch.from_numpy(rng.integers(0, 36, (8, 6)))
+        rows = torch.from_numpy(rng.integers(1, 36, (8, 4, 3)))
+        rows[:, :2, 0] = 0  # sessions 0, 1 of every point hold item 0: the better ones
+        true = (rows == 0).any(-1).float()
+        w = torch.tensor(rm.rc.weights)
+        opt = torch.optim.Adam(rm.parameters(), lr=0.02)
+
+        def rewards():
+            hs = sids[hist].repeat_interleave(4, 0)
+            return rm.item_probs(hs, torch.ones(hs.shape[:2], dtype=torch.bool),
+                                 sids[rows.reshape(-1, 3)]).mean(1) @ w
+
+        for _ in range(60):
+            loss = reward_train.pair_loss(rewards(), true.reshape(-1), [4] * 8, 10.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        R = rewards().detach().reshape(8, 4)
+        self.assertTrue(bool((R[:, :2].min(1).values > R[:, 2:].max(1).values).all()))
+
+
+class RewardTraining(unittest.TestCase):
+    def test_pairwise_training_with_selection_on_held_out_users(self):
+        """The whole training path with the pairwise term, held-out users and selection:
+        the kept step is the one with the best calibration pair accuracy."""
+        model, cat = tiny()
+        split = tiny_split(cat)
+        ratings = {u: {i: float(i % 5 + 1) for i in s} for u, s in split.seqs.items()}
+        cfg = {"reward": {"d_model": 8, "n_heads": 2, "d_ff": 16, "max_history": 6,
+                          "signals": ["watch", "like"], "weights": [0.5, 0.5]},
+               "window": 4, "points_per_user": 0, "model_points": 24, "model_beam": 4,
+               "model_per_point": 4, "steps": 12, "batch": 16, "warmup": 2,
+               "pair_weight": 1.0, "pair_points": 4, "select_every": 3,
+               "calibrate_by": "users", "calibrate_share": 0.34}
+        rm, rep = reward_train.train_reward_model(split, cat, ratings, model.cfg, cfg, 0, model,
+                                                  decode="reference")
+        self.assertIn(rep["selected_step"], (3, 6, 9, 12))
+        self.assertEqual(rep["log"][-1]["calibration_pair_accuracy_best"][1], rep["selected_step"])
+        self.assertGreater(rep["log"][0]["pair_loss"], 0.0)
+        self.assertIn("minus_beam_ci95", rep["heldout_valid"]["model_session_pairs"])
+        self.assertFalse(rm.training)
 
 
 class Ipa(unittest.TestCase):
