@@ -146,36 +146,6 @@ impl Blob {
         }
     }
 
-    /// Hands the whole pages inside `offset..offset + len` of a mapped file back to the
-    /// kernel (their data was copied elsewhere); a later read faults them in again from
-    /// the file, with the same bytes. A no-op for other blobs and on failure.
-    pub fn release(&self, offset: usize, len: usize) {
-        #[cfg(unix)]
-        if let Blob::Mapped(m) = self {
-            let page = 4096;
-            let base = m.as_ptr() as usize;
-            let start = (base + offset).next_multiple_of(page) - base;
-            let end = (base + offset + len.min(m.len().saturating_sub(offset))) / page * page;
-            if end > base + start {
-                // SAFETY: `Mmap` is a read-only shared file mapping: MADV_DONTNEED drops
-                // the page table entries and the next access reads the same file bytes,
-                // so no borrowed slice ever sees other contents. The range lies inside
-                // the map.
-                let r = unsafe {
-                    m.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        start,
-                        end - base - start,
-                    )
-                };
-                if let Err(e) = r {
-                    log::debug!("madvise(DONTNEED) of {len} mapped bytes: {e}");
-                }
-            }
-        }
-        let _ = (offset, len);
-    }
-
     /// Byte offset of `sub` inside this blob (`sub` must be borrowed from it).
     pub fn offset_of(&self, sub: &[u8]) -> Option<usize> {
         let base = self.bytes().as_ptr() as usize;
@@ -303,26 +273,4 @@ pub fn to_f32(name: &str, dtype: DType, bytes: &[u8]) -> Result<Vec<f32>> {
             ))
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Blob;
-    use std::io::Write;
-
-    /// Released pages of a mapped file read back the same bytes, and ranges that do not
-    /// cover a whole page, or run past the end, are harmless.
-    #[test]
-    fn released_mapped_pages_read_back_the_same_bytes() {
-        let data: Vec<u8> = (0..5 * 4096 + 123).map(|i| (i * 7 % 251) as u8).collect();
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(&data).unwrap();
-        // SAFETY: a private temporary file nobody else writes.
-        let blob = Blob::Mapped(unsafe { memmap2::Mmap::map(&f) }.unwrap());
-        assert_eq!(blob.bytes(), &data[..]);
-        for (offset, len) in [(100, 3 * 4096), (0, 10), (4096, 4096), (0, data.len() + 99)] {
-            blob.release(offset, len);
-            assert_eq!(blob.bytes(), &data[..], "after releasing {offset}+{len}");
-        }
-    }
 }

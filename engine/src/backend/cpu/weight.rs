@@ -102,23 +102,13 @@ impl CpuWeight {
         }
     }
 
-    /// The packed copy, if one was made.
-    pub(super) fn packed_if_made(&self) -> Option<&Packed> {
-        self.packed.get()
-    }
-
-    /// The f32 values packed for `level` (made on first use, after which the products
-    /// read only the copy and the mapped pages of the f32 bytes are handed back, so a
-    /// packed weight is resident once), or None for a weight not held as f32.
+    /// The f32 values packed for `level` (made on first use), or None for a weight not
+    /// held as f32.
     pub(super) fn packed(&self, level: SimdLevel) -> Option<&Packed> {
         let v = self.as_f32()?;
-        let p = self.packed.get_or_init(|| {
-            let p = Packed::new(level, v, self.rows, self.cols);
-            if let Data::Mapped { blob, offset, len } = &self.data {
-                blob.release(*offset, *len);
-            }
-            p
-        });
+        let p = self
+            .packed
+            .get_or_init(|| Packed::new(level, v, self.rows, self.cols));
         // One backend, one level: a copy for another level is never asked for.
         (p.width == super::packed::width(level)).then_some(p)
     }
