@@ -4,7 +4,11 @@ use super::{err, CpuBuf};
 use crate::backend::{Candidate, SelectGroup};
 use crate::error::Result;
 use crate::trie::Trie;
+use rayon::prelude::*;
 use std::cmp::Ordering;
+
+/// From this many beams in a group their candidates are scored in parallel.
+const PARALLEL_MIN_BEAMS: usize = 16;
 
 fn order(a: &Candidate, b: &Candidate) -> Ordering {
     b.score
@@ -38,15 +42,19 @@ pub fn select(
                     logp.rows
                 )));
             }
-            let mut cands = Vec::new();
-            for (bi, b) in g.beams.iter().enumerate() {
+            // Each beam keeps its own best `width` (the group's best `width` are among
+            // them, `order` being total), so beams run in parallel and the merge is small.
+            let beam_best = |(bi, b): (usize, &crate::backend::BeamIn<'_>)| {
                 let lp = logp.row(g.row0 + bi);
+                // The nodes this beam's session already passed through at this level.
+                let taken: Vec<u32> = b
+                    .session
+                    .iter()
+                    .map(|&it| trie.path_node(it as usize, level))
+                    .collect();
+                let mut cands = Vec::new();
                 for (code, child) in trie.children(b.node) {
-                    let in_session = b
-                        .session
-                        .iter()
-                        .filter(|&&it| trie.path_node(it as usize, level) == child)
-                        .count() as u32;
+                    let in_session = taken.iter().filter(|&&n| n == child).count() as u32;
                     if counts[child as usize] > in_session && (code as usize) < k {
                         cands.push(Candidate {
                             score: b.score + lp[code as usize],
@@ -56,7 +64,18 @@ pub fn select(
                         });
                     }
                 }
-            }
+                if cands.len() > g.width && g.width > 0 {
+                    cands.select_nth_unstable_by(g.width - 1, order);
+                }
+                cands.truncate(g.width);
+                cands
+            };
+            let per_beam: Vec<Vec<Candidate>> = if g.beams.len() >= PARALLEL_MIN_BEAMS {
+                g.beams.par_iter().enumerate().map(beam_best).collect()
+            } else {
+                g.beams.iter().enumerate().map(beam_best).collect()
+            };
+            let mut cands: Vec<Candidate> = per_beam.into_iter().flatten().collect();
             if cands.len() > g.width && g.width > 0 {
                 cands.select_nth_unstable_by(g.width - 1, order);
             }
