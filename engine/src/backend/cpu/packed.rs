@@ -33,7 +33,7 @@ unsafe impl bytemuck::Pod for Line {}
 
 /// A growable f32 buffer that starts on a cache line.
 #[derive(Default)]
-pub struct Aligned {
+struct Aligned {
     lines: Vec<Line>,
     len: usize,
 }
@@ -46,7 +46,7 @@ impl Aligned {
         self.len = len;
     }
 
-    pub fn as_slice(&self) -> &[f32] {
+    fn as_slice(&self) -> &[f32] {
         &bytemuck::cast_slice(&self.lines)[..self.len]
     }
 
@@ -115,7 +115,7 @@ impl Packed {
 ///
 /// # Panics
 /// If `w` is shorter than `n × k` (a caller bug).
-pub fn pack_into(width: usize, w: &[f32], n: usize, k: usize, out: &mut Aligned) {
+fn pack_into(width: usize, w: &[f32], n: usize, k: usize, out: &mut Aligned) {
     assert!(w.len() >= n * k, "pack: weight shorter than its shape");
     let panels = n.div_ceil(width);
     out.zeroed(panels * k * width);
@@ -135,11 +135,11 @@ pub fn pack_into(width: usize, w: &[f32], n: usize, k: usize, out: &mut Aligned)
 
 /// Borrowed panels: weight rows `0..n` of some product, packed as `pack_into` does.
 #[derive(Clone, Copy)]
-pub struct Panels<'a> {
-    pub n: usize,
-    pub k: usize,
-    pub width: usize,
-    pub data: &'a [f32],
+struct Panels<'a> {
+    n: usize,
+    k: usize,
+    width: usize,
+    data: &'a [f32],
 }
 
 /// `y [m, n] = x [m, k] · Wᵀ`, threaded over panels when large.
@@ -194,14 +194,7 @@ unsafe impl Sync for SendPtr {}
 /// # Safety
 /// `x` holds `m × w.k`; `y` points to `m` rows of `w.n` writable floats, `ldy` apart;
 /// `w.width` is `width(level)`; no other thread writes these outputs meanwhile.
-pub unsafe fn serial(
-    level: SimdLevel,
-    x: &[f32],
-    m: usize,
-    w: Panels<'_>,
-    y: *mut f32,
-    ldy: usize,
-) {
+unsafe fn serial(level: SimdLevel, x: &[f32], m: usize, w: Panels<'_>, y: *mut f32, ldy: usize) {
     struct Op<'a> {
         x: &'a [f32],
         m: usize,
@@ -215,6 +208,16 @@ pub unsafe fn serial(
         fn with_simd<S: Simd>(self, simd: S) {
             let Op { x, m, w, y, ldy } = self;
             let (n, k, width) = (w.n, w.k, w.width);
+            if m == 0 || n == 0 {
+                return;
+            }
+            if k == 0 {
+                for i in 0..m {
+                    // SAFETY: row i of the m × n outputs the caller handed over.
+                    unsafe { std::slice::from_raw_parts_mut(y.add(i * ldy), n) }.fill(0.0);
+                }
+                return;
+            }
             let panels = n.div_ceil(width);
             let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(MR);
             let mut i0 = 0;
@@ -353,6 +356,8 @@ mod tests {
         };
         for level in SimdLevel::available() {
             for (m, n, k) in [
+                (0, 3, 4),
+                (4, 5, 0),
                 (1, 1, 1),
                 (5, 7, 9),
                 (6, 16, 8),
