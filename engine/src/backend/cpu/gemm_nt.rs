@@ -106,7 +106,7 @@ pub fn gemm_nt_serial(level: SimdLevel, p: Nt<'_>, y: &mut [f32], ldy: usize, ac
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 // SAFETY: used only to hand disjoint column ranges of one output to rayon tasks.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}

@@ -148,6 +148,16 @@ impl CpuBackend {
         self.flops.clone()
     }
 
+    /// `Backend::matmul` without its op timer, for the backend's own ops (the MoE router)
+    /// so that timed ops never nest.
+    pub(crate) fn product(&self, x: &CpuBuf, w: &CpuWeight) -> Result<CpuBuf> {
+        check_cols("matmul", x.cols, w.cols)?;
+        let mut y = CpuBuf::new(x.rows, w.rows);
+        self.count_macs(x.rows * w.rows * w.cols);
+        matmul::matmul(self, &x.data, x.rows, w, &mut y.data);
+        Ok(y)
+    }
+
     pub(crate) fn count_macs(&self, macs: usize) {
         self.flops.fetch_add(2 * macs as u64, Ordering::Relaxed);
     }
@@ -254,11 +264,7 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, x: &CpuBuf, w: &CpuWeight) -> Result<CpuBuf> {
         let _t = self.profile.time(Op::Matmul);
-        check_cols("matmul", x.cols, w.cols)?;
-        let mut y = CpuBuf::new(x.rows, w.rows);
-        self.count_macs(x.rows * w.rows * w.cols);
-        matmul::matmul(self, &x.data, x.rows, w, &mut y.data);
-        Ok(y)
+        self.product(x, w)
     }
 
     fn rms_norm(&self, x: &CpuBuf, w: &CpuWeight, eps: f32) -> Result<CpuBuf> {

@@ -51,16 +51,8 @@ pub fn moe(
             m.router.rows, m.top_k
         )));
     }
-    if x.cols != m.router.cols {
-        return Err(err(format!(
-            "moe: width {}, router expects {}",
-            x.cols, m.router.cols
-        )));
-    }
-    // The kernel, not the trait method: the op profile times `moe` as a whole.
-    let mut probs = CpuBuf::new(x.rows, e);
-    b.count_macs(x.rows * e * x.cols);
-    matmul(b, &x.data, x.rows, &m.router, &mut probs.data);
+    // Not the trait method: the op profile times `moe` as a whole.
+    let mut probs = b.product(x, &m.router)?;
     probs.data.chunks_mut(e).for_each(softmax_row);
 
     // Group tokens by expert so each expert's weights are read once.

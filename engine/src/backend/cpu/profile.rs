@@ -24,27 +24,28 @@ pub enum Op {
     Beams,
 }
 
-const OPS: [(Op, &str); 13] = [
-    (Op::Upload, "upload"),
-    (Op::Download, "download"),
-    (Op::GatherSum, "gather_sum (embeddings)"),
-    (Op::Matmul, "matmul (projections, heads)"),
-    (Op::RmsNorm, "rms_norm"),
-    (Op::Add, "add (residuals)"),
-    (Op::WriteRows, "write_rows (K/V cache)"),
-    (Op::Attention, "attention"),
-    (Op::Ffn, "ffn (dense SwiGLU)"),
-    (Op::Moe, "moe (router + experts)"),
-    (Op::LogSoftmax, "log_softmax"),
-    (Op::BeamStep, "beams_step (constrained top-B)"),
-    (Op::Beams, "beams_start / finish"),
+/// Names in the order of `Op` (its discriminant indexes them).
+const NAMES: [&str; 13] = [
+    "upload",
+    "download",
+    "gather_sum (embeddings)",
+    "matmul (projections, heads)",
+    "rms_norm",
+    "add (residuals)",
+    "write_rows (K/V cache)",
+    "attention",
+    "ffn (dense SwiGLU)",
+    "moe (router + experts)",
+    "log_softmax",
+    "beams_step (constrained top-B)",
+    "beams_start / finish",
 ];
 
 #[derive(Debug, Default)]
 pub struct OpProfile {
     on: bool,
-    calls: [AtomicU64; OPS.len()],
-    nanos: [AtomicU64; OPS.len()],
+    calls: [AtomicU64; NAMES.len()],
+    nanos: [AtomicU64; NAMES.len()],
 }
 
 /// Adds the time since it was made to its op when dropped.
@@ -84,9 +85,10 @@ impl OpProfile {
     /// (op, calls, seconds) so far, in the order of the ops above; ops never called are
     /// left out.
     pub fn snapshot(&self) -> Vec<(&'static str, u64, f64)> {
-        OPS.iter()
+        NAMES
+            .iter()
             .enumerate()
-            .map(|(i, (_, name))| {
+            .map(|(i, name)| {
                 let calls = self.calls[i].load(Ordering::Relaxed);
                 let ns = self.nanos[i].load(Ordering::Relaxed);
                 (*name, calls, ns as f64 / 1e9)
