@@ -611,5 +611,16 @@ fn cpu_runs_its_best_simd_level_by_default() {
             levels.iter().any(|l| l.name() == "avx2"),
             "AVX2 CPU without the avx2 level"
         );
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512cd")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl")
+        {
+            assert!(
+                levels.iter().any(|l| l.name() == "avx512"),
+                "AVX-512 CPU without the avx512 level"
+            );
+        }
     }
 }

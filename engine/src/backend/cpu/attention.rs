@@ -1,22 +1,26 @@
 //! Multi-head attention of query rows over selected key/value rows.
 //!
 //! Rows that attend the same key span (cross-attention: every beam of a user reads that
-//! user's encoder rows) are taken together: per head, the scores of a block of rows are
-//! one `Q_h · K_hᵀ` tile product (`gemm_nt`) and the output one `P · V_h` product, so K
-//! and V are read once per block instead of once per row. Rows with their own keys (the
+//! user's encoder rows; the encoder over its history) are taken together: per head, a
+//! block's keys and values are packed once into the panels of `packed.rs`, and its scores
+//! `Q_h · K_hᵀ` and output `P · V_h` are two products of its broadcast microkernel, so K
+//! and V are read once per block and no dot product ends in a horizontal sum (head
+//! dimensions of 32 made those sums most of the work). Rows with their own keys (the
 //! decoder's self-attention through the ancestry lists) run one by one with the same
 //! SIMD kernels. Key indices are resolved by a monomorphised closure, never a `dyn` call.
 
-use super::gemm_nt::{gemm_nt_serial, Nt};
+use super::packed::{product_serial, Packed};
 use super::simd::SimdLevel;
+use super::vmath::{softmax_row, softmax_row_s};
 use super::{err, CpuBuf};
 use crate::backend::KeyMap;
 use crate::error::Result;
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-/// Rows per block of a shared span: a block's scores (rows × keys) stay in L1/L2.
-const BLOCK_ROWS: usize = 16;
+/// Rows per block of a shared span: a block's scores (rows × keys) stay in L2, and its
+/// keys and values are packed once for all of them (a 24th of the block's work).
+const BLOCK_ROWS: usize = 24;
 
 pub fn attention(
     level: SimdLevel,
@@ -95,28 +99,23 @@ impl Attend<'_> {
     /// Rows `r0 .. r0 + n_rows` over key rows `start .. start + n`.
     fn shared_block(&self, r0: usize, n_rows: usize, start: usize, n: usize, o: &mut [f32]) {
         let (d, hd) = (self.q.cols, self.hd);
+        if n == 0 {
+            return; // no keys: the output stays 0
+        }
         let scale = 1.0 / (hd as f32).sqrt();
         let mut scores = vec![0f32; n_rows * n];
+        let (mut kp, mut vp) = (Packed::empty(self.level), Packed::empty(self.level));
+        let (keys, values) = (&self.k.data[start * d..], &self.v.data[start * d..]);
         for h in 0..self.n_heads {
             let c0 = h * hd;
-            let p = Nt {
-                x: &self.q.data[r0 * d + c0..],
-                ldx: d,
-                m: n_rows,
-                w: &self.k.data[start * d + c0..],
-                ldw: d,
-                n,
-                k: hd,
-            };
-            if n > 0 {
-                gemm_nt_serial(self.level, p, &mut scores, n, false);
+            kp.repack_rows(&keys[c0..], d, n, hd);
+            let q = &self.q.data[r0 * d + c0..];
+            product_serial(self.level, q, d, n_rows, &kp, &mut scores, n);
+            for s in scores.chunks_exact_mut(n) {
+                softmax_row(self.level, s, scale);
             }
-            for (i, s) in scores.chunks_exact_mut(n.max(1)).enumerate().take(n_rows) {
-                s.iter_mut().for_each(|v| *v *= scale);
-                super::softmax_row(s);
-                let oh = &mut o[i * d + c0..i * d + c0 + hd];
-                weighted_sum(self.level, s, |j| start + j, &self.v.data, d, c0, oh);
-            }
+            vp.repack_cols(&values[c0..], d, hd, n);
+            product_serial(self.level, &scores, n, n_rows, &vp, &mut o[c0..], d);
         }
     }
 
@@ -143,9 +142,9 @@ impl Attend<'_> {
                     let qh = &a.q.data[r * d + c0..r * d + c0 + hd];
                     for (j, s) in scores.iter_mut().enumerate() {
                         let kr = key(j) * d + c0;
-                        *s = dot_s(simd, qh, &a.k.data[kr..kr + hd]) * scale;
+                        *s = dot_s(simd, qh, &a.k.data[kr..kr + hd]);
                     }
-                    super::softmax_row(&mut scores);
+                    softmax_row_s(simd, &mut scores, scale);
                     weighted_sum_s(simd, &scores, key, &a.v.data, d, c0, &mut o[c0..c0 + hd]);
                 }
             }
@@ -161,40 +160,6 @@ impl Attend<'_> {
 }
 
 /// `out = Σ_j p[j] · v[key(j)][c0 .. c0 + out.len()]` with `out` held in registers.
-fn weighted_sum(
-    level: SimdLevel,
-    p: &[f32],
-    key: impl Fn(usize) -> usize,
-    v: &[f32],
-    d: usize,
-    c0: usize,
-    out: &mut [f32],
-) {
-    struct Op<'a, F> {
-        p: &'a [f32],
-        key: F,
-        v: &'a [f32],
-        d: usize,
-        c0: usize,
-        out: &'a mut [f32],
-    }
-    impl<F: Fn(usize) -> usize> WithSimd for Op<'_, F> {
-        type Output = ();
-        #[inline(always)]
-        fn with_simd<S: Simd>(self, simd: S) {
-            weighted_sum_s(simd, self.p, self.key, self.v, self.d, self.c0, self.out)
-        }
-    }
-    level.run(Op {
-        p,
-        key,
-        v,
-        d,
-        c0,
-        out,
-    })
-}
-
 #[inline(always)]
 fn weighted_sum_s<S: Simd>(
     simd: S,

@@ -14,6 +14,7 @@ mod quant;
 mod quant_x86;
 mod select;
 mod simd;
+mod vmath;
 mod weight;
 
 use profile::Op;
@@ -359,7 +360,7 @@ impl Backend for CpuBackend {
         let mut y = x.clone();
         y.data
             .par_chunks_mut(x.cols.max(1))
-            .for_each(log_softmax_row);
+            .for_each(|row| vmath::log_softmax_row(self.simd, row));
         Ok(y)
     }
 
@@ -412,21 +413,4 @@ impl CpuBackend {
     ) -> Result<Vec<Vec<Candidate>>> {
         select::select(logp, index, counts, level, groups)
     }
-}
-
-pub(crate) fn log_softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-    let lse = max + sum.ln();
-    row.iter_mut().for_each(|v| *v -= lse);
-}
-
-pub(crate) fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    row.iter_mut().for_each(|v| *v /= sum);
 }

@@ -1,6 +1,7 @@
 //! SwiGLU feed-forward blocks and the sparse MoE built from them.
 
-use super::{err, matmul::matmul, softmax_row, CpuBackend, CpuBuf, CpuWeight};
+use super::vmath::{silu_mul, softmax_row};
+use super::{err, matmul::matmul, CpuBackend, CpuBuf, CpuWeight};
 use crate::backend::{Ffn, Moe};
 use crate::error::Result;
 use rayon::prelude::*;
@@ -19,15 +20,10 @@ pub fn swiglu(b: &CpuBackend, x: &CpuBuf, f: &Ffn<CpuWeight>) -> Result<CpuBuf> 
     let mut u = vec![0f32; x.rows * hidden];
     matmul(b, &x.data, x.rows, &f.gate, &mut g);
     matmul(b, &x.data, x.rows, &f.up, &mut u);
-    g.iter_mut().zip(&u).for_each(|(g, u)| *g = silu(*g) * u);
+    silu_mul(b.simd, &mut g, &u);
     let mut y = CpuBuf::new(x.rows, f.down.rows);
     matmul(b, &g, x.rows, &f.down, &mut y.data);
     Ok(y)
-}
-
-#[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 /// Top-`k` of a probability row: indices by descending probability, ties to the lower index.
@@ -53,7 +49,10 @@ pub fn moe(
     }
     // Not the trait method: the op profile times `moe` as a whole.
     let mut probs = b.product(x, &m.router)?;
-    probs.data.chunks_mut(e).for_each(softmax_row);
+    probs
+        .data
+        .chunks_mut(e)
+        .for_each(|row| softmax_row(b.simd, row, 1.0));
 
     // Group tokens by expert so each expert's weights are read once.
     let mut groups: Vec<Vec<(usize, f32)>> = vec![Vec::new(); e];

@@ -88,10 +88,73 @@ impl Packed {
     /// to whole panels. Serial: it runs inside a `OnceLock` initialiser, where a rayon
     /// wait could steal a task that blocks on the same lock.
     pub fn new(level: SimdLevel, w: &[f32], n: usize, k: usize) -> Packed {
-        let width = width(level);
-        let mut data = Aligned::default();
-        pack_into(width, w, n, k, &mut data);
-        Packed { n, k, width, data }
+        let mut p = Packed::empty(level);
+        p.repack_rows(w, k, n, k);
+        p
+    }
+
+    /// No matrix yet: a buffer for `repack_rows` / `repack_cols` to reuse.
+    pub fn empty(level: SimdLevel) -> Packed {
+        Packed {
+            n: 0,
+            k: 0,
+            width: width(level),
+            data: Aligned::default(),
+        }
+    }
+
+    /// Packs `W [n, k]` with `W[j, p] = src[j·ld + p]` (rows of a strided matrix, such as
+    /// one head's keys), reusing this buffer.
+    ///
+    /// # Panics
+    /// If `src` is shorter than the shape and stride describe (a caller bug).
+    pub fn repack_rows(&mut self, src: &[f32], ld: usize, n: usize, k: usize) {
+        assert!(
+            n == 0 || (ld >= k && src.len() >= (n - 1) * ld + k),
+            "pack: source shorter than its shape"
+        );
+        let width = self.width;
+        self.reset(n, k);
+        for (pi, panel) in self.panels_mut() {
+            for j in 0..width.min(n - pi * width) {
+                let row = &src[(pi * width + j) * ld..][..k];
+                for (p, &v) in row.iter().enumerate() {
+                    panel[p * width + j] = v;
+                }
+            }
+        }
+    }
+
+    /// Packs `W [n, k]` with `W[j, p] = src[p·ld + j]` (the transpose of `k` strided rows of
+    /// `n` values, such as one head's values), reusing this buffer.
+    ///
+    /// # Panics
+    /// If `src` is shorter than the shape and stride describe (a caller bug).
+    pub fn repack_cols(&mut self, src: &[f32], ld: usize, n: usize, k: usize) {
+        assert!(
+            k == 0 || (ld >= n && src.len() >= (k - 1) * ld + n),
+            "pack: source shorter than its shape"
+        );
+        let width = self.width;
+        self.reset(n, k);
+        for (pi, panel) in self.panels_mut() {
+            let cols = width.min(n - pi * width);
+            for p in 0..k {
+                panel[p * width..][..cols].copy_from_slice(&src[p * ld + pi * width..][..cols]);
+            }
+        }
+    }
+
+    /// Zeroed room for `[n, k]` in whole panels.
+    fn reset(&mut self, n: usize, k: usize) {
+        self.n = n;
+        self.k = k;
+        self.data.zeroed(n.div_ceil(self.width) * k * self.width);
+    }
+
+    fn panels_mut(&mut self) -> impl Iterator<Item = (usize, &mut [f32])> {
+        let len = (self.k * self.width).max(1);
+        self.data.as_mut_slice().chunks_mut(len).enumerate()
     }
 
     fn panels(&self, p0: usize, p1: usize) -> Panels<'_> {
@@ -107,29 +170,6 @@ impl Packed {
     /// Bytes this copy holds.
     pub fn bytes(&self) -> usize {
         self.data.lines.len() * 64
-    }
-}
-
-/// Packs `w [n, k]` (row-major) into `out` as panels of `width` rows (the last one
-/// zero-padded).
-///
-/// # Panics
-/// If `w` is shorter than `n × k` (a caller bug).
-fn pack_into(width: usize, w: &[f32], n: usize, k: usize, out: &mut Aligned) {
-    assert!(w.len() >= n * k, "pack: weight shorter than its shape");
-    let panels = n.div_ceil(width);
-    out.zeroed(panels * k * width);
-    for (pi, panel) in out
-        .as_mut_slice()
-        .chunks_mut((k * width).max(1))
-        .enumerate()
-    {
-        for j in 0..width.min(n - pi * width) {
-            let row = &w[(pi * width + j) * k..][..k];
-            for (p, &v) in row.iter().enumerate() {
-                panel[p * width + j] = v;
-            }
-        }
     }
 }
 
@@ -173,7 +213,17 @@ pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Packed, y: &mut [f32]) 
     let run = |t: usize| {
         let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
         // SAFETY: extents checked above; tasks write disjoint column ranges of `y`.
-        unsafe { serial(level, x, m, w.panels(p0, p1), { yp }.0.add(p0 * w.width), n) };
+        unsafe {
+            serial(
+                level,
+                x,
+                k,
+                m,
+                w.panels(p0, p1),
+                { yp }.0.add(p0 * w.width),
+                n,
+            )
+        };
     };
     if tasks == 1 {
         run(0);
@@ -182,16 +232,67 @@ pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Packed, y: &mut [f32]) 
     }
 }
 
+/// `y[i·ldy + j] = Σ_p x[i·ldx + p] · W[j, p]` for `i < m`, `j < w.n`, on the calling
+/// thread (callers that already run in parallel, such as attention's row blocks).
+///
+/// # Panics
+/// If `w` was packed for another level or the slices are shorter than the shapes and
+/// strides describe (caller bugs).
+pub fn product_serial(
+    level: SimdLevel,
+    x: &[f32],
+    ldx: usize,
+    m: usize,
+    w: &Packed,
+    y: &mut [f32],
+    ldy: usize,
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(w.width == width(level), "packed for another SIMD level");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        ldx >= k && ldy >= n && x.len() >= (m - 1) * ldx + k && y.len() >= (m - 1) * ldy + n,
+        "packed product: short operands"
+    );
+    if k == 0 {
+        y.chunks_mut(ldy).take(m).for_each(|r| r[..n].fill(0.0));
+        return;
+    }
+    // SAFETY: extents checked above; `y` is borrowed mutably.
+    unsafe {
+        serial(
+            level,
+            x,
+            ldx,
+            m,
+            w.panels(0, n.div_ceil(w.width)),
+            y.as_mut_ptr(),
+            ldy,
+        )
+    };
+}
+
 /// `y[i, j] = x_i · w_j` for every panel of `w`, on this thread: `y` points to column 0
 /// of those outputs, rows `ldy` apart.
 ///
 /// # Safety
-/// `m`, `w.n` and `w.k` are not 0 (`matmul` answers those itself); `x` holds
-/// `m × w.k`; `y` points to `m` rows of `w.n` writable floats, `ldy` apart;
+/// `m`, `w.n` and `w.k` are not 0 (`matmul` answers those itself); `x` holds `m`
+/// rows of `w.k`, `ldx ≥ w.k` apart; `y` points to `m` rows of `w.n` writable floats, `ldy` apart;
 /// `w.width` is `width(level)`; no other thread writes these outputs meanwhile.
-unsafe fn serial(level: SimdLevel, x: &[f32], m: usize, w: Panels<'_>, y: *mut f32, ldy: usize) {
+unsafe fn serial(
+    level: SimdLevel,
+    x: &[f32],
+    ldx: usize,
+    m: usize,
+    w: Panels<'_>,
+    y: *mut f32,
+    ldy: usize,
+) {
     struct Op<'a> {
         x: &'a [f32],
+        ldx: usize,
         m: usize,
         w: Panels<'a>,
         y: *mut f32,
@@ -201,7 +302,14 @@ unsafe fn serial(level: SimdLevel, x: &[f32], m: usize, w: Panels<'_>, y: *mut f
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(self, simd: S) {
-            let Op { x, m, w, y, ldy } = self;
+            let Op {
+                x,
+                ldx,
+                m,
+                w,
+                y,
+                ldy,
+            } = self;
             let (n, k, width) = (w.n, w.k, w.width);
             let panels = n.div_ceil(width);
             let mc = m.div_ceil(m.div_ceil(MC)).next_multiple_of(MR);
@@ -223,8 +331,8 @@ unsafe fn serial(level: SimdLevel, x: &[f32], m: usize, w: Panels<'_>, y: *mut f
                                 tile_any(
                                     simd,
                                     mr,
-                                    x.as_ptr().add(i * k + k0),
-                                    k,
+                                    x.as_ptr().add(i * ldx + k0),
+                                    ldx,
                                     b,
                                     kc,
                                     y.add(i * ldy + pi * width),
@@ -242,7 +350,14 @@ unsafe fn serial(level: SimdLevel, x: &[f32], m: usize, w: Panels<'_>, y: *mut f
             }
         }
     }
-    level.run(Op { x, m, w, y, ldy })
+    level.run(Op {
+        x,
+        ldx,
+        m,
+        w,
+        y,
+        ldy,
+    })
 }
 
 #[inline(always)]

@@ -34,13 +34,13 @@ pub fn matmul(level: SimdLevel, int8: bool, x: &[f32], m: usize, w: &CpuWeight, 
     #[cfg(not(target_arch = "x86_64"))]
     let _ = int8;
     #[cfg(target_arch = "x86_64")]
-    if int8 && m <= INT_MAX_ROWS {
-        if let SimdLevel::Avx2(_) = level {
-            if super::quant_x86::int_dot_supported(w.dtype()) {
-                int_product(x, m, w, y);
-                return;
-            }
-        }
+    if int8
+        && m <= INT_MAX_ROWS
+        && level.has_avx2()
+        && super::quant_x86::int_dot_supported(w.dtype())
+    {
+        int_product(x, m, w, y);
+        return;
     }
     let mut yt = vec![0f32; n * m];
     panel_product(level, x, m, w, &mut yt);
@@ -54,8 +54,8 @@ pub fn matmul(level: SimdLevel, int8: bool, x: &[f32], m: usize, w: &CpuWeight, 
 /// Decodes `out.len()` values of `w` from flat index `start`.
 fn decode(level: SimdLevel, w: &CpuWeight, start: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if let SimdLevel::Avx2(_) = level {
-        // SAFETY: holding `Avx2` means AVX2/FMA/F16C were detected; the span lies inside
+    if level.has_avx2() {
+        // SAFETY: `has_avx2` means AVX2/FMA/F16C were detected; the span lies inside
         // the matrix, whose byte size `CpuWeight::new` checked.
         unsafe { super::quant_x86::decode(w.dtype(), w.bytes(), w.rows, w.cols, start, out) };
         return;
@@ -110,7 +110,7 @@ fn int_product(x: &[f32], m: usize, w: &CpuWeight, y: &mut [f32]) {
     let mut yt = vec![0f32; n * m];
     let chunk = 64;
     let run = |(c, dst): (usize, &mut [f32])| {
-        // SAFETY: `int_dot_supported` was checked by the caller under `Avx2`; the rows
+        // SAFETY: `int_dot_supported` was checked by the caller under `has_avx2`; the rows
         // `c·chunk ..` exist and `dst` holds `m` outputs per row.
         unsafe { int_rows(w.dtype(), w.bytes(), n, k, c * chunk, &xq, &xd, m, dst) };
     };

@@ -1,17 +1,19 @@
 //! The SIMD level the CPU kernels run at, chosen at run time: the best this CPU has
-//! (AVX2+FMA on x86-64, NEON on aarch64, else scalar), or a lower one forced with
-//! `ONEREC_CPU_SIMD=scalar|avx2|neon` or `CpuBackend::with_simd` (so every level this
-//! CPU runs is tested). Kernels are written once over `pulp::Simd`.
+//! (AVX-512 or AVX2+FMA on x86-64, NEON on aarch64, else scalar), or a lower one forced
+//! with `ONEREC_CPU_SIMD=scalar|avx2|avx512|neon` or `CpuBackend::with_simd` (so every
+//! level this CPU runs is tested). Kernels are written once over `pulp::Simd`.
 
 use pulp::WithSimd;
 
 /// A level this CPU was checked to run; holding one is the proof the kernels need
-/// (`Avx2` means AVX2, FMA and F16C).
+/// (`Avx2` means AVX2, FMA and F16C; `Avx512` AVX-512 F/BW/CD/DQ/VL besides).
 #[derive(Clone, Copy, Debug)]
 pub enum SimdLevel {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Avx2(pulp::x86::V3),
+    #[cfg(target_arch = "x86_64")]
+    Avx512(pulp::x86::V4),
     #[cfg(target_arch = "aarch64")]
     Neon(pulp::aarch64::Neon),
 }
@@ -31,6 +33,9 @@ impl SimdLevel {
             // The quantised kernels also convert f16 scales with F16C.
             if is_x86_feature_detected!("f16c") {
                 v.push(SimdLevel::Avx2(s));
+                if let Some(s) = pulp::x86::V4::try_new() {
+                    v.push(SimdLevel::Avx512(s));
+                }
             }
         }
         #[cfg(target_arch = "aarch64")]
@@ -63,9 +68,18 @@ impl SimdLevel {
             SimdLevel::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2(_) => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512(_) => "avx512",
             #[cfg(target_arch = "aarch64")]
             SimdLevel::Neon(_) => "neon",
         }
+    }
+
+    /// Whether AVX2, FMA and F16C were detected (the AVX2 and AVX-512 levels): the proof
+    /// the hand-written kernels of `quant_x86.rs` need.
+    #[cfg(target_arch = "x86_64")]
+    pub fn has_avx2(&self) -> bool {
+        matches!(self, SimdLevel::Avx2(_) | SimdLevel::Avx512(_))
     }
 
     /// Runs `op` compiled for this level.
@@ -75,6 +89,8 @@ impl SimdLevel {
             SimdLevel::Scalar => pulp::Simd::vectorize(pulp::Scalar::new(), op),
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2(s) => pulp::Simd::vectorize(s, op),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512(s) => pulp::Simd::vectorize(s, op),
             #[cfg(target_arch = "aarch64")]
             SimdLevel::Neon(s) => pulp::Simd::vectorize(s, op),
         }
