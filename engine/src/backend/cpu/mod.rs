@@ -273,17 +273,15 @@ impl Backend for CpuBackend {
         check_cols("rms_norm", x.cols, w.rows * w.cols)?;
         let g = w.to_f32_cow();
         let mut y = x.clone();
-        let norm = |row: &mut [f32]| {
-            let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
-            let inv = 1.0 / (ms + eps).sqrt();
-            for (v, g) in row.iter_mut().zip(g.iter()) {
-                *v *= inv * g;
-            }
-        };
+        let (cols, level) = (x.cols.max(1), self.simd);
         if y.data.len() >= PARALLEL_MIN_VALUES {
-            y.data.par_chunks_mut(x.cols.max(1)).for_each(norm);
+            // Blocks of rows: one SIMD dispatch each, and enough work per task.
+            let per = (PARALLEL_MIN_VALUES / 4 / cols).max(1) * cols;
+            y.data
+                .par_chunks_mut(per)
+                .for_each(|b| vmath::rms_norm_rows(level, b, cols, &g, eps));
         } else {
-            y.data.chunks_mut(x.cols.max(1)).for_each(norm);
+            vmath::rms_norm_rows(level, &mut y.data, cols, &g, eps);
         }
         Ok(y)
     }

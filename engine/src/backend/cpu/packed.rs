@@ -232,6 +232,62 @@ pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Packed, y: &mut [f32]) 
     }
 }
 
+/// `y [m, n] = x [m, k] · Wᵀ` for a weight that is not held as f32 (f16, q8_0, q4_0):
+/// each panel of `width` rows is decoded (`decode(row0, out)` fills `out.len() / k` rows
+/// from `row0`) and packed into a per-thread buffer that stays in L2, then every
+/// activation row runs over it with the broadcast microkernel. Decoding and packing are
+/// paid once per panel per product: worth it from a few dozen rows.
+///
+/// # Panics
+/// If the slices are shorter than the shapes (a caller bug).
+pub fn matmul_decoded(
+    level: SimdLevel,
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    decode: impl Fn(usize, &mut [f32]) + Sync,
+    y: &mut [f32],
+) {
+    assert!(
+        x.len() >= m * k && y.len() >= m * n,
+        "packed matmul: short operands"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y[..m * n].fill(0.0);
+        return;
+    }
+    let width = width(level);
+    let panels = n.div_ceil(width);
+    let threads = rayon::current_num_threads();
+    let tasks = if m * n * k >= PARALLEL_MIN_MACS && threads > 1 {
+        panels.min(threads * 2)
+    } else {
+        1
+    };
+    let per = panels.div_ceil(tasks);
+    let yp = SendPtr(y.as_mut_ptr());
+    let run = |t: usize| {
+        let (mut rows, mut pk) = (Vec::new(), Packed::empty(level));
+        for p in t * per..((t + 1) * per).min(panels) {
+            let cols = width.min(n - p * width);
+            rows.resize(cols * k, 0.0);
+            decode(p * width, &mut rows);
+            pk.repack_rows(&rows, k, cols, k);
+            // SAFETY: extents checked above; tasks write disjoint column ranges of `y`.
+            unsafe { serial(level, x, k, m, pk.panels(0, 1), { yp }.0.add(p * width), n) };
+        }
+    };
+    if tasks == 1 {
+        run(0);
+    } else {
+        (0..panels.div_ceil(per)).into_par_iter().for_each(run);
+    }
+}
+
 /// `y[i·ldy + j] = Σ_p x[i·ldx + p] · W[j, p]` for `i < m`, `j < w.n`, on the calling
 /// thread (callers that already run in parallel, such as attention's row blocks).
 ///

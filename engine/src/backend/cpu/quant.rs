@@ -4,12 +4,14 @@
 //!   integer SIMD: the rows are quantised per block of 32 to q8 and every block product
 //!   is an integer dot (`quant_x86.rs`), as ggml does, so weights stream as stored.
 //! - Otherwise a panel of weight rows is decoded into a per-thread buffer that stays in
-//!   L2 and multiplied with the f32 tile kernel (`gemm_nt.rs`); the decoding is paid
-//!   once per panel and shared by every activation row.
+//!   L2 and multiplied with the f32 tile kernel (`gemm_nt.rs`), or, from
+//!   `PACKED_MIN_ROWS` rows, packed and multiplied with the broadcast microkernel of
+//!   `packed.rs`; the decoding is paid once per panel and shared by every activation row.
 //!
 //! Either way every weight byte is read once per product.
 
 use super::gemm_nt::{gemm_nt_serial, Nt, PARALLEL_MIN_MACS};
+use super::packed;
 use super::simd::SimdLevel;
 use super::CpuWeight;
 use rayon::prelude::*;
@@ -40,6 +42,11 @@ pub fn matmul(level: SimdLevel, int8: bool, x: &[f32], m: usize, w: &CpuWeight, 
         && super::quant_x86::int_dot_supported(w.dtype())
     {
         int_product(x, m, w, y);
+        return;
+    }
+    if m >= super::matmul::PACKED_MIN_ROWS {
+        let decode_rows = |row0: usize, out: &mut [f32]| decode(level, w, row0 * k, out);
+        packed::matmul_decoded(level, x, m, n, k, decode_rows, y);
         return;
     }
     let mut yt = vec![0f32; n * m];
@@ -170,7 +177,7 @@ mod tests {
                         "{dtype} {level:?} span {start}"
                     );
                 }
-                for m in [1, 3, 8, 9, 20] {
+                for m in [1, 3, 8, 9, 20, 64, 70] {
                     let x: Vec<f32> = (0..m * cols).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
                     let mut got = vec![f32::NAN; m * rows];
                     matmul(level, true, &x, m, &w, &mut got);

@@ -170,6 +170,30 @@ pub fn silu_mul_s<S: Simd>(simd: S, g: &mut [f32], u: &[f32]) {
     }
 }
 
+/// `row = row / √(mean(row²) + eps) ⊙ g`.
+#[inline(always)]
+pub fn rms_norm_row_s<S: Simd>(simd: S, row: &mut [f32], g: &[f32], eps: f32) {
+    let n = row.len();
+    let g = &g[..n];
+    let (head, tail) = S::as_mut_simd_f32s(row);
+    let (gh, gt) = S::as_simd_f32s(g);
+    // Two accumulators: the adds' latency, not their count, bounds a single chain.
+    let mut acc = [simd.splat_f32s(0.0); 2];
+    for (i, &v) in head.iter().enumerate() {
+        acc[i & 1] = simd.mul_add_e_f32s(v, v, acc[i & 1]);
+    }
+    let ss = simd.reduce_sum_f32s(simd.add_f32s(acc[0], acc[1]))
+        + tail.iter().map(|v| v * v).sum::<f32>();
+    let inv = 1.0 / (ss / n.max(1) as f32 + eps).sqrt();
+    let iv = simd.splat_f32s(inv);
+    for (v, &w) in head.iter_mut().zip(gh) {
+        *v = simd.mul_f32s(simd.mul_f32s(*v, iv), w);
+    }
+    for (v, &w) in tail.iter_mut().zip(gt) {
+        *v = *v * inv * w;
+    }
+}
+
 /// Level-dispatching forms for callers outside a SIMD region.
 pub fn softmax_row(level: SimdLevel, row: &mut [f32], scale: f32) {
     struct Op<'a>(&'a mut [f32], f32);
@@ -193,6 +217,22 @@ pub fn log_softmax_row(level: SimdLevel, row: &mut [f32]) {
         }
     }
     level.run(Op(row));
+}
+
+pub fn rms_norm_rows(level: SimdLevel, rows: &mut [f32], cols: usize, g: &[f32], eps: f32) {
+    struct Op<'a>(&'a mut [f32], usize, &'a [f32], f32);
+    impl WithSimd for Op<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, simd: S) {
+            for row in self.0.chunks_exact_mut(self.1) {
+                rms_norm_row_s(simd, row, self.2, self.3)
+            }
+        }
+    }
+    if cols > 0 {
+        level.run(Op(rows, cols, g, eps));
+    }
 }
 
 pub fn silu_mul(level: SimdLevel, g: &mut [f32], u: &[f32]) {
@@ -288,6 +328,16 @@ mod tests {
                     );
                 }
                 let u: Vec<f32> = (0..n).map(|i| (i % 5) as f32 - 2.0).collect();
+                let mut r = x.clone();
+                rms_norm_rows(level, &mut r, n, &u, 1e-6);
+                let ms: f64 = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / n as f64;
+                for i in 0..n {
+                    let want = x[i] as f64 / (ms + 1e-6).sqrt() * u[i] as f64;
+                    assert!(
+                        (r[i] as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{level:?} n={n}"
+                    );
+                }
                 let mut g = x.iter().map(|v| v * 3.0).collect::<Vec<_>>();
                 silu_mul(level, &mut g, &u);
                 for i in 0..n {
