@@ -2,8 +2,9 @@
 chronological per-user sequences: at every position t of a user's training part, the
 history is the items before t (the newest `max_history` kept) and the target the next
 `session_len` items (fewer at the end of the training part: the missing ones are masked
-out of the loss). Loss: NLL of every target code, plus a small Switch-style load-balance
-term on each MoE router so that experts do not collapse.
+out of the loss). Loss: NLL of every target code (per item; the first item optionally
+weighted more, `first_item_weight`), plus a small Switch-style load-balance term on each MoE
+router so that experts do not collapse.
 """
 
 from __future__ import annotations
@@ -92,10 +93,31 @@ def batch_tensors(hist: np.ndarray, tgt: np.ndarray, sids: torch.Tensor,
     return sids[h.clamp(min=0)], mask, sids[t.clamp(min=0)], tmask
 
 
-def nll(model: OneRec, hs, hm, ts, tm) -> tuple[torch.Tensor, int]:
+def item_nll(model: OneRec, hs, hm, ts) -> torch.Tensor:
+    """-> [B, m]: each target item's NLL (the sum over its code tokens)."""
     logp = model.forward_train(hs, hm, ts)  # [B, m, L, K]
-    tok = -logp.gather(-1, ts.long().unsqueeze(-1)).squeeze(-1).sum(-1)  # [B, m]
+    return -logp.gather(-1, ts.long().unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def nll(model: OneRec, hs, hm, ts, tm) -> tuple[torch.Tensor, int]:
+    tok = item_nll(model, hs, hm, ts)
     return (tok * tm).sum(), int(tm.sum())
+
+
+def session_loss(tok: torch.Tensor, tm: torch.Tensor, first_item_weight: float = 1.0
+                 ) -> torch.Tensor:
+    """Weighted mean of the target items' NLL `tok` [B, m] over the unmasked ones `tm`:
+    the first target item weighs `first_item_weight`, the later ones 1. The next-item
+    ranking is exactly the first item's (evaluate.first_item_scores), while the session loss
+    spreads the model over m items; w > 1 adds emphasis on the first without dropping the
+    session. Dividing by the total weight (not the item count) keeps the loss an average, so
+    its scale, and with it the step size under the same lr and clipping, stays that of w = 1;
+    w = 1 is exactly the unweighted mean (sum / count)."""
+    if first_item_weight == 1.0:
+        return (tok * tm).sum() / int(tm.sum())
+    w = tm.to(tok.dtype).clone()
+    w[:, 0] *= first_item_weight
+    return (tok * w).sum() / w.sum()
 
 
 @torch.no_grad()
@@ -176,12 +198,14 @@ def train(cfg: OneRecConfig, tcfg: dict, split: Split, row_of: dict[int, int],
     bs, total_steps, every = tcfg["batch"], tcfg["steps"], tcfg["eval_every"]
     warm, floor = tcfg["warmup_steps"], tcfg.get("min_lr_ratio", 0.0)
     patience = tcfg.get("patience", 10 ** 9)
+    first_w = float(tcfg.get("first_item_weight", 1.0))  # session_loss
     # A wall-clock cap (run_all --train-minutes) for a shared machine: checked at
     # evaluations only, recorded in the log.
     max_seconds = tcfg.get("max_seconds")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total_steps, floor))
     log = {"examples": int(len(hist)), "batch": bs, "max_steps": total_steps, "evals": [],
            "dropout": tcfg.get("dropout", 0.0), "min_lr_ratio": floor, "patience": patience,
+           "first_item_weight": first_w,
            "selection": "valid NDCG@10 (exact first-item ranking)" if valid_fn else "valid NLL"}
     best, best_state, best_step, bad = -math.inf, None, 0, 0
     perm, pos = torch.randperm(len(hist), generator=g).numpy(), 0
@@ -194,9 +218,11 @@ def train(cfg: OneRecConfig, tcfg: dict, split: Split, row_of: dict[int, int],
         idx = np.sort(perm[pos : pos + bs])
         pos += bs
         hs, hm, ts, tm = batch_tensors(hist[idx], tgt[idx], sids_t, tcfg["history_dropout"], g)
-        s, c = nll(model, hs, hm, ts, tm)
+        tok = item_nll(model, hs, hm, ts)
+        # The logged train NLL stays the unweighted per-item mean (comparable across w).
+        s, c = (tok * tm).sum(), int(tm.sum())
         aux = balance.pop()
-        loss = s / c + tcfg["aux_loss"] * aux
+        loss = session_loss(tok, tm, first_w) + tcfg["aux_loss"] * aux
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
