@@ -275,6 +275,9 @@ def write(dest: Path, f: dict) -> None:
         f"to {tc.get('min_lr_ratio', 0)} × lr over at most {tc['steps']} steps (the rate never "
         f"reaches 0); train-only dropout {tc.get('dropout', 0)} on attention/FFN outputs and "
         f"embeddings (forward hooks, inference unchanged), history item dropout {tc['history_dropout']}; "
+        + (f"the first target item's NLL weighted {tc['first_item_weight']} against 1 for the later "
+           "items (a weighted mean: the next-item ranking is the first item's); "
+           if tc.get("first_item_weight", 1.0) != 1.0 else "") +
         f"validation every {tc['eval_every']} steps on NDCG@10 of the exact ranking, the best "
         f"kept, stop after {tc.get('patience')} evaluations without a gain.",
     ]
