@@ -195,7 +195,7 @@ impl Packed {
     }
 }
 
-/// Borrowed panels: weight rows `0..n` of some product, packed as `pack_into` does.
+/// Borrowed panels: weight rows `0..n` of some product, packed as `repack_rows` does.
 #[derive(Clone, Copy)]
 struct Panels<'a> {
     n: usize,
@@ -210,48 +210,11 @@ struct Panels<'a> {
 /// If `w` was packed for another level or the slices are shorter than the shapes (caller
 /// bugs).
 pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Packed, y: &mut [f32]) {
-    let (n, k) = (w.n, w.k);
     assert!(w.width == width(level), "packed for another SIMD level");
-    assert!(
-        x.len() >= m * k && y.len() >= m * n,
-        "packed matmul: short operands"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        y[..m * n].fill(0.0);
-        return;
-    }
-    let panels = n.div_ceil(w.width);
-    let threads = rayon::current_num_threads();
-    let tasks = if m * n * k >= PARALLEL_MIN_MACS && threads > 1 {
-        panels.min(threads * 2)
-    } else {
-        1
-    };
-    let yp = SendPtr(y.as_mut_ptr());
-    let per = panels.div_ceil(tasks);
-    let run = |t: usize| {
-        let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
-        // SAFETY: extents checked above; tasks write disjoint column ranges of `y`.
-        unsafe {
-            serial(
-                level,
-                x,
-                k,
-                m,
-                w.panels(p0, p1),
-                { yp }.0.add(p0 * w.width),
-                n,
-            )
-        };
-    };
-    if tasks == 1 {
-        run(0);
-    } else {
-        (0..panels.div_ceil(per)).into_par_iter().for_each(run);
-    }
+    by_panels(level, x, m, w.n, w.k, y, |p0, p1, yp| {
+        // SAFETY: `by_panels` checked the extents and hands out disjoint column ranges.
+        unsafe { serial(level, x, w.k, m, w.panels(p0, p1), yp, w.n) }
+    });
 }
 
 /// `y [m, n] = x [m, k] · Wᵀ` for a weight that is not held as f32 (f16, q8_0, q4_0):
@@ -270,6 +233,32 @@ pub fn matmul_decoded(
     k: usize,
     decode: impl Fn(usize, &mut [f32]) + Sync,
     y: &mut [f32],
+) {
+    let width = width(level);
+    by_panels(level, x, m, n, k, y, |p0, p1, yp| {
+        let (mut rows, mut pk) = (Vec::new(), Packed::empty(level));
+        for p in p0..p1 {
+            let cols = width.min(n - p * width);
+            rows.resize(cols * k, 0.0);
+            decode(p * width, &mut rows);
+            pk.repack_rows(&rows, k, cols, k);
+            // SAFETY: as above; panel `p` is column range `p·width ..` of this task's.
+            unsafe { serial(level, x, k, m, pk.panels(0, 1), yp.add((p - p0) * width), n) };
+        }
+    });
+}
+
+/// Checks the operands of `y [m, n] = x [m, k] · Wᵀ`, answers the empty cases, and runs
+/// `task(p0, p1, y_at_p0)` for ranges of panels (`y_at_p0` points to column `p0·width` of
+/// row 0), on several threads when the product is large. Tasks get disjoint columns.
+fn by_panels(
+    level: SimdLevel,
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+    task: impl Fn(usize, usize, *mut f32) + Sync,
 ) {
     assert!(
         x.len() >= m * k && y.len() >= m * n,
@@ -293,15 +282,9 @@ pub fn matmul_decoded(
     let per = panels.div_ceil(tasks);
     let yp = SendPtr(y.as_mut_ptr());
     let run = |t: usize| {
-        let (mut rows, mut pk) = (Vec::new(), Packed::empty(level));
-        for p in t * per..((t + 1) * per).min(panels) {
-            let cols = width.min(n - p * width);
-            rows.resize(cols * k, 0.0);
-            decode(p * width, &mut rows);
-            pk.repack_rows(&rows, k, cols, k);
-            // SAFETY: extents checked above; tasks write disjoint column ranges of `y`.
-            unsafe { serial(level, x, k, m, pk.panels(0, 1), { yp }.0.add(p * width), n) };
-        }
+        let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
+        // In bounds: p0 < panels, so column p0·width < n.
+        task(p0, p1, { yp }.0.wrapping_add(p0 * width))
     };
     if tasks == 1 {
         run(0);
