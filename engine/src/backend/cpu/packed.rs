@@ -548,4 +548,80 @@ mod tests {
             }
         }
     }
+
+    /// The per-call paths: strided rows and transposed columns packed into a reused
+    /// buffer for `product_serial` with strided operands, and panels decoded on the fly.
+    #[test]
+    fn strided_and_decoded_products_match_a_plain_loop() {
+        let vals = |n: usize, s: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * s) % 89) as f32 / 44.0 - 1.0).collect()
+        };
+        let close = |got: f32, want: f64, k: usize| {
+            (got as f64 - want).abs() <= 1e-4 * (k as f64).sqrt() * (1.0 + want.abs())
+        };
+        for level in SimdLevel::available() {
+            let mut buf = Packed::empty(level);
+            for (m, n, k) in [(1, 1, 1), (5, 9, 7), (13, 40, 19), (70, 37, 96)] {
+                let ld = k + 5;
+                let x = vals(m * ld, 31);
+                // W[j, p] = rows[j·ld + p] = cols[p·ld + j].
+                let rows = vals(n * ld, 17);
+                let mut cols = vec![0f32; k * ld];
+                for j in 0..n.min(ld) {
+                    for p in 0..k {
+                        cols[p * ld + j] = rows[j * ld + p];
+                    }
+                }
+                let want = |i: usize, j: usize| -> f64 {
+                    (0..k)
+                        .map(|p| x[i * ld + p] as f64 * rows[j * ld + p] as f64)
+                        .sum()
+                };
+                let mut packs = vec![];
+                buf.repack_rows(&rows, ld, n, k);
+                packs.push(("rows", std::mem::replace(&mut buf, Packed::empty(level))));
+                if n <= ld {
+                    buf.repack_cols(&cols, ld, n, k);
+                    packs.push(("cols", std::mem::replace(&mut buf, Packed::empty(level))));
+                }
+                let ldy = n + 3;
+                for (how, w) in &packs {
+                    let mut y = vec![f32::NAN; m * ldy];
+                    product_serial(level, &x, ld, m, w, &mut y, ldy);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let got = y[i * ldy + j];
+                            assert!(
+                                close(got, want(i, j), k),
+                                "{level:?} {how} {m}x{n}x{k} [{i},{j}]"
+                            );
+                        }
+                        let pad = &y[i * ldy + n..(i + 1) * ldy];
+                        assert!(
+                            pad.iter().all(|v| v.is_nan()),
+                            "{level:?} {how}: wrote past n"
+                        );
+                    }
+                }
+                let xc: Vec<f32> = (0..m)
+                    .flat_map(|i| x[i * ld..i * ld + k].to_vec())
+                    .collect();
+                let decode = |row0: usize, out: &mut [f32]| {
+                    for (r, o) in out.chunks_mut(k).enumerate() {
+                        o.copy_from_slice(&rows[(row0 + r) * ld..][..k]);
+                    }
+                };
+                let mut y = vec![f32::NAN; m * n];
+                matmul_decoded(level, &xc, m, n, k, decode, &mut y);
+                for i in 0..m {
+                    for j in 0..n {
+                        assert!(
+                            close(y[i * n + j], want(i, j), k),
+                            "{level:?} decoded {m}x{n}x{k}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
