@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use onerec_engine::{BackendKind, Engine};
+use onerec_engine::{BackendKind, Engine, EngineOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,6 +39,11 @@ pub struct ModelArgs {
     /// Which backend runs the model.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// CPU backend: quantise the activations of q8_0/q4_0 products to q8 and use
+    /// integer dot products (faster; scores move by ~1e-3, so near-ties can reorder).
+    /// `ONEREC_CPU_INT8=1` does the same.
+    #[arg(long)]
+    pub cpu_int8: bool,
     /// Print the backend in use on stderr.
     #[arg(long)]
     pub verbose: bool,
@@ -46,14 +51,16 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Engine> {
-        let backend = BackendKind::from(self.backend);
+        let opts = EngineOptions::new()
+            .backend(BackendKind::from(self.backend))
+            .cpu_int8(self.cpu_int8);
         let engine = match &self.model {
-            Some(model) => Engine::load(model, backend)
+            Some(model) => Engine::open(model, &opts)
                 .with_context(|| format!("loading {}", model.display()))?,
             // No --model: the built-in MovieLens-100K model (src/default_model.rs).
             None => {
                 let file = crate::default_model::open().context("opening the built-in model")?;
-                Engine::from_file(Arc::new(file), backend).context("loading the built-in model")?
+                Engine::from_model(Arc::new(file), &opts).context("loading the built-in model")?
             }
         };
         if self.verbose {

@@ -280,6 +280,37 @@ fn an_f16_kv_cache_on_the_cpu_rounds_keys_and_values() {
     assert!(moved < 5e-2, "f16 K/V moved a score by {moved}");
 }
 
+/// Issue 12 item 1: `cpu_int8` quantises the activations of q8_0 products (the built-in
+/// model is q8_0) and stays within ~1e-3 of the exact path.
+#[test]
+fn integer_q8_products_stay_close_to_the_exact_path() {
+    let exact = Engine::open(&default_model(), &cpu()).unwrap();
+    let int8 = Engine::open(&default_model(), &cpu().cpu_int8(true)).unwrap();
+    assert!(
+        int8.describe_backend().contains("int8") && !exact.describe_backend().contains("int8"),
+        "{} / {}",
+        int8.describe_backend(),
+        exact.describe_backend()
+    );
+    let mut moved = 0f32;
+    for rows in [[0usize, 5, 9], [40, 41, 300]] {
+        let r = [req(&exact, &rows, 16)];
+        let (a, b) = (exact.recommend(&r).unwrap(), int8.recommend(&r).unwrap());
+        for (x, y) in a[0].final_scores.iter().zip(&b[0].final_scores) {
+            let rel = (x - y).abs() / x.abs().max(1.0);
+            assert!(rel < 1e-2, "int8 moved a score from {x} to {y}");
+            moved = moved.max(rel);
+        }
+    }
+    // x86-64 has integer kernels (AVX2 for decode steps, AVX-512 VNNI for all).
+    if cfg!(target_arch = "x86_64") {
+        assert!(
+            moved > 0.0,
+            "cpu_int8 changed no score: nothing was quantised"
+        );
+    }
+}
+
 /// Issue 12 item 2: `auto` never takes a software adapter (lavapipe here) while the CPU
 /// backend exists.
 #[test]

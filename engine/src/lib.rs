@@ -127,6 +127,12 @@ pub struct EngineOptions {
     /// Working memory (KV cache, activations, beam state) one call may use, estimated
     /// from its shape before anything is allocated; over it, [`Error::Budget`].
     pub memory_budget: u64,
+    /// CPU backend: q8_0/q4_0 products quantise the activations to q8 per block of 32
+    /// and use integer dot products (as ggml does). Faster (on AVX-512 VNNI every product;
+    /// elsewhere on x86-64 those of up to 8 rows), but scores move by ~1e-3 relative, so
+    /// answers can differ from the reference's where sessions nearly tie. Off by default;
+    /// `ONEREC_CPU_INT8=1` also turns it on.
+    pub cpu_int8: bool,
 }
 
 impl Default for EngineOptions {
@@ -138,6 +144,7 @@ impl Default for EngineOptions {
             kv_precision: KvPrecision::Auto,
             verify: Verify::Auto,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            cpu_int8: false,
         }
     }
 }
@@ -168,6 +175,10 @@ impl EngineOptions {
     }
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.memory_budget = bytes;
+        self
+    }
+    pub fn cpu_int8(mut self, on: bool) -> Self {
+        self.cpu_int8 = on;
         self
     }
 }
@@ -528,7 +539,10 @@ fn wgpu_backend(adapter: ::wgpu::Adapter, opts: &EngineOptions) -> Result<WgpuBa
 fn cpu_runner(file: Arc<ModelFile>, opts: &EngineOptions) -> Result<Box<dyn Runner>> {
     // F16 rounds every stored K/V value to f16, as a GPU's f16 cache does (the model of
     // that precision the GPU backends are tested against); Auto and F32 keep f32.
-    let cpu = CpuBackend::new().with_kv_f16(opts.kv_precision == KvPrecision::F16);
+    let mut cpu = CpuBackend::new().with_kv_f16(opts.kv_precision == KvPrecision::F16);
+    if opts.cpu_int8 {
+        cpu = cpu.with_int8(true);
+    }
     Ok(Box::new(Pipeline::new(cpu, file)?))
 }
 

@@ -146,6 +146,26 @@ impl Blob {
         }
     }
 
+    /// Lets the OS drop the resident pages of `offset .. offset + len` (mapped bytes a
+    /// backend copied into its own layout, so they are not held twice); a later read
+    /// faults them back in from the file. A no-op for other blobs and platforms.
+    pub fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Blob::Mapped(m) = self {
+            // SAFETY: the map is read-only and never written, so MADV_DONTNEED only drops
+            // clean file pages (the partial pages at both ends included) and any later
+            // read sees the same file bytes again.
+            let dropped = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+            if let Err(e) = dropped {
+                log::debug!("madvise(DONTNEED) of {len} mapped bytes: {e}");
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+
     /// Byte offset of `sub` inside this blob (`sub` must be borrowed from it).
     pub fn offset_of(&self, sub: &[u8]) -> Option<usize> {
         let base = self.bytes().as_ptr() as usize;

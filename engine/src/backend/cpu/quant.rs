@@ -36,6 +36,13 @@ pub fn matmul(level: SimdLevel, int8: bool, x: &[f32], m: usize, w: &CpuWeight, 
     #[cfg(not(target_arch = "x86_64"))]
     let _ = int8;
     #[cfg(target_arch = "x86_64")]
+    if int8 && super::q8_vnni::supported(level) {
+        if let Some(p) = w.q8_panels() {
+            super::q8_vnni::matmul(level, x, m, p, y);
+            return;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
     if int8
         && m <= INT_MAX_ROWS
         && level.has_avx2()

@@ -31,6 +31,10 @@ pub struct CpuWeight {
     /// f32 values packed for the microkernel of `packed.rs`, made on the first product
     /// with many rows (only weights used that way pay the copy).
     packed: OnceLock<Packed>,
+    /// q8_0 values interleaved for the VNNI kernel of `q8_vnni.rs`, made on the first
+    /// integer product.
+    #[cfg(target_arch = "x86_64")]
+    q8_panels: OnceLock<super::q8_vnni::Q8Panels>,
 }
 
 impl CpuWeight {
@@ -55,6 +59,8 @@ impl CpuWeight {
                     len: view.bytes.len(),
                 },
                 packed: OnceLock::new(),
+                #[cfg(target_arch = "x86_64")]
+                q8_panels: OnceLock::new(),
             })
         };
         let aligned = (view.bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
@@ -73,6 +79,8 @@ impl CpuWeight {
             dtype: DType::F32,
             data: Data::Owned(view.to_f32()?),
             packed: OnceLock::new(),
+            #[cfg(target_arch = "x86_64")]
+            q8_panels: OnceLock::new(),
         })
     }
 
@@ -83,6 +91,8 @@ impl CpuWeight {
             dtype: DType::F32,
             data: Data::Owned(data),
             packed: OnceLock::new(),
+            #[cfg(target_arch = "x86_64")]
+            q8_panels: OnceLock::new(),
         }
     }
 
@@ -111,6 +121,22 @@ impl CpuWeight {
             .get_or_init(|| Packed::new(level, v, self.rows, self.cols));
         // One backend, one level: a copy for another level is never asked for.
         (p.width == super::packed::width(level)).then_some(p)
+    }
+
+    /// The q8_0 values interleaved for the VNNI kernel (made on first use), or None for
+    /// another type.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn q8_panels(&self) -> Option<&super::q8_vnni::Q8Panels> {
+        (self.dtype == DType::Q8_0).then(|| {
+            self.q8_panels.get_or_init(|| {
+                let p = super::q8_vnni::Q8Panels::new(self.bytes(), self.rows, self.cols);
+                // Only the panels are read from now on: keep RSS at one copy.
+                if let Data::Mapped { blob, offset, len } = &self.data {
+                    blob.release(*offset, *len);
+                }
+                p
+            })
+        })
     }
 
     /// The stored bytes (f32 values as bytes for an owned copy).
@@ -170,6 +196,8 @@ impl CpuWeight {
     /// Bytes this weight holds outside the mapped file (a widened copy, a packed copy).
     pub fn owned_bytes(&self) -> usize {
         let packed = self.packed.get().map_or(0, Packed::bytes);
+        #[cfg(target_arch = "x86_64")]
+        let packed = packed + self.q8_panels.get().map_or(0, |p| p.bytes());
         packed
             + match &self.data {
                 Data::Mapped { .. } => 0,
