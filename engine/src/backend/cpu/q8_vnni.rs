@@ -103,16 +103,45 @@ struct QuantRows {
     bias: Vec<i32>,
 }
 
+/// `d = amax / 127` per block and values rounded to nearest (ties to even).
+///
+/// # Panics
+/// If `k` is not a multiple of 32 or `x` is shorter than `m · k` (caller bugs).
 fn quantize(x: &[f32], m: usize, k: usize) -> QuantRows {
-    let blocks = k / QUANT_BLOCK;
-    let mut q = vec![0i8; m * k];
-    let mut d = vec![0f32; m * blocks];
-    super::quant_x86::quantize_rows(&x[..m * k], k, &mut q, &mut d);
-    let bias = q
-        .chunks_exact(QUANT_BLOCK)
-        .map(|b| -128 * b.iter().map(|&v| v as i32).sum::<i32>())
-        .collect();
-    QuantRows { q, d, bias }
+    assert!(k.is_multiple_of(QUANT_BLOCK) && x.len() >= m * k);
+    let n = m * k / QUANT_BLOCK;
+    let mut rows = QuantRows {
+        q: vec![0i8; m * k],
+        d: vec![0f32; n],
+        bias: vec![0i32; n],
+    };
+    // SAFETY: callers reach this only through `matmul`, after `supported` proved
+    // AVX-512 F/BW; `x` holds `n` blocks and every output `n` (blocks) entries.
+    unsafe { quantize_blocks(&x[..m * k], &mut rows) };
+    rows
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_blocks(x: &[f32], out: &mut QuantRows) {
+    let sign = _mm512_set1_ps(-0.0);
+    for (b, xb) in x.chunks_exact(QUANT_BLOCK).enumerate() {
+        let lo = _mm512_loadu_ps(xb.as_ptr());
+        let hi = _mm512_loadu_ps(xb.as_ptr().add(16));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(
+            _mm512_andnot_ps(sign, lo),
+            _mm512_andnot_ps(sign, hi),
+        ));
+        let d = amax / 127.0;
+        let inv = _mm512_set1_ps(if d > 0.0 { 1.0 / d } else { 0.0 });
+        // |v · inv| <= 127 up to rounding; the saturating narrowing keeps it in i8.
+        let qlo = _mm512_cvtps_epi32(_mm512_mul_ps(lo, inv));
+        let qhi = _mm512_cvtps_epi32(_mm512_mul_ps(hi, inv));
+        let dst = out.q.as_mut_ptr().add(b * QUANT_BLOCK);
+        _mm_storeu_si128(dst as *mut __m128i, _mm512_cvtsepi32_epi8(qlo));
+        _mm_storeu_si128(dst.add(16) as *mut __m128i, _mm512_cvtsepi32_epi8(qhi));
+        out.d[b] = d;
+        out.bias[b] = -128 * _mm512_reduce_add_epi32(_mm512_add_epi32(qlo, qhi));
+    }
 }
 
 /// `y [m, n] = x [m, k] · Wᵀ` with activations quantised to q8.
