@@ -39,11 +39,11 @@ pub struct ModelArgs {
     /// Which backend runs the model.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
-    /// CPU backend: quantise the activations of q8_0/q4_0 products to q8 and use
-    /// integer dot products (faster; scores move by ~1e-3, so near-ties can reorder).
-    /// `ONEREC_CPU_INT8=1` does the same.
+    /// CPU backend: multiply q8_0/q4_0 weights with f32 activations, the reference's
+    /// arithmetic, instead of quantising the activations to q8 for integer dot products
+    /// (the default: faster, scores move by ~1e-3). `ONEREC_CPU_INT8=0` does the same.
     #[arg(long)]
-    pub cpu_int8: bool,
+    pub cpu_exact: bool,
     /// Print the backend in use on stderr.
     #[arg(long)]
     pub verbose: bool,
@@ -53,7 +53,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Engine> {
         let opts = EngineOptions::new()
             .backend(BackendKind::from(self.backend))
-            .cpu_int8(self.cpu_int8);
+            .cpu_int8(!self.cpu_exact);
         let engine = match &self.model {
             Some(model) => Engine::open(model, &opts)
                 .with_context(|| format!("loading {}", model.display()))?,

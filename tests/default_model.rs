@@ -4,7 +4,7 @@
 //! beam search gave on the same weights (`models/default/golden.json`).
 
 use crate::common::repo_root;
-use onerec_engine::{BackendKind, Config, Engine, Request};
+use onerec_engine::{BackendKind, Config, Engine, EngineOptions, Request};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -34,7 +34,14 @@ fn u64s(v: &serde_json::Value) -> Vec<u64> {
 }
 
 fn engine() -> Engine {
-    Engine::load(&model_path(), BackendKind::Cpu).unwrap()
+    // The reference's arithmetic: int8 activations can reorder near-ties.
+    Engine::open(
+        &model_path(),
+        &EngineOptions::new()
+            .backend(BackendKind::Cpu)
+            .cpu_int8(false),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -155,6 +162,8 @@ fn cli_without_model_recommends_from_the_built_in_model() {
         "--keep-permutations",
         "--backend",
         "cpu",
+        // The reference's arithmetic: int8 activations (the default) can reorder near-ties.
+        "--cpu-exact",
     ];
     let mut json_args = args.to_vec();
     json_args.push("--json");

@@ -79,10 +79,10 @@ impl Default for CpuBackend {
 }
 
 impl CpuBackend {
-    /// At the best SIMD level this CPU runs (or `ONEREC_CPU_SIMD`'s); integer q8 dots
-    /// when `ONEREC_CPU_INT8=1`.
+    /// At the best SIMD level this CPU runs (or `ONEREC_CPU_SIMD`'s), with integer q8
+    /// dots unless `ONEREC_CPU_INT8=0`.
     pub fn new() -> Self {
-        let int8 = std::env::var("ONEREC_CPU_INT8").is_ok_and(|v| v.trim() == "1");
+        let int8 = std::env::var("ONEREC_CPU_INT8").map_or(true, |v| v.trim() != "0");
         Self::with_simd(SimdLevel::detect()).with_int8(int8)
     }
 
@@ -99,7 +99,7 @@ impl CpuBackend {
 
     /// Whether q8_0/q4_0 products may quantise the activations to q8 and use integer
     /// dots (faster; scores move by ~1e-3 relative on the built-in model, which can
-    /// reorder near-tied sessions against the reference, so it is opt-in).
+    /// reorder near-tied sessions against the reference; `new` turns it on).
     pub fn with_int8(mut self, on: bool) -> Self {
         self.int8 = on;
         self
