@@ -39,9 +39,10 @@ pub struct ModelArgs {
     /// Which backend runs the model.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
-    /// CPU backend: multiply q8_0/q4_0 weights with f32 activations, the reference's
+    /// CPU backend: multiply q8_0 weights with f32 activations, the reference's
     /// arithmetic, instead of quantising the activations to q8 for integer dot products
-    /// (the default: faster, scores move by ~1e-3). `ONEREC_CPU_INT8=0` does the same.
+    /// (the default on AVX-512 VNNI: faster, scores move by ~1e-3). `ONEREC_CPU_INT8=0`
+    /// does the same.
     #[arg(long)]
     pub cpu_exact: bool,
     /// Print the backend in use on stderr.

@@ -127,12 +127,13 @@ pub struct EngineOptions {
     /// Working memory (KV cache, activations, beam state) one call may use, estimated
     /// from its shape before anything is allocated; over it, [`Error::Budget`].
     pub memory_budget: u64,
-    /// CPU backend: q8_0/q4_0 products quantise the activations to q8 per block of 32
-    /// and use integer dot products, as ggml does (on AVX-512 VNNI every product;
-    /// elsewhere on x86-64 those of up to 8 rows). On by default: 2x faster at beam 16 on
-    /// the medium config, but scores move by ~1e-3 relative, so answers can differ from
-    /// the reference's where sessions nearly tie. `false` (or `ONEREC_CPU_INT8=0`)
-    /// multiplies the decoded weights with f32 activations, the reference's arithmetic.
+    /// CPU backend: on a CPU with AVX-512 VNNI, q8_0 products quantise the activations to
+    /// q8 per block of 32 and use integer dot products, as ggml does (`Int8::Vnni`). On
+    /// by default: 2x faster at beam 16 on the medium config, but scores move by ~1e-3
+    /// relative, so answers can differ from the reference's where sessions nearly tie.
+    /// `false` (or `ONEREC_CPU_INT8=0`) multiplies the decoded weights with f32
+    /// activations, the reference's arithmetic; `ONEREC_CPU_INT8=1` adds the AVX2
+    /// kernel for products of at most 8 rows (`Int8::All`).
     pub cpu_int8: bool,
 }
 

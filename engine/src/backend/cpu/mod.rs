@@ -56,12 +56,27 @@ impl CpuBuf {
     }
 }
 
+/// Which q8_0/q4_0 products quantise their activations to q8 (per block of 32) and use
+/// integer dot products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8 {
+    /// None: decoded weights times f32 activations, the reference's arithmetic.
+    Off,
+    /// q8_0 products at every row count, on CPUs with AVX-512 VNNI (`q8_vnni.rs`); the
+    /// kernel never depends on the row count, so a request's answer does not depend on
+    /// what it is batched with. The default.
+    Vnni,
+    /// Besides, q8_0/q4_0 products of at most 8 rows on the AVX2 kernel (`quant_x86.rs`):
+    /// faster on CPUs without VNNI, but then the kernel depends on the row count, and a
+    /// request's answer on its batch (`ONEREC_CPU_INT8=1`).
+    All,
+}
+
 #[derive(Debug)]
 pub struct CpuBackend {
     simd: SimdLevel,
-    /// q8_0/q4_0 products quantise the activations to q8 for integer dots (every row
-    /// count for q8_0 on AVX-512 VNNI, up to 8 rows otherwise on x86-64).
-    int8: bool,
+    /// Which q8_0/q4_0 products quantise their activations to q8 for integer dots.
+    int8: Int8,
     /// Floating-point operations of the products and attention run so far (one relaxed
     /// add per op call), for `onerec bench`'s GFLOP/s.
     flops: Arc<AtomicU64>,
@@ -79,30 +94,50 @@ impl Default for CpuBackend {
 }
 
 impl CpuBackend {
-    /// At the best SIMD level this CPU runs (or `ONEREC_CPU_SIMD`'s), with integer q8
-    /// dots unless `ONEREC_CPU_INT8=0`.
+    /// At the best SIMD level this CPU runs (or `ONEREC_CPU_SIMD`'s), with `Int8::Vnni`
+    /// (`ONEREC_CPU_INT8=0`: `Off`, `=1`: `All`).
     pub fn new() -> Self {
-        let int8 = std::env::var("ONEREC_CPU_INT8").map_or(true, |v| v.trim() != "0");
-        Self::with_simd(SimdLevel::detect()).with_int8(int8)
+        let int8 = match std::env::var("ONEREC_CPU_INT8").as_deref().map(str::trim) {
+            Ok("0") => Int8::Off,
+            Ok("1") => Int8::All,
+            _ => Int8::Vnni,
+        };
+        Self::with_simd(SimdLevel::detect()).with_int8_mode(int8)
     }
 
     /// At a given level (tests force every level the CPU runs).
     pub fn with_simd(simd: SimdLevel) -> Self {
         CpuBackend {
             simd,
-            int8: false,
+            int8: Int8::Off,
             flops: Arc::default(),
             kv_f16: false,
             profile: Arc::default(),
         }
     }
 
-    /// Whether q8_0/q4_0 products may quantise the activations to q8 and use integer
-    /// dots (faster; scores move by ~1e-3 relative on the built-in model, which can
-    /// reorder near-tied sessions against the reference; `new` turns it on).
-    pub fn with_int8(mut self, on: bool) -> Self {
-        self.int8 = on;
+    /// `Int8::All` (every integer kernel, as the op suite tests them) or `Int8::Off`.
+    /// Integer products are faster; scores move by ~1e-3 relative on the built-in model,
+    /// which can reorder near-tied sessions against the reference.
+    pub fn with_int8(self, on: bool) -> Self {
+        self.with_int8_mode(if on { Int8::All } else { Int8::Off })
+    }
+
+    pub fn with_int8_mode(mut self, mode: Int8) -> Self {
+        self.int8 = mode;
         self
+    }
+
+    /// Whether some product of this backend quantises its activations.
+    fn int8_active(&self) -> bool {
+        match self.int8 {
+            Int8::Off => false,
+            Int8::All => cfg!(target_arch = "x86_64"),
+            #[cfg(target_arch = "x86_64")]
+            Int8::Vnni => q8_vnni::supported(self.simd),
+            #[cfg(not(target_arch = "x86_64"))]
+            Int8::Vnni => false,
+        }
     }
 
     /// The reference every backend's kernels are tested against: scalar code, and
@@ -111,7 +146,7 @@ impl CpuBackend {
     pub fn reference() -> Self {
         CpuBackend {
             simd: SimdLevel::Scalar,
-            int8: false,
+            int8: Int8::Off,
             flops: Arc::default(),
             kv_f16: false,
             profile: Arc::default(),
@@ -199,7 +234,7 @@ impl Backend for CpuBackend {
             "cpu ({} threads, {}{}{})",
             rayon::current_num_threads(),
             self.simd.name(),
-            if self.int8 { ", int8" } else { "" },
+            if self.int8_active() { ", int8" } else { "" },
             if self.kv_f16 { ", f16 KV cache" } else { "" }
         )
     }

@@ -13,7 +13,7 @@
 use super::gemm_nt::{gemm_nt_serial, Nt, PARALLEL_MIN_MACS};
 use super::packed;
 use super::simd::SimdLevel;
-use super::CpuWeight;
+use super::{CpuWeight, Int8};
 use rayon::prelude::*;
 
 /// Decoded values per panel (64 KiB of f32): stays in L2 beside the activations.
@@ -22,8 +22,8 @@ const PANEL_FLOATS: usize = 16 * 1024;
 pub(super) const INT_MAX_ROWS: usize = 8;
 
 /// `y [m, n] = x [m, k] · Wᵀ` for a weight not held as f32.
-/// `int8`: few rows of q8_0/q4_0 may take the integer path (activations quantised).
-pub fn matmul(level: SimdLevel, int8: bool, x: &[f32], m: usize, w: &CpuWeight, y: &mut [f32]) {
+/// `int8`: which products may take an integer path (activations quantised).
+pub fn matmul(level: SimdLevel, int8: Int8, x: &[f32], m: usize, w: &CpuWeight, y: &mut [f32]) {
     let (n, k) = (w.rows, w.cols);
     assert!(x.len() >= m * k && y.len() >= m * n);
     if m == 0 || n == 0 {
@@ -36,14 +36,14 @@ pub fn matmul(level: SimdLevel, int8: bool, x: &[f32], m: usize, w: &CpuWeight, 
     #[cfg(not(target_arch = "x86_64"))]
     let _ = int8;
     #[cfg(target_arch = "x86_64")]
-    if int8 && super::q8_vnni::supported(level) {
+    if int8 != Int8::Off && super::q8_vnni::supported(level) {
         if let Some(p) = w.q8_panels() {
             super::q8_vnni::matmul(level, x, m, p, y);
             return;
         }
     }
     #[cfg(target_arch = "x86_64")]
-    if int8
+    if int8 == Int8::All
         && m <= INT_MAX_ROWS
         && level.has_avx2()
         && super::quant_x86::int_dot_supported(w.dtype())
@@ -187,7 +187,7 @@ mod tests {
                 for m in [1, 3, 8, 9, 20, 64, 70] {
                     let x: Vec<f32> = (0..m * cols).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect();
                     let mut got = vec![f32::NAN; m * rows];
-                    matmul(level, true, &x, m, &w, &mut got);
+                    matmul(level, Int8::All, &x, m, &w, &mut got);
                     for r in 0..m {
                         let xr = &x[r * cols..(r + 1) * cols];
                         // q8 activations: |x - x̂| ≤ amax/254 per value.
