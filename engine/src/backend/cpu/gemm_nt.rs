@@ -1,14 +1,13 @@
 //! `y = x · wᵀ` with `x [m, k]` and `w [n, k]` both row-major (any row stride): every
-//! output is the dot product of two contiguous rows, so weights are read in their
-//! stored `[out, in]` layout and nothing is packed, per call or at load. A tile of
-//! `MR` activation rows × `NR` weight rows keeps `MR · NR` vector accumulators in
-//! registers (7 loads per 12 FMAs), `k` and `m` are cut into blocks so a weight tile
-//! stays in L1 and the activation block in L2 while the tiles pass over them, and weight rows are split
-//! across threads only when the product is large enough to pay for the hand-off.
+//! output is the dot product of two contiguous rows, so neither operand is packed. It
+//! multiplies decoded weight panels of few rows (`quant.rs`); f32 weights run on the
+//! packed microkernel (`packed.rs`). A tile of `MR` activation rows × `NR` weight rows
+//! keeps `MR · NR` vector accumulators in registers (7 loads per 12 FMAs), and `k` and
+//! `m` are cut into blocks so a weight tile stays in L1 and the activation block in L2
+//! while the tiles pass over them. The callers thread over panels.
 
 use super::simd::SimdLevel;
 use pulp::{Simd, WithSimd};
-use rayon::prelude::*;
 
 /// Activation rows per tile.
 const MR: usize = 3;
@@ -22,10 +21,9 @@ const KC: usize = 1024;
 /// Activation rows per pass: `MC × KC` floats (384 KiB) stay in L2 while every weight
 /// tile of the pass runs over them.
 const MC: usize = 96;
-/// Products smaller than this (multiply-adds) stay on one thread.
+/// Products smaller than this (multiply-adds) stay on one thread (`packed.rs`, `quant.rs`,
+/// `q8_vnni.rs`).
 pub const PARALLEL_MIN_MACS: usize = 1 << 20;
-/// Weight rows per parallel task at least (so a task streams a useful panel).
-const MIN_ROWS_PER_TASK: usize = 16;
 
 /// Operands of one product; `y[i·ldy + j] (+)= Σ_p x[i·ldx + p] · w[j·ldw + p]`.
 #[derive(Clone, Copy)]
@@ -62,40 +60,8 @@ fn ld_ok(ld: usize, cols: usize, rows: usize) -> bool {
     rows <= 1 || ld >= cols
 }
 
-/// `y = x · wᵀ` (or `y += …` with `accumulate`), threaded when large.
-///
-/// # Panics
-/// If the slices are shorter than the shapes and strides describe (a caller bug).
-pub fn gemm_nt(level: SimdLevel, p: Nt<'_>, y: &mut [f32], ldy: usize, accumulate: bool) {
-    assert!(
-        p.fits(y, ldy),
-        "gemm_nt: operands shorter than their shapes"
-    );
-    if p.m == 0 || p.n == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let macs = p.m * p.n * p.k;
-    let tasks = if macs >= PARALLEL_MIN_MACS && threads > 1 {
-        (p.n / MIN_ROWS_PER_TASK).clamp(1, threads * 4)
-    } else {
-        1
-    };
-    let yp = SendPtr(y.as_mut_ptr());
-    if tasks == 1 {
-        // SAFETY: `fits` checked every extent the kernel touches.
-        unsafe { serial(level, p, 0, p.n, yp.0, ldy, accumulate) };
-        return;
-    }
-    let per = p.n.div_ceil(tasks).next_multiple_of(NR);
-    (0..p.n.div_ceil(per)).into_par_iter().for_each(|t| {
-        let (j0, j1) = (t * per, ((t + 1) * per).min(p.n));
-        // SAFETY: as above; tasks write disjoint column ranges `j0..j1` of `y`.
-        unsafe { serial(level, p, j0, j1, { yp }.0, ldy, accumulate) };
-    });
-}
-
-/// `gemm_nt` on the calling thread only (callers that already run in parallel).
+/// `y = x · wᵀ` (or `y += …` with `accumulate`) on the calling thread (callers thread
+/// over panels themselves).
 pub fn gemm_nt_serial(level: SimdLevel, p: Nt<'_>, y: &mut [f32], ldy: usize, accumulate: bool) {
     assert!(
         p.fits(y, ldy),
@@ -304,7 +270,7 @@ mod tests {
         y
     }
 
-    /// Every level this CPU runs, edge tiles, strides, k blocks and both threading paths.
+    /// Every level this CPU runs, edge tiles, strides and k blocks.
     #[test]
     fn matches_a_plain_loop_at_every_level() {
         let vals = |n: usize, s: usize| -> Vec<f32> {
@@ -333,9 +299,9 @@ mod tests {
                 };
                 let want = reference(&p);
                 let mut y = vec![f32::NAN; m * n];
-                gemm_nt(level, p, &mut y, n, false);
+                gemm_nt_serial(level, p, &mut y, n, false);
                 let mut y2 = want.clone();
-                gemm_nt(level, p, &mut y2, n, true);
+                gemm_nt_serial(level, p, &mut y2, n, true);
                 for ((a, b), c) in y.iter().zip(&want).zip(&y2) {
                     let tol = 1e-4 * (k as f32).sqrt() * (1.0 + b.abs());
                     assert!((a - b).abs() <= tol, "{level:?} {m}x{n}x{k}: {a} vs {b}");

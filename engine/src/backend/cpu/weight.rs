@@ -29,7 +29,7 @@ pub struct CpuWeight {
     dtype: DType,
     data: Data,
     /// f32 values packed for the microkernel of `packed.rs`, made on the first product
-    /// with many rows (only weights used that way pay the copy).
+    /// (weights never multiplied, such as embedding tables, are never copied).
     packed: OnceLock<Packed>,
     /// q8_0 values interleaved for the VNNI kernel of `q8_vnni.rs`, made on the first
     /// integer product.
@@ -116,9 +116,14 @@ impl CpuWeight {
     /// held as f32.
     pub(super) fn packed(&self, level: SimdLevel) -> Option<&Packed> {
         let v = self.as_f32()?;
-        let p = self
-            .packed
-            .get_or_init(|| Packed::new(level, v, self.rows, self.cols));
+        let p = self.packed.get_or_init(|| {
+            let p = Packed::new(level, v, self.rows, self.cols);
+            // Products only read the packed copy from now on: keep RSS at one copy.
+            if let Data::Mapped { blob, offset, len } = &self.data {
+                blob.release(*offset, *len);
+            }
+            p
+        });
         // One backend, one level: a copy for another level is never asked for.
         (p.width == super::packed::width(level)).then_some(p)
     }
