@@ -1,6 +1,7 @@
 //! The CPU backend: the reference every other backend is tested against, and the
-//! fallback where no GPU exists. Matrix products run on the tile kernels of
-//! `gemm_nt.rs` / `quant.rs` at the SIMD level chosen at run time (`simd.rs`);
+//! fallback where no GPU exists. Matrix products run on the packed microkernel of
+//! `packed.rs` (f32 weights), the integer kernels of `q8_vnni.rs` / `quant_x86.rs` or the
+//! decoded panels of `quant.rs`, at the SIMD level chosen at run time (`simd.rs`);
 //! everything else is plain Rust parallelised over rows with rayon.
 
 mod attention;
