@@ -248,11 +248,25 @@ pub fn matmul_decoded(
     });
 }
 
-/// Checks the operands of `y [m, n] = x [m, k] · Wᵀ`, answers the empty cases, and runs
-/// `task(p0, p1, y_at_p0)` for ranges of panels (`y_at_p0` points to column `p0·width` of
-/// row 0), on several threads when the product is large. Tasks get disjoint columns.
+/// `by_panels_of` with this level's panel width.
 fn by_panels(
     level: SimdLevel,
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+    task: impl Fn(usize, usize, *mut f32) + Sync,
+) {
+    by_panels_of(width(level), x, m, n, k, y, task)
+}
+
+/// Checks the operands of `y [m, n] = x [m, k] · Wᵀ`, answers the empty cases, and runs
+/// `task(p0, p1, y_at_p0)` for ranges of panels of `width` outputs (`y_at_p0` points to
+/// column `p0·width` of row 0), on several threads when the product is large. Tasks get
+/// disjoint columns. Shared by the f32 and the q8 VNNI (`q8_vnni.rs`) kernels.
+pub(super) fn by_panels_of(
+    width: usize,
     x: &[f32],
     m: usize,
     n: usize,
@@ -271,7 +285,6 @@ fn by_panels(
         y[..m * n].fill(0.0);
         return;
     }
-    let width = width(level);
     let panels = n.div_ceil(width);
     let threads = rayon::current_num_threads();
     let tasks = if m * n * k >= PARALLEL_MIN_MACS && threads > 1 {

@@ -13,10 +13,8 @@
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the panels hold `w + 128` as u8
 //! and each block's sum is started at `-128 · Σ x`; the integer result is exact.
 
-use super::gemm_nt::{SendPtr, PARALLEL_MIN_MACS};
 use super::simd::SimdLevel;
 use crate::tensor::{DType, QUANT_BLOCK};
-use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 /// Outputs per panel: one 512-bit vector of i32/f32 lanes.
@@ -150,40 +148,13 @@ unsafe fn quantize_blocks(x: &[f32], out: &mut QuantRows) {
 /// If `level` is not one `supported` accepts, or the slices are shorter than the shapes
 /// (caller bugs).
 pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Q8Panels, y: &mut [f32]) {
-    let (n, k) = (w.n, w.k);
     assert!(supported(level), "q8 VNNI kernel on a CPU without it");
-    assert!(
-        x.len() >= m * k && y.len() >= m * n,
-        "q8 VNNI: short operands"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        y[..m * n].fill(0.0);
-        return;
-    }
-    let xq = quantize(x, m, k);
-    let panels = n.div_ceil(LANES);
-    let threads = rayon::current_num_threads();
-    let tasks = if m * n * k >= PARALLEL_MIN_MACS && threads > 1 {
-        panels.min(threads * 2)
-    } else {
-        1
-    };
-    let per = panels.div_ceil(tasks);
-    let yp = SendPtr(y.as_mut_ptr());
-    let run = |t: usize| {
-        let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
-        // SAFETY: `supported` proved AVX-512 F/BW and VNNI; tasks write disjoint column
-        // ranges (panels p0..p1) of `y`, whose length was checked above.
-        unsafe { panels_product(w, &xq, m, p0, p1, { yp }.0) };
-    };
-    if tasks == 1 {
-        run(0);
-    } else {
-        (0..panels.div_ceil(per)).into_par_iter().for_each(run);
-    }
+    let xq = quantize(x, m, w.k);
+    super::packed::by_panels_of(LANES, x, m, w.n, w.k, y, |p0, p1, y_at_p0| {
+        // SAFETY: `supported` proved AVX-512 F/BW and VNNI; `by_panels_of` checked the
+        // extents and hands each task the disjoint columns of panels p0..p1.
+        unsafe { panels_product(w, &xq, m, p0, p1, y_at_p0) }
+    });
 }
 
 /// Panels `p0..p1` for every activation row, in tiles of up to 8 rows; the panel stays
@@ -203,7 +174,7 @@ unsafe fn panels_product(
             let rows = (m - r0).min(MAX_TILE);
             macro_rules! go {
                 ($r:literal) => {
-                    tile::<$r>(w, xq, r0, p, y)
+                    tile::<$r>(w, xq, r0, p, y.add((p - p0) * LANES))
                 };
             }
             match rows {
@@ -221,7 +192,8 @@ unsafe fn panels_product(
     }
 }
 
-/// Rows `r0 .. r0 + R` times panel `p`, written to `y[r, 16p ..]` (masked past `n`).
+/// Rows `r0 .. r0 + R` times panel `p`; `y` points to column `16p` of row 0 (stores are
+/// masked past `n`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile<const R: usize>(w: &Q8Panels, xq: &QuantRows, r0: usize, p: usize, y: *mut f32) {
@@ -260,7 +232,7 @@ unsafe fn tile<const R: usize>(w: &Q8Panels, xq: &QuantRows, r0: usize, p: usize
         (1u16 << live) - 1
     };
     for (r, a) in acc.into_iter().enumerate() {
-        _mm512_mask_storeu_ps(y.add((r0 + r) * n + j0), mask, a);
+        _mm512_mask_storeu_ps(y.add((r0 + r) * n), mask, a);
     }
 }
 
