@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::tensor::WeightView;
 use crate::trie::Trie;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Row-major `f32` matrix.
@@ -86,7 +86,13 @@ pub struct CpuBackend {
     kv_f16: bool,
     /// Wall time per op (`onerec bench --profile`); off by default.
     profile: Arc<OpProfile>,
+    /// Whether q8_0 / q4_0 weights were loaded (`QUANT_Q8 | QUANT_Q4`), so `describe`
+    /// says ", int8" only where integer products can run.
+    quantized: AtomicU8,
 }
+
+const QUANT_Q8: u8 = 1;
+const QUANT_Q4: u8 = 2;
 
 impl Default for CpuBackend {
     fn default() -> Self {
@@ -114,6 +120,7 @@ impl CpuBackend {
             flops: Arc::default(),
             kv_f16: false,
             profile: Arc::default(),
+            quantized: AtomicU8::new(0),
         }
     }
 
@@ -129,13 +136,14 @@ impl CpuBackend {
         self
     }
 
-    /// Whether some product of this backend quantises its activations.
+    /// Whether some product of this backend's weights quantises its activations.
     fn int8_active(&self) -> bool {
+        let loaded = self.quantized.load(Ordering::Relaxed);
         match self.int8 {
             Int8::Off => false,
-            Int8::All => cfg!(target_arch = "x86_64"),
+            Int8::All => cfg!(target_arch = "x86_64") && loaded != 0,
             #[cfg(target_arch = "x86_64")]
-            Int8::Vnni => q8_vnni::supported(self.simd),
+            Int8::Vnni => q8_vnni::supported(self.simd) && loaded & QUANT_Q8 != 0,
             #[cfg(not(target_arch = "x86_64"))]
             Int8::Vnni => false,
         }
@@ -151,6 +159,7 @@ impl CpuBackend {
             flops: Arc::default(),
             kv_f16: false,
             profile: Arc::default(),
+            quantized: AtomicU8::new(0),
         }
     }
 
@@ -241,6 +250,12 @@ impl Backend for CpuBackend {
     }
 
     fn weight(&self, view: &WeightView<'_>) -> Result<CpuWeight> {
+        let kind = match view.dtype {
+            crate::tensor::DType::Q8_0 => QUANT_Q8,
+            crate::tensor::DType::Q4_0 => QUANT_Q4,
+            _ => 0,
+        };
+        self.quantized.fetch_or(kind, Ordering::Relaxed);
         CpuWeight::new(view)
     }
 
