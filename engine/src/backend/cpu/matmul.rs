@@ -5,10 +5,6 @@
 
 use super::{packed, quant, CpuBackend, CpuWeight};
 
-/// From this many rows a quantised product packs its decoded panels for the broadcast
-/// microkernel (`quant.rs`); below, it multiplies them in the stored layout.
-pub(super) const PACKED_MIN_ROWS: usize = 64;
-
 /// Every product of an f32 weight runs on its packed copy, so a product gives the same
 /// bits on every call, and mid-size expert groups get the microkernel too: on the
 /// `benches/synthetic.py` medium checkpoint, beam 128, 518-526 → 462-472 ms against the
@@ -24,6 +20,9 @@ pub fn matmul(b: &CpuBackend, x: &[f32], rows: usize, w: &CpuWeight, y: &mut [f3
 mod tests {
     use super::*;
     use crate::backend::cpu::SimdLevel;
+
+    /// Many rows: past any row-count threshold a kernel might have.
+    const ROWS: usize = 128;
     use crate::tensor::{Blob, DType, WeightView};
     use std::sync::Arc;
 
@@ -46,9 +45,7 @@ mod tests {
             bytes: blob.bytes(),
             blob: &blob,
         };
-        let x: Vec<f32> = (0..2 * PACKED_MIN_ROWS * k)
-            .map(|i| (i % 13) as f32 / 6.0 - 1.0)
-            .collect();
+        let x: Vec<f32> = (0..ROWS * k).map(|i| (i % 13) as f32 / 6.0 - 1.0).collect();
         for level in SimdLevel::available() {
             let b = CpuBackend::with_simd(level);
             let w = CpuWeight::new(&view).unwrap();
@@ -59,10 +56,10 @@ mod tests {
             };
             let before = run(3);
             assert!(w.owned_bytes() > 0, "{level:?}: no packed copy");
-            let many = run(2 * PACKED_MIN_ROWS);
+            let many = run(ROWS);
             assert_eq!(run(3), before, "{level:?}: 3 rows changed");
-            assert_eq!(run(2 * PACKED_MIN_ROWS), many, "{level:?}");
-            let plain: Vec<f32> = (0..2 * PACKED_MIN_ROWS * n)
+            assert_eq!(run(ROWS), many, "{level:?}");
+            let plain: Vec<f32> = (0..ROWS * n)
                 .map(|o| {
                     let (r, j) = (o / n, o % n);
                     (0..k).map(|p| x[r * k + p] * vals[j * k + p]).sum()

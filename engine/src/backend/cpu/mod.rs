@@ -141,11 +141,12 @@ impl CpuBackend {
         let loaded = self.quantized.load(Ordering::Relaxed);
         match self.int8 {
             Int8::Off => false,
-            Int8::All => cfg!(target_arch = "x86_64") && loaded != 0,
+            #[cfg(target_arch = "x86_64")]
+            Int8::All => self.simd.has_avx2() && loaded != 0,
             #[cfg(target_arch = "x86_64")]
             Int8::Vnni => q8_vnni::supported(self.simd) && loaded & QUANT_Q8 != 0,
             #[cfg(not(target_arch = "x86_64"))]
-            Int8::Vnni => false,
+            Int8::All | Int8::Vnni => false,
         }
     }
 

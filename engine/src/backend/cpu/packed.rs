@@ -211,7 +211,7 @@ struct Panels<'a> {
 /// bugs).
 pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Packed, y: &mut [f32]) {
     assert!(w.width == width(level), "packed for another SIMD level");
-    by_panels(level, x, m, w.n, w.k, y, |p0, p1, yp| {
+    by_panels(w.width, x, m, w.n, w.k, y, |p0, p1, yp| {
         // SAFETY: `by_panels` checked the extents and hands out disjoint column ranges.
         unsafe { serial(level, x, w.k, m, w.panels(p0, p1), yp, w.n) }
     });
@@ -235,7 +235,7 @@ pub fn matmul_decoded(
     y: &mut [f32],
 ) {
     let width = width(level);
-    by_panels(level, x, m, n, k, y, |p0, p1, yp| {
+    by_panels(width, x, m, n, k, y, |p0, p1, yp| {
         let (mut rows, mut pk) = (Vec::new(), Packed::empty(level));
         for p in p0..p1 {
             let cols = width.min(n - p * width);
@@ -248,24 +248,11 @@ pub fn matmul_decoded(
     });
 }
 
-/// `by_panels_of` with this level's panel width.
-fn by_panels(
-    level: SimdLevel,
-    x: &[f32],
-    m: usize,
-    n: usize,
-    k: usize,
-    y: &mut [f32],
-    task: impl Fn(usize, usize, *mut f32) + Sync,
-) {
-    by_panels_of(width(level), x, m, n, k, y, task)
-}
-
 /// Checks the operands of `y [m, n] = x [m, k] · Wᵀ`, answers the empty cases, and runs
 /// `task(p0, p1, y_at_p0)` for ranges of panels of `width` outputs (`y_at_p0` points to
 /// column `p0·width` of row 0), on several threads when the product is large. Tasks get
 /// disjoint columns. Shared by the f32 and the q8 VNNI (`q8_vnni.rs`) kernels.
-pub(super) fn by_panels_of(
+pub(super) fn by_panels(
     width: usize,
     x: &[f32],
     m: usize,

@@ -1,8 +1,11 @@
 //! Matrix products with weights in their stored type (f16, q8_0, q4_0): no f32 copy of a
 //! weight matrix ever exists.
-//! - A few activation rows (decode steps, small expert groups), q8_0/q4_0 on a CPU with
-//!   integer SIMD: the rows are quantised per block of 32 to q8 and every block product
-//!   is an integer dot (`quant_x86.rs`), as ggml does, so weights stream as stored.
+//! - q8_0 with integer activations (`Int8::Vnni`, the default, or `All`) on AVX-512
+//!   VNNI, any row count: the VNNI kernel over weights interleaved once (`q8_vnni.rs`).
+//! - A few activation rows (decode steps, small expert groups), q8_0/q4_0 with
+//!   `Int8::All` on a CPU with AVX2: the rows are quantised per block of 32 to q8 and every
+//!   block product is an integer dot (`quant_x86.rs`), as ggml does, so weights stream as
+//!   stored.
 //! - Otherwise a panel of weight rows is decoded into a per-thread buffer that stays in
 //!   L2 and multiplied with the f32 tile kernel (`gemm_nt.rs`), or, from
 //!   `PACKED_MIN_ROWS` rows, packed and multiplied with the broadcast microkernel of
@@ -18,6 +21,9 @@ use rayon::prelude::*;
 
 /// Decoded values per panel (64 KiB of f32): stays in L2 beside the activations.
 const PANEL_FLOATS: usize = 16 * 1024;
+/// From this many rows a product packs its decoded panels for the broadcast microkernel
+/// of `packed.rs`; below, it multiplies them in the stored layout (`gemm_nt.rs`).
+const PACKED_MIN_ROWS: usize = 64;
 /// Up to this many activation rows the integer kernels win: weight traffic dominates.
 pub(super) const INT_MAX_ROWS: usize = 8;
 
@@ -51,7 +57,7 @@ pub fn matmul(level: SimdLevel, int8: Int8, x: &[f32], m: usize, w: &CpuWeight, 
         int_product(x, m, w, y);
         return;
     }
-    if m >= super::matmul::PACKED_MIN_ROWS {
+    if m >= PACKED_MIN_ROWS {
         let decode_rows = |row0: usize, out: &mut [f32]| decode(level, w, row0 * k, out);
         packed::matmul_decoded(level, x, m, n, k, decode_rows, y);
         return;

@@ -119,9 +119,7 @@ impl CpuWeight {
         let p = self.packed.get_or_init(|| {
             let p = Packed::new(level, v, self.rows, self.cols);
             // Products only read the packed copy from now on: keep RSS at one copy.
-            if let Data::Mapped { blob, offset, len } = &self.data {
-                blob.release(*offset, *len);
-            }
+            self.release_mapped();
             p
         });
         // One backend, one level: a copy for another level is never asked for.
@@ -136,12 +134,18 @@ impl CpuWeight {
             self.q8_panels.get_or_init(|| {
                 let p = super::q8_vnni::Q8Panels::new(self.bytes(), self.rows, self.cols);
                 // Only the panels are read from now on: keep RSS at one copy.
-                if let Data::Mapped { blob, offset, len } = &self.data {
-                    blob.release(*offset, *len);
-                }
+                self.release_mapped();
                 p
             })
         })
+    }
+
+    /// Lets the OS drop the mapped pages of the stored bytes (a copy in the kernels'
+    /// layout replaced them); a later read faults them back in from the file.
+    fn release_mapped(&self) {
+        if let Data::Mapped { blob, offset, len } = &self.data {
+            blob.release(*offset, *len);
+        }
     }
 
     /// The stored bytes (f32 values as bytes for an owned copy).
