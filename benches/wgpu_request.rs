@@ -9,7 +9,7 @@
 //! (benches/compare_backends.sh makes the synthetic models and runs this.)
 
 use onerec_engine::backend::wgpu::{StatsSnapshot, WgpuBackend};
-use onerec_engine::backend::KeyMap;
+use onerec_engine::backend::{Ffn, KeyMap, Moe};
 use onerec_engine::format::quant::encode;
 use onerec_engine::generate::recommend;
 use onerec_engine::tensor::{Blob, DType, TensorView};
@@ -109,6 +109,84 @@ fn cross_attention_gflops(
     4.0 * (rows * keys * d) as f64 / times[1] / 1e9
 }
 
+/// GFLOP/s (the three expert products of the routed slots only) of one MoE layer over
+/// `rows` random rows, f32 experts stacked as the model file stores them.
+fn moe_gflops(
+    g: &WgpuBackend,
+    rows: usize,
+    d: usize,
+    hidden: usize,
+    experts: usize,
+    top_k: usize,
+) -> f64 {
+    let val = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1)
+            .collect()
+    };
+    let blob = |r: usize, c: usize, seed: usize| {
+        let vals = val(experts * r * c, seed);
+        Arc::new(Blob::Owned(
+            encode("expert", DType::F32, &[experts, r, c], &vals).expect("encode"),
+        ))
+    };
+    let (gs, ds) = ([experts, hidden, d], [experts, d, hidden]);
+    let (gb, ub, db) = (blob(hidden, d, 1), blob(hidden, d, 2), blob(d, hidden, 3));
+    fn view<'a>(name: &'a str, shape: &'a [usize], b: &'a Arc<Blob>) -> TensorView<'a> {
+        TensorView {
+            name,
+            dtype: DType::F32,
+            shape,
+            bytes: b.bytes(),
+            blob: b,
+        }
+    }
+    let (gv, uv, dv) = (
+        view("gate", &gs, &gb),
+        view("up", &gs, &ub),
+        view("down", &ds, &db),
+    );
+    // Gate and up stacked together, as the model loads them (one fused launch).
+    let mut gu = g.weight_stacks(&[&gv, &uv]).expect("stacks").into_iter();
+    let (gate, up) = (gu.next().expect("gate"), gu.next().expect("up"));
+    let down = g.weight_stack(&dv).expect("stack");
+    let rshape = [experts, d];
+    let rblob = Arc::new(Blob::Owned(
+        encode("router", DType::F32, &rshape, &val(experts * d, 4)).expect("encode"),
+    ));
+    let rview = TensorView {
+        name: "router",
+        dtype: DType::F32,
+        shape: &rshape,
+        bytes: rblob.bytes(),
+        blob: &rblob,
+    };
+    let m = Moe {
+        router: g.weight(&rview.as_matrix()).expect("router"),
+        experts: gate
+            .into_iter()
+            .zip(up)
+            .zip(down)
+            .map(|((gate, up), down)| Ffn { gate, up, down })
+            .collect(),
+        top_k,
+    };
+    let x = g.upload(&val(rows * d, 5), rows, d).expect("upload");
+    let _ = g.moe(&x, &m, None).expect("warm-up");
+    g.sync().expect("sync");
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..4 {
+            std::hint::black_box(g.moe(&x, &m, None).expect("moe"));
+        }
+        g.sync().expect("sync");
+        times.push(t.elapsed().as_secs_f64() / 4.0);
+    }
+    times.sort_by(f64::total_cmp);
+    6.0 * (rows * top_k * hidden * d) as f64 / times[1] / 1e9
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // `cargo bench` passes --bench; the model is the first argument that is a directory.
@@ -170,6 +248,15 @@ fn main() {
         cfg.max_history,
         cross_attention_gflops(&g, beam, cfg.max_history, d, cfg.n_heads)
     );
+
+    if cfg.n_experts > 0 {
+        println!(
+            "kernel GFLOP/s moe [B={beam}, {} experts top-{}, d {d}, hidden {hidden}, f32]: {:.2}",
+            cfg.n_experts,
+            cfg.top_k,
+            moe_gflops(&g, beam, d, hidden, cfg.n_experts, cfg.top_k)
+        );
+    }
 
     let n = file.catalog.len() as u64;
     let history: Vec<u64> = (0..cfg.max_history as u64)

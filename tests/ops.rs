@@ -222,6 +222,32 @@ pub mod cases {
                     &want.data,
                     exact(dt),
                 );
+                // The fused residual add: the sum stays in x, the norm of it comes out.
+                let r = rng.vec(m * d);
+                let mut cx = cpu.upload(&x, m, d).unwrap();
+                let cw = cpu.weight(&w.matrix()).unwrap();
+                cpu.add_assign(&mut cx, &cpu.upload(&r, m, d).unwrap())
+                    .unwrap();
+                let want = cpu.rms_norm(&cx, &cw, 1e-6).unwrap();
+                let mut gx = g.upload(&x, m, d).unwrap();
+                let gy = g
+                    .add_rms_norm(
+                        &mut gx,
+                        &g.upload(&r, m, d).unwrap(),
+                        &g.weight(&w.matrix()).unwrap(),
+                        1e-6,
+                    )
+                    .unwrap();
+                let what = format!("{name}: add_rms_norm {dt} [{m},{d}]");
+                cmp(&what, &g.download(&gy).unwrap(), &want.data, exact(dt));
+                assert_eq!(g.download(&gx).unwrap(), cx.data, "{what}: the sum");
+                let short = g.upload(&r[..d], 1, d).unwrap();
+                assert!(
+                    m == 1
+                        || g.add_rms_norm(&mut gx, &short, &g.weight(&w.matrix()).unwrap(), 1e-6)
+                            .is_err(),
+                    "{what}: shapes that differ are an error"
+                );
             }
         }
     }
@@ -329,6 +355,7 @@ pub mod cases {
         for &(heads, hd) in &[
             (4usize, 8usize),
             (3, 8),
+            (3, 12),
             (2, 64),
             (1, 96),
             (8, 64),
@@ -458,6 +485,30 @@ pub mod cases {
                 cmp(
                     &format!("{name}: moe {dt} e{e} k{top_k} rows {rows}"),
                     &got,
+                    &want.data,
+                    tol(dt),
+                );
+                // Gate and up stacked together (fused with the SwiGLU where a backend can).
+                let mut gu = g
+                    .weight_stacks(&[&t[0].view(), &t[1].view()])
+                    .unwrap()
+                    .into_iter();
+                let (gs, us) = (gu.next().unwrap(), gu.next().unwrap());
+                assert!(gu.next().is_none(), "{name}: one stack per tensor");
+                let gm2 = Moe {
+                    router: g.weight(&router.matrix()).unwrap(),
+                    experts: gs
+                        .into_iter()
+                        .zip(us)
+                        .zip(stack(2))
+                        .map(|((gate, up), down)| Ffn { gate, up, down })
+                        .collect(),
+                    top_k,
+                };
+                let got2 = g.download(&g.moe(&gx, &gm2, None).unwrap()).unwrap();
+                cmp(
+                    &format!("{name}: moe {dt} gate and up stacked together"),
+                    &got2,
                     &want.data,
                     tol(dt),
                 );

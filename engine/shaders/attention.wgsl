@@ -1,8 +1,10 @@
 // Multi-head scaled dot-product attention of query rows over selected key/value rows,
 // in three barrier-free passes (lavapipe runs workgroup barriers very slowly, GPUs run
-// these passes fine): `scores` (one invocation per tile of 4 rows, head and key),
-// `softmax` (one per row and head, in place) and `weighted` (one per tile of 4 rows and
-// group of `p.cols` output columns).
+// these passes fine): `scores` (one invocation per tile of 4 rows, head and group of 4
+// keys), `softmax` (one per row and head, in place) and `weighted` (one per tile of 4
+// rows and group of `p.cols` output columns). Where a tile's rows share their keys (the
+// beams of one user in cross-attention) both products are 4×4 register tiles, as in
+// matmul.wgsl: each key or value loaded serves 4 rows, each query row 4 keys.
 // Defines: SPANS (row r attends keys spans[r].x .. spans[r].x + spans[r].y: encoder and
 // cross-attention) or GATHER (row r attends keys index[r * stride ..][..per_row]: the
 // decoder's self-attention through each beam's ancestry in the KV cache).
@@ -22,7 +24,7 @@ struct Params {
     max_keys: u32,  // stride of a score row
     scale: f32,
     stride: u32,    // GATHER: distance between the index lists of two rows
-    cols: u32,      // output columns per `weighted` invocation: 4 when vec4 loads apply, else 1
+    cols: u32,      // output columns per `weighted` invocation: 8 or 4 when vec4 loads apply, else 1
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -148,45 +150,63 @@ fn dot_qk(qo: u32, ko: u32) -> f32 {
     return acc;
 }
 
+// Keys per `scores` invocation.
+const KEYS: u32 = 4u;
+
 @compute @workgroup_size(64, 1, 1)
 fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_group(wg, nwg) * 64u + lid;
     let tiles = (p.rows + TILE - 1u) / TILE;
-    if (i >= tiles * p.n_heads * p.max_keys) {
+    let groups = (p.max_keys + KEYS - 1u) / KEYS;
+    if (i >= tiles * p.n_heads * groups) {
         return;
     }
-    let j = i % p.max_keys;
-    let th = i / p.max_keys;
+    let j0 = (i % groups) * KEYS;
+    let th = i / groups;
     let r0 = (th / p.n_heads) * TILE;
     let h = th % p.n_heads;
     let hd = p.head_dim;
     if (shared_keys(r0)) {
-        if (j >= n_keys(r0)) {
+        let n = n_keys(r0);
+        if (j0 >= n) {
             return;
         }
-        let ko = key_of(r0, j) * p.d + h * hd;
+        // Keys past the end reuse the last one and are not stored.
+        let ko = vec4<u32>(key_of(r0, j0), key_of(r0, min(j0 + 1u, n - 1u)),
+                           key_of(r0, min(j0 + 2u, n - 1u)), key_of(r0, min(j0 + 3u, n - 1u))) * p.d + h * hd;
         let qo = r0 * p.d + h * hd;
-        var acc = vec4<f32>(0.0);
+        var acc: array<vec4<f32>, 4>;
         if (by4()) {
             for (var e = 0u; e < hd; e += 4u) {
-                let kv = k4(ko + e);
-                acc += vec4<f32>(dot(q4(qo + e), kv), dot(q4(qo + p.d + e), kv),
-                                 dot(q4(qo + 2u * p.d + e), kv), dot(q4(qo + 3u * p.d + e), kv));
+                let ka = k4(ko.x + e);
+                let kb = k4(ko.y + e);
+                let kc = k4(ko.z + e);
+                let kd = k4(ko.w + e);
+                for (var t = 0u; t < TILE; t++) {
+                    let qv = q4(qo + t * p.d + e);
+                    acc[t] += vec4<f32>(dot(qv, ka), dot(qv, kb), dot(qv, kc), dot(qv, kd));
+                }
             }
         } else {
             for (var e = 0u; e < hd; e++) {
-                let kv = k1(ko + e);
-                acc += kv * vec4<f32>(q1(qo + e), q1(qo + p.d + e), q1(qo + 2u * p.d + e), q1(qo + 3u * p.d + e));
+                let kv = vec4<f32>(k1(ko.x + e), k1(ko.y + e), k1(ko.z + e), k1(ko.w + e));
+                for (var t = 0u; t < TILE; t++) {
+                    acc[t] += q1(qo + t * p.d + e) * kv;
+                }
             }
         }
+        let nk = min(KEYS, n - j0);
         for (var t = 0u; t < TILE; t++) {
-            s[((r0 + t) * p.n_heads + h) * p.max_keys + j] = acc[t] * p.scale;
+            let o = ((r0 + t) * p.n_heads + h) * p.max_keys + j0;
+            for (var c = 0u; c < nk; c++) {
+                s[o + c] = acc[t][c] * p.scale;
+            }
         }
         return;
     }
     for (var t = 0u; t < tile_rows(r0); t++) {
         let r = r0 + t;
-        if (j < n_keys(r)) {
+        for (var j = j0; j < min(j0 + KEYS, n_keys(r)); j++) {
             let acc = dot_qk(r * p.d + h * hd, key_of(r, j) * p.d + h * hd);
             s[(r * p.n_heads + h) * p.max_keys + j] = acc * p.scale;
         }
@@ -221,7 +241,7 @@ fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 fn weighted_row(r: u32, o: u32, c: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     let n = n_keys(r);
-    if (p.cols == 4u) {
+    if (p.cols != 1u) {
         for (var j = 0u; j < n; j++) {
             acc += s[o + j] * v4(key_of(r, j) * p.d + c);
         }
@@ -244,12 +264,25 @@ fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let r0 = (i / groups) * TILE;
     let c = (i % groups) * p.cols;
     let h = c / p.head_dim;
+    // Columns c .. c+3 in acc, c+4 .. c+7 in acc2 (p.cols == 8).
     var acc: array<vec4<f32>, 4>;
+    var acc2: array<vec4<f32>, 4>;
     if (shared_keys(r0)) {
         let n = n_keys(r0);
         let o = (r0 * p.n_heads + h) * p.max_keys;
         let hs = p.n_heads * p.max_keys; // from one row's scores to the next row's
-        if (p.cols == 4u) {
+        if (p.cols == 8u) {
+            for (var j = 0u; j < n; j++) {
+                let vo = key_of(r0, j) * p.d + c;
+                let va = v4(vo);
+                let vb = v4(vo + 4u);
+                let sv = vec4<f32>(s[o + j], s[o + hs + j], s[o + 2u * hs + j], s[o + 3u * hs + j]);
+                for (var t = 0u; t < TILE; t++) {
+                    acc[t] += sv[t] * va;
+                    acc2[t] += sv[t] * vb;
+                }
+            }
+        } else if (p.cols == 4u) {
             for (var j = 0u; j < n; j++) {
                 let vv = v4(key_of(r0, j) * p.d + c);
                 acc[0] += s[o + j] * vv;
@@ -269,12 +302,20 @@ fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     } else {
         for (var t = 0u; t < tile_rows(r0); t++) {
             let r = r0 + t;
-            acc[t] = weighted_row(r, (r * p.n_heads + h) * p.max_keys, c);
+            let o = (r * p.n_heads + h) * p.max_keys;
+            acc[t] = weighted_row(r, o, c);
+            if (p.cols == 8u) {
+                acc2[t] = weighted_row(r, o, c + 4u);
+            }
         }
     }
     for (var t = 0u; t < tile_rows(r0); t++) {
-        for (var e = 0u; e < p.cols; e++) {
-            out[(r0 + t) * p.d + c + e] = acc[t][e];
+        let oo = (r0 + t) * p.d + c;
+        for (var e = 0u; e < min(p.cols, 4u); e++) {
+            out[oo + e] = acc[t][e];
+        }
+        for (var e = 4u; e < p.cols; e++) {
+            out[oo + e] = acc2[t][e - 4u];
         }
     }
 }

@@ -6,6 +6,8 @@
 // by moe.wgsl `group`, so each expert's weights are read once for all of its tokens.
 // Grouped input rows are token rows looked up through `slot_row` when `p.gather_x` is
 // set (the gate/up products), else slot rows (the down product); output rows are slots.
+// GROUPED + SWIGLU: the gate and up products at once, y = silu(x·Wgᵀ) ⊙ (x·Wuᵀ), with
+// the up matrices in the same binding at `u_base` (one read of x, no gate/up buffers).
 
 #include "weights.wgsl"
 
@@ -21,7 +23,11 @@ struct Params {
     s_estride: u32,  // expert stride of s_base (grouped)
     gather_x: u32,
     only_expert: u32, // grouped: tiles of other experts skip (0xffffffff: none skip)
+    u_base: u32,      // SWIGLU: w_base of the up matrices
+    u_sbase: u32,     // SWIGLU: s_base of the up matrices
+    _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -54,6 +60,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     var base = p.w_base;
     var sbase = p.s_base;
+    var ubase = p.u_base;
+    var usbase = p.u_sbase;
     var xr: array<u32, 4>;
     var yr: array<u32, 4>;
     var ok: array<bool, 4>;
@@ -73,6 +81,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     base += tile.x * p.w_estride;
     sbase += tile.x * p.s_estride;
+    ubase += tile.x * p.w_estride;
+    usbase += tile.x * p.s_estride;
     for (var i = 0u; i < TM; i++) {
         let r = lid.y * TM + i;
         ok[i] = r < tile.z;
@@ -97,6 +107,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let c2 = min(col0 + 2u, p.n - 1u);
     let c3 = min(col0 + 3u, p.n - 1u);
     var acc: array<vec4<f32>, 4>;
+#if SWIGLU
+    var acc_u: array<vec4<f32>, 4>;
+#endif
     let k4 = select(0u, p.k / 4u, (p.k & 3u) == 0u);
     for (var kk = 0u; kk < k4; kk++) {
         let c = kk * 4u;
@@ -104,17 +117,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let wb = w4(base, sbase, p.k, c1, c);
         let wc = w4(base, sbase, p.k, c2, c);
         let wd = w4(base, sbase, p.k, c3, c);
+#if SWIGLU
+        let ua = w4(ubase, usbase, p.k, c0, c);
+        let ub = w4(ubase, usbase, p.k, c1, c);
+        let uc = w4(ubase, usbase, p.k, c2, c);
+        let ud = w4(ubase, usbase, p.k, c3, c);
+#endif
         for (var i = 0u; i < TM; i++) {
             let xv = x4(xr[i], c);
             acc[i] += vec4<f32>(dot(xv, wa), dot(xv, wb), dot(xv, wc), dot(xv, wd));
+#if SWIGLU
+            acc_u[i] += vec4<f32>(dot(xv, ua), dot(xv, ub), dot(xv, uc), dot(xv, ud));
+#endif
         }
     }
     for (var c = k4 * 4u; c < p.k; c++) {
         let wv = vec4<f32>(w1(base, sbase, p.k, c0, c), w1(base, sbase, p.k, c1, c), w1(base, sbase, p.k, c2, c), w1(base, sbase, p.k, c3, c));
+#if SWIGLU
+        let uv = vec4<f32>(w1(ubase, usbase, p.k, c0, c), w1(ubase, usbase, p.k, c1, c), w1(ubase, usbase, p.k, c2, c), w1(ubase, usbase, p.k, c3, c));
+#endif
         for (var i = 0u; i < TM; i++) {
             acc[i] += x1(xr[i] * p.k + c) * wv;
+#if SWIGLU
+            acc_u[i] += x1(xr[i] * p.k + c) * uv;
+#endif
         }
     }
+#if SWIGLU
+    for (var i = 0u; i < TM; i++) {
+        acc[i] = acc[i] / (1.0 + exp(-acc[i])) * acc_u[i];
+    }
+#endif
     let ncols = min(TN, p.n - col0);
     for (var i = 0u; i < TM; i++) {
         if (!ok[i]) {

@@ -104,18 +104,22 @@ impl<B: Backend> Model<B> {
                     down: w(&format!("{p}.ffn.down"))?,
                 }));
             }
-            let stack = |name: &str| -> Result<Vec<B::Weight>> {
-                let t = f.tensor(&format!("{p}.moe.{name}"))?;
-                let ws = backend.weight_stack(&t)?;
+            let t = |name: &str| f.tensor(&format!("{p}.moe.{name}"));
+            let (tg, tu, td) = (t("gate")?, t("up")?, t("down")?);
+            // Gate and up together: a backend may fuse the two products.
+            let mut stacks = backend.weight_stacks(&[&tg, &tu])?;
+            stacks.push(backend.weight_stack(&td)?);
+            for (ws, t) in stacks.iter().zip([&tg, &tu, &td]) {
                 if ws.len() != cfg.n_experts {
                     return Err(Error::tensor(
                         t.name,
                         format!("{} experts, expected {}", ws.len(), cfg.n_experts),
                     ));
                 }
-                Ok(ws)
-            };
-            let (g, u, d) = (stack("gate")?, stack("up")?, stack("down")?);
+            }
+            let [g, u, d]: [Vec<B::Weight>; 3] = stacks
+                .try_into()
+                .map_err(|_| Error::internal("weight_stacks: one list per tensor"))?;
             let experts = g
                 .into_iter()
                 .zip(u)
@@ -249,20 +253,29 @@ impl<B: Backend> Model<B> {
         parts.push((&self.enc_pos, &pos));
         let mut x = be.gather_sum(&parts, h)?;
         let spans = vec![(0u32, h as u32); h];
+        let eps = self.cfg.rms_eps;
+        // Every residual add is followed by a norm: `add_rms_norm` does both.
+        let Some(first) = self.enc_layers.first() else {
+            return be.rms_norm(&x, &self.enc_norm, eps);
+        };
+        let mut a = be.rms_norm(&x, &first.attn_norm, eps)?;
         for (i, layer) in self.enc_layers.iter().enumerate() {
-            let a = be.rms_norm(&x, &layer.attn_norm, self.cfg.rms_eps)?;
             let (q, k, v) = (
                 be.matmul(&a, &layer.attn.q)?,
                 be.matmul(&a, &layer.attn.k)?,
                 be.matmul(&a, &layer.attn.v)?,
             );
             let att = be.attention(&q, &k, &v, self.cfg.n_heads, KeyMap::Spans(&spans))?;
-            be.add_assign(&mut x, &be.matmul(&att, &layer.attn.o)?)?;
-            let a = be.rms_norm(&x, &layer.ffn_norm, self.cfg.rms_eps)?;
-            let y = self.feed_forward(&a, &layer.ffn, format!("enc.{i}"), &mut routes)?;
-            be.add_assign(&mut x, &y)?;
+            let o = be.matmul(&att, &layer.attn.o)?;
+            let f = be.add_rms_norm(&mut x, &o, &layer.ffn_norm, eps)?;
+            let y = self.feed_forward(&f, &layer.ffn, format!("enc.{i}"), &mut routes)?;
+            let next = match self.enc_layers.get(i + 1) {
+                Some(l) => &l.attn_norm,
+                None => &self.enc_norm,
+            };
+            a = be.add_rms_norm(&mut x, &y, next, eps)?;
         }
-        be.rms_norm(&x, &self.enc_norm, self.cfg.rms_eps)
+        Ok(a)
     }
 
     /// Prepares decoding for a batch of users (one `enc_out` each) with room for
@@ -348,8 +361,12 @@ impl<B: Backend> Model<B> {
         // reads its output (the route log, a parity check, still wants every route).
         let skip_last = slot == big_l && routes.is_none();
         let n_layers = self.dec_layers.len();
+        // Every residual add is followed by a norm: `add_rms_norm` does both.
+        let mut a = match self.dec_layers.first() {
+            Some(l) => be.rms_norm(&x, &l.self_norm, eps)?,
+            None => be.rms_norm(&x, &self.dec_norm, eps)?,
+        };
         for (i, layer) in self.dec_layers.iter().enumerate() {
-            let a = be.rms_norm(&x, &layer.self_norm, eps)?;
             be.write_rows(
                 &mut st.self_k[i],
                 t * st.cap,
@@ -370,10 +387,9 @@ impl<B: Backend> Model<B> {
                 index: inputs.ancestry,
             };
             let att = be.attention(&q, &st.self_k[i], &st.self_v[i], self.cfg.n_heads, keys)?;
-            be.add_assign(&mut x, &be.matmul(&att, &layer.self_attn.o)?)?;
-
-            let a = be.rms_norm(&x, &layer.cross_norm, eps)?;
-            let q = be.matmul(&a, &layer.cross_attn.q)?;
+            let o = be.matmul(&att, &layer.self_attn.o)?;
+            let c = be.add_rms_norm(&mut x, &o, &layer.cross_norm, eps)?;
+            let q = be.matmul(&c, &layer.cross_attn.q)?;
             let att = be.attention(
                 &q,
                 &st.cross_k[i],
@@ -381,16 +397,20 @@ impl<B: Backend> Model<B> {
                 self.cfg.n_heads,
                 KeyMap::Spans(&spans),
             )?;
-            be.add_assign(&mut x, &be.matmul(&att, &layer.cross_attn.o)?)?;
-
-            let a = be.rms_norm(&x, &layer.ffn_norm, eps)?;
-            let y = self.feed_forward(&a, &layer.ffn, format!("dec.{i}"), &mut routes)?;
-            be.add_assign(&mut x, &y)?;
+            let o = be.matmul(&att, &layer.cross_attn.o)?;
+            let f = be.add_rms_norm(&mut x, &o, &layer.ffn_norm, eps)?;
+            let y = self.feed_forward(&f, &layer.ffn, format!("dec.{i}"), &mut routes)?;
+            match self.dec_layers.get(i + 1) {
+                Some(l) => a = be.add_rms_norm(&mut x, &y, &l.self_norm, eps)?,
+                // An unscored slot's output is never read.
+                None if slot == big_l => return Ok(None),
+                None => a = be.add_rms_norm(&mut x, &y, &self.dec_norm, eps)?,
+            }
         }
         if slot == big_l {
             return Ok(None);
         }
-        let y = be.rms_norm(&x, &self.dec_norm, eps)?;
+        let y = a;
         let logits = be.matmul(&y, &self.head[slot])?;
         Ok(Some(be.log_softmax(&logits)?))
     }

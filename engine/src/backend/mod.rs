@@ -202,6 +202,13 @@ pub trait Backend: Send + Sync {
         (0..n).map(|i| self.weight(&t.slice3(i)?)).collect()
     }
 
+    /// [`Backend::weight_stack`] of several 3-D tensors of one type and shape (a MoE
+    /// layer's gate and up matrices). A backend may keep them together so that one kernel
+    /// reads them all; by default each is stacked on its own.
+    fn weight_stacks(&self, ts: &[&TensorView<'_>]) -> Result<Vec<Vec<Self::Weight>>> {
+        ts.iter().map(|t| self.weight_stack(t)).collect()
+    }
+
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     fn zeros(&self, rows: usize, cols: usize) -> Result<Self::Buf>;
@@ -226,6 +233,19 @@ pub trait Backend: Send + Sync {
 
     /// `y = x / sqrt(mean(x²) + eps) ⊙ w`, per row.
     fn rms_norm(&self, x: &Self::Buf, w: &Self::Weight, eps: f32) -> Result<Self::Buf>;
+
+    /// `x += y`, then `rms_norm(x, w, eps)`: every residual add of the model is followed
+    /// by a norm, and a backend may fuse the two passes (by default, the two ops).
+    fn add_rms_norm(
+        &self,
+        x: &mut Self::Buf,
+        y: &Self::Buf,
+        w: &Self::Weight,
+        eps: f32,
+    ) -> Result<Self::Buf> {
+        self.add_assign(x, y)?;
+        self.rms_norm(x, w, eps)
+    }
 
     /// `x += y`.
     fn add_assign(&self, x: &mut Self::Buf, y: &Self::Buf) -> Result<()>;

@@ -39,7 +39,10 @@ pub(super) struct MatmulParams {
     pub s_estride: u32,
     pub gather_x: u32,
     pub only_expert: u32,
-    pub _pad: u32,
+    /// GROUPED + SWIGLU: where the up matrices start in the same binding as the gates.
+    pub u_base: u32,
+    pub u_sbase: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Output tile of one matmul workgroup (matmul.wgsl: 8×8 invocations of 4×4).
@@ -86,7 +89,9 @@ pub(super) fn matmul_into(
             s_estride: 0,
             gather_x: 0,
             only_expert: u32::MAX,
-            _pad: 0,
+            u_base: 0,
+            u_sbase: 0,
+            _pad: [0; 3],
         };
         let wb = Bind {
             buf: &part.buf,
@@ -124,6 +129,33 @@ struct RmsParams {
 }
 
 pub fn rms_norm(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight, eps: f32) -> Result<WgpuBuf> {
+    norm(be, x, None, w, eps)
+}
+
+/// `x += r`, then `rms_norm(x)`, in one launch.
+pub fn add_rms_norm(
+    be: &WgpuBackend,
+    x: &mut WgpuBuf,
+    r: &WgpuBuf,
+    w: &WgpuWeight,
+    eps: f32,
+) -> Result<WgpuBuf> {
+    if (x.rows, x.cols) != (r.rows, r.cols) {
+        return Err(err(format!(
+            "add_rms_norm: [{}, {}] += [{}, {}]",
+            x.rows, x.cols, r.rows, r.cols
+        )));
+    }
+    norm(be, x, Some(r), w, eps)
+}
+
+fn norm(
+    be: &WgpuBackend,
+    x: &WgpuBuf,
+    add: Option<&WgpuBuf>,
+    w: &WgpuWeight,
+    eps: f32,
+) -> Result<WgpuBuf> {
     if x.cols != w.rows * w.cols || w.parts.len() != 1 {
         return Err(err(format!(
             "rms_norm: width {} with a weight of {}",
@@ -144,18 +176,21 @@ pub fn rms_norm(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight, eps: f32) -> Resu
         s_base: part.sbase,
         _pad: [0; 3],
     };
-    let pipe = be.ctx.pipe(&w_variant("rms_norm.wgsl", w, &[])?, "main")?;
+    let extra: &[&'static str] = if add.is_some() { &["ADD"] } else { &[] };
+    let pipe = be
+        .ctx
+        .pipe(&w_variant("rms_norm.wgsl", w, extra)?, "main")?;
     let wb = Bind {
         buf: &part.buf,
         offset: 0,
         size: part.buf.size(),
     };
-    be.ctx.dispatch(
-        &pipe,
-        bytemuck::bytes_of(&p),
-        &[(1, (&x.g).into()), (2, wb), (3, (&y.g).into())],
-        p.rows,
-    )?;
+    let mut binds = vec![(1, (&x.g).into()), (2, wb), (3, (&y.g).into())];
+    if let Some(r) = add {
+        binds.push((4, (&r.g).into()));
+    }
+    be.ctx
+        .dispatch(&pipe, bytemuck::bytes_of(&p), &binds, p.rows.div_ceil(64))?;
     Ok(y)
 }
 
@@ -333,6 +368,8 @@ pub fn store_f16(be: &WgpuBackend, dst: &WgpuBuf, offset: usize, src: &WgpuBuf) 
 }
 
 const ATTN_TILE: usize = 4;
+// Keys per `scores` invocation (attention.wgsl KEYS).
+const ATTN_KEYS: usize = 4;
 
 pub fn attention(
     be: &WgpuBackend,
@@ -375,8 +412,15 @@ pub fn attention(
     if rows == 0 {
         return Ok(out);
     }
-    // attention.wgsl reads 4 values at a time where every head starts on a multiple of 4.
-    let cols_per = if (hd | d).is_multiple_of(4) { 4 } else { 1 };
+    // attention.wgsl reads 4 values at a time where every head starts on a multiple of 4,
+    // and `weighted` takes two such groups per invocation where heads allow it.
+    let cols_per = if (hd | d).is_multiple_of(8) {
+        8
+    } else if (hd | d).is_multiple_of(4) {
+        4
+    } else {
+        1
+    };
     let p = AttnParams {
         rows: u32_of(rows, "rows")?,
         d: u32_of(d, "d")?,
@@ -399,7 +443,10 @@ pub fn attention(
     let ctx = &be.ctx;
     // `scores` and `weighted` work on tiles of ATTN_TILE rows (attention.wgsl TILE).
     let tiles = rows.div_ceil(ATTN_TILE);
-    let n_scores = u32_of(tiles * n_heads * max_keys, "attention scores")?;
+    let n_scores = u32_of(
+        tiles * n_heads * max_keys.div_ceil(ATTN_KEYS),
+        "attention scores",
+    )?;
     let binds = [
         (1, (&q.g).into()),
         (2, (&k.g).into()),

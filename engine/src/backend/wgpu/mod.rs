@@ -235,6 +235,10 @@ impl Backend for WgpuBackend {
         WgpuWeight::stack(&self.ctx, t)
     }
 
+    fn weight_stacks(&self, ts: &[&TensorView<'_>]) -> Result<Vec<Vec<WgpuWeight>>> {
+        WgpuWeight::stacks(&self.ctx, ts)
+    }
+
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<WgpuBuf> {
         if data.len() != rows * cols {
             return Err(err(format!(
@@ -309,6 +313,16 @@ impl Backend for WgpuBackend {
 
     fn rms_norm(&self, x: &WgpuBuf, w: &WgpuWeight, eps: f32) -> Result<WgpuBuf> {
         kernels::rms_norm(self, x, w, eps)
+    }
+
+    fn add_rms_norm(
+        &self,
+        x: &mut WgpuBuf,
+        y: &WgpuBuf,
+        w: &WgpuWeight,
+        eps: f32,
+    ) -> Result<WgpuBuf> {
+        kernels::add_rms_norm(self, x, y, w, eps)
     }
 
     fn add_assign(&self, x: &mut WgpuBuf, y: &WgpuBuf) -> Result<()> {

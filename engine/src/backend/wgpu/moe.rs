@@ -1,6 +1,7 @@
 //! The sparse MoE on the device: router product, softmax + top-k and grouping by expert
 //! (moe.wgsl), expert-grouped SwiGLU products (matmul.wgsl GROUPED: each expert's
-//! weights are read once per call for all the tokens routed to it), then the weighted
+//! weights are read once per call for all the tokens routed to it; gate and up in one
+//! launch with the SwiGLU applied where they share a buffer), then the weighted
 //! combination. Nothing comes back to the host unless the caller asks for the routes.
 
 use super::context::{err, Bind};
@@ -37,13 +38,30 @@ fn stacked(ws: &[&WgpuWeight]) -> Option<(u32, u32)> {
     ok.then_some((ws_, ss))
 }
 
+/// Where the up matrices start when gate and up can run as one fused product: both
+/// stacked with the same strides in one buffer (`WgpuWeight::stacks`), float or quantised
+/// alike.
+fn fusable(gates: &[&WgpuWeight], ups: &[&WgpuWeight]) -> Option<(u32, u32)> {
+    let (g, u) = (stacked(gates)?, stacked(ups)?);
+    let (g0, u0) = (gates.first()?, ups.first()?);
+    let (gp, up) = (g0.parts.first()?, u0.parts.first()?);
+    (g == u
+        && Arc::ptr_eq(&gp.buf, &up.buf)
+        && g0.dtype == u0.dtype
+        && (g0.rows, g0.cols) == (u0.rows, u0.cols))
+        .then_some((up.base, up.sbase))
+}
+
 /// One expert-grouped product: rows of `x` (token rows through `slot_row` when
 /// `gather_x`, else slot rows) times each expert's `W`, into slot rows of `y`.
+/// `up`: the fused gate/up product, `y = silu(x·Wgᵀ) ⊙ (x·Wuᵀ)` with `ws` the gates and
+/// `up` the (base, sbase) of the up matrices in the gates' buffer (see [`fusable`]).
 #[allow(clippy::too_many_arguments)]
 fn grouped(
     be: &WgpuBackend,
     x: &WgpuBuf,
     ws: &[&WgpuWeight],
+    up: Option<(u32, u32)>,
     gather_x: bool,
     tiles: &WgpuBuf,
     slot_row: &WgpuBuf,
@@ -51,17 +69,22 @@ fn grouped(
     max_tiles: u32,
 ) -> Result<()> {
     let w0 = ws[0];
-    // Useful work only: the slots times one expert's matrix.
-    let flops = 2 * (y.rows * w0.rows * w0.cols) as u64;
+    // Useful work only: the slots times one expert's matrix (two with `up`).
+    let products = if up.is_some() { 2 } else { 1 };
+    let flops = 2 * products * (y.rows * w0.rows * w0.cols) as u64;
     be.ctx
         .stats
         .matmul_flops
         .fetch_add(flops, std::sync::atomic::Ordering::Relaxed);
     let d =
         weight_define(w0.dtype).ok_or_else(|| err(format!("moe: experts of type {}", w0.dtype)))?;
-    let pipe = be
-        .ctx
-        .pipe(&Variant::new("matmul.wgsl", &[d, "GROUPED"]), "main")?;
+    let defs: &[&'static str] = if up.is_some() {
+        &[d, "GROUPED", "SWIGLU"]
+    } else {
+        &[d, "GROUPED"]
+    };
+    let pipe = be.ctx.pipe(&Variant::new("matmul.wgsl", defs), "main")?;
+    let (u_base, u_sbase) = up.unwrap_or((0, 0));
     let run = |w: &WgpuWeight,
                part: &super::weight::Part,
                estride: (u32, u32),
@@ -79,7 +102,9 @@ fn grouped(
             s_estride: estride.1,
             gather_x: u32::from(gather_x),
             only_expert: only,
-            _pad: 0,
+            u_base,
+            u_sbase,
+            _pad: [0; 3],
         };
         let wb = Bind {
             buf: &part.buf,
@@ -103,6 +128,7 @@ fn grouped(
     };
     match stacked(ws) {
         Some(stride) => run(w0, &w0.parts[0], stride, u32::MAX)?,
+        None if up.is_some() => return Err(err("moe: fused gate/up needs stacked experts")),
         // Experts in separate buffers (too large to share a binding): one launch per
         // expert and part, each skipping the other experts' tiles.
         None => {
@@ -181,13 +207,18 @@ pub fn moe(
     let ups: Vec<&WgpuWeight> = m.experts.iter().map(|f| &f.up).collect();
     let downs: Vec<&WgpuWeight> = m.experts.iter().map(|f| &f.down).collect();
     let mut h = be.new_buf(slots, hidden)?;
-    let u = be.new_buf(slots, hidden)?;
     let mt = max_tiles as u32;
-    grouped(be, x, &gates, true, &tiles, &slot_row, &h, mt)?;
-    grouped(be, x, &ups, true, &tiles, &slot_row, &u, mt)?;
-    binary(be, "swiglu", &mut h, &u)?;
+    match fusable(&gates, &ups) {
+        Some(up) => grouped(be, x, &gates, Some(up), true, &tiles, &slot_row, &h, mt)?,
+        None => {
+            let u = be.new_buf(slots, hidden)?;
+            grouped(be, x, &gates, None, true, &tiles, &slot_row, &h, mt)?;
+            grouped(be, x, &ups, None, true, &tiles, &slot_row, &u, mt)?;
+            binary(be, "swiglu", &mut h, &u)?;
+        }
+    }
     let eo = be.new_buf(slots, d)?;
-    grouped(be, &h, &downs, false, &tiles, &slot_row, &eo, mt)?;
+    grouped(be, &h, &downs, None, false, &tiles, &slot_row, &eo, mt)?;
     let cbinds = [
         (3, (&probs.g).into()),
         (6, (&slot_of.g).into()),

@@ -122,6 +122,73 @@ impl WgpuWeight {
         })
     }
 
+    /// [`WgpuWeight::stack`] of several 3-D tensors of one type and shape, in one buffer
+    /// (`ts[0]`'s matrices, then `ts[1]`'s, ...) where they all fit one binding, so that
+    /// one kernel reads them together (the experts' gate and up matrices); else each
+    /// tensor stacked on its own.
+    pub fn stacks(ctx: &Ctx, ts: &[&TensorView<'_>]) -> Result<Vec<Vec<Self>>> {
+        let Some(first) = ts.first() else {
+            return Ok(Vec::new());
+        };
+        let together = ts.len() > 1
+            && ts
+                .iter()
+                .all(|t| t.dtype == first.dtype && t.shape == first.shape && t.shape.len() == 3)
+            && {
+                let [n, rows, cols] = *first.shape else {
+                    unreachable!("checked above")
+                };
+                matrix_bytes(first.dtype, rows, cols, first.name).is_ok_and(|per| {
+                    per % 4 == 0
+                        && (per as u64)
+                            .checked_mul((n * ts.len()) as u64)
+                            .is_some_and(|all| all <= ctx.max_binding)
+                })
+            };
+        if !together {
+            return ts.iter().map(|t| Self::stack(ctx, t)).collect();
+        }
+        supported(first.dtype, first.name)?;
+        let [n, rows, cols] = *first.shape else {
+            unreachable!("checked above")
+        };
+        let per = matrix_bytes(first.dtype, rows, cols, first.name)?;
+        let mut bytes = Vec::with_capacity(per * n * ts.len());
+        for t in ts {
+            if t.bytes.len() != per * n {
+                return Err(err(format!(
+                    "weight `{}`: {} bytes for {} [{n}, {rows}, {cols}]",
+                    t.name,
+                    t.bytes.len(),
+                    t.dtype
+                )));
+            }
+            bytes.extend_from_slice(t.bytes);
+        }
+        let buf = Arc::new(ctx.upload_weight(&bytes)?);
+        Ok((0..ts.len())
+            .map(|s| {
+                (0..n)
+                    .map(|j| {
+                        let (base, sbase) = bases(first.dtype, (s * n + j) * per, rows, cols);
+                        WgpuWeight {
+                            dtype: first.dtype,
+                            rows,
+                            cols,
+                            parts: vec![Part {
+                                buf: buf.clone(),
+                                row0: 0,
+                                rows: rows as u32,
+                                base,
+                                sbase,
+                            }],
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// The matrices of a 3-D tensor (e.g. a MoE layer's experts) in shared buffers, as
     /// many whole matrices per buffer as a binding holds, so that grouped kernels reach
     /// every expert through one binding.
