@@ -3,7 +3,8 @@
 //! - per-kernel GFLOP/s of the model's products in every weight type;
 //! - a whole request (history 256, beam 128) on wgpu and on the CPU backend: wall time,
 //!   matmul GFLOP/s and its ratio to the microbenchmark, dispatches, submissions and
-//!   readback bytes per decode step.
+//!   readback bytes per decode step; each request is also paired with a microbenchmark
+//!   run just before it, and the median of those ratios is printed (robust to drift).
 //!
 //! cargo bench --bench wgpu_request -- MODEL_DIR [--repeat 2] [--beam 128]
 //! (benches/compare_backends.sh makes the synthetic models and runs this.)
@@ -272,15 +273,22 @@ fn main() {
     let _ = gm.backend.download(&enc).expect("download");
     let enc_stats = diff(s0, g.stats());
     let mut times = Vec::new();
+    // Each request is paired with a microbenchmark run just before it: on a shared
+    // machine the speed drifts within seconds, and a ratio of neighbours drifts less.
+    let mut ratios = Vec::new();
     let mut per_req = StatsSnapshot::default();
     for _ in 0..repeat {
+        let near = matmul_gflops(&g, DType::F32, 1024, 1024, 1024, 1);
         let a = g.stats();
         let t = Instant::now();
         std::hint::black_box(recommend(&gm, &trie, std::slice::from_ref(&req)).expect("request"));
-        times.push(t.elapsed().as_secs_f64());
+        let secs = t.elapsed().as_secs_f64();
+        times.push(secs);
         per_req = diff(a, g.stats());
+        ratios.push(per_req.matmul_flops as f64 / secs / 1e9 / near);
     }
     times.sort_by(f64::total_cmp);
+    ratios.sort_by(f64::total_cmp);
     let wgpu_s = times[times.len() / 2];
     let steps = (cfg.dec_len() - 1) as u64;
     let dec = StatsSnapshot {
@@ -296,6 +304,13 @@ fn main() {
         "wgpu request: {wgpu_s:.3} s, {:.1} GFLOP of matmul, {gflops:.2} GFLOP/s = {:.0}% of the microbenchmark",
         per_req.matmul_flops as f64 / 1e9,
         100.0 * gflops / micro
+    );
+    println!(
+        "wgpu request vs the microbenchmark run just before it, {} pairs: median {:.0}% (min {:.0}%, max {:.0}%)",
+        ratios.len(),
+        100.0 * ratios[ratios.len() / 2],
+        100.0 * ratios[0],
+        100.0 * ratios[ratios.len() - 1]
     );
     println!(
         "per decode step ({steps} steps, encoder's launches excluded): {:.1} dispatches, {:.2} submissions, {:.0} readback bytes, {:.0} upload bytes; whole request: {} dispatches, {} submissions, {} readback bytes",

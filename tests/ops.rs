@@ -372,12 +372,21 @@ pub mod cases {
                     (s as u32, (1 + rng.below(keys - s)) as u32)
                 })
                 .collect();
-            let per_row = 1 + rng.below(70);
+            // Short lists (at most 32 keys, the decoder's self-attention: one-pass kernels)
+            // and long ones.
+            let per_row = 1 + rng.below(32);
+            let per_row_long = 33 + rng.below(40);
             // Index lists with a stride longer than the keys each row reads, as the
             // decoder passes its ancestries.
-            let stride = per_row + rng.below(5);
+            let stride = per_row_long + rng.below(5);
             let index: Vec<u32> = (0..rows * stride).map(|_| rng.below(keys) as u32).collect();
             let gindex = g.ids(&index).unwrap();
+            let short_spans: Vec<(u32, u32)> = (0..rows)
+                .map(|_| {
+                    let s = rng.below(keys - 32);
+                    (s as u32, (1 + rng.below(32)) as u32)
+                })
+                .collect();
             // Cross-attention: consecutive rows (one user's beams) share their keys, in
             // groups longer and shorter than the kernels' blocks, straddling tiles.
             let user_span: Vec<(u32, u32)> = (0..3)
@@ -400,6 +409,7 @@ pub mod cases {
             for (km, gkm) in [
                 (KeyMap::Spans(&spans), KeyMap::Spans(&spans)),
                 (KeyMap::Spans(&shared), KeyMap::Spans(&shared)),
+                (KeyMap::Spans(&short_spans), KeyMap::Spans(&short_spans)),
                 (
                     KeyMap::Gather {
                         per_row,
@@ -408,6 +418,18 @@ pub mod cases {
                     },
                     KeyMap::Gather {
                         per_row,
+                        stride,
+                        index: &gindex,
+                    },
+                ),
+                (
+                    KeyMap::Gather {
+                        per_row: per_row_long,
+                        stride,
+                        index: &index,
+                    },
+                    KeyMap::Gather {
+                        per_row: per_row_long,
                         stride,
                         index: &gindex,
                     },

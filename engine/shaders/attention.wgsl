@@ -5,6 +5,9 @@
 // rows and group of `p.cols` output columns). Where a tile's rows share their keys (the
 // beams of one user in cross-attention) both products are 4×4 register tiles, as in
 // matmul.wgsl: each key or value loaded serves 4 rows, each query row 4 keys.
+// `fused`: all three in one pass, one invocation per row and head, for short key lists
+// (at most FUSED_KEYS, head size a multiple of 4 up to FUSED_HD): the decoder's
+// self-attention, where three launches would cost more than the work.
 // Defines: SPANS (row r attends keys spans[r].x .. spans[r].x + spans[r].y: encoder and
 // cross-attention) or GATHER (row r attends keys index[r * stride ..][..per_row]: the
 // decoder's self-attention through each beam's ancestry in the KV cache).
@@ -317,5 +320,48 @@ fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         for (var e = 4u; e < p.cols; e++) {
             out[oo + e] = acc2[t][e - 4u];
         }
+    }
+}
+
+const FUSED_KEYS: u32 = 32u;
+const FUSED_HD: u32 = 64u;
+
+@compute @workgroup_size(64, 1, 1)
+fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let rh = linear_group(wg, nwg) * 64u + lid;
+    if (rh >= p.rows * p.n_heads) {
+        return;
+    }
+    let r = rh / p.n_heads;
+    let h = rh % p.n_heads;
+    let hd = p.head_dim;
+    let n = min(n_keys(r), FUSED_KEYS);
+    let qo = r * p.d + h * hd;
+    var sc: array<f32, FUSED_KEYS>;
+    var m = -3.4028235e38;
+    for (var j = 0u; j < n; j++) {
+        var acc = 0.0;
+        let ko = key_of(r, j) * p.d + h * hd;
+        for (var e = 0u; e < hd; e += 4u) {
+            acc += dot(q4(qo + e), k4(ko + e));
+        }
+        sc[j] = acc * p.scale;
+        m = max(m, sc[j]);
+    }
+    var sum = 0.0;
+    for (var j = 0u; j < n; j++) {
+        sc[j] = exp(sc[j] - m);
+        sum += sc[j];
+    }
+    var acc: array<vec4<f32>, 16>; // FUSED_HD / 4
+    for (var j = 0u; j < n; j++) {
+        let vo = key_of(r, j) * p.d + h * hd;
+        for (var e = 0u; e < hd / 4u; e++) {
+            acc[e] += sc[j] * v4(vo + 4u * e);
+        }
+    }
+    let inv = 1.0 / sum;
+    for (var e = 0u; e < hd; e++) {
+        out[qo + e] = acc[e >> 2u][e & 3u] * inv;
     }
 }

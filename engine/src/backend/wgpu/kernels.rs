@@ -370,6 +370,9 @@ pub fn store_f16(be: &WgpuBackend, dst: &WgpuBuf, offset: usize, src: &WgpuBuf) 
 const ATTN_TILE: usize = 4;
 // Keys per `scores` invocation (attention.wgsl KEYS).
 const ATTN_KEYS: usize = 4;
+// Limits of the one-pass kernel (attention.wgsl FUSED_KEYS, FUSED_HD).
+const ATTN_FUSED_KEYS: usize = 32;
+const ATTN_FUSED_HD: usize = 64;
 
 pub fn attention(
     be: &WgpuBackend,
@@ -433,14 +436,31 @@ pub fn attention(
         cols: cols_per as u32,
         _pad: [0; 3],
     };
-    let scores = be.new_buf(rows * n_heads, max_keys)?;
+    let pb = bytemuck::bytes_of(&p);
+    let ctx = &be.ctx;
     let v_ = if k.half {
         Variant::new("attention.wgsl", &[define, "KV_F16"])
     } else {
         Variant::new("attention.wgsl", &[define])
     };
-    let pb = bytemuck::bytes_of(&p);
-    let ctx = &be.ctx;
+    // One launch where every row reads few keys (attention.wgsl `fused`).
+    if max_keys <= ATTN_FUSED_KEYS && (hd | d).is_multiple_of(4) && hd <= ATTN_FUSED_HD {
+        let binds = [
+            (1, (&q.g).into()),
+            (2, (&k.g).into()),
+            (3, (&v.g).into()),
+            (4, keybuf.into()),
+            (5, (&out.g).into()),
+        ];
+        ctx.dispatch(
+            &*ctx.pipe(&v_, "fused")?,
+            pb,
+            &binds,
+            u32_of(rows * n_heads, "attention rows")?.div_ceil(64),
+        )?;
+        return Ok(out);
+    }
+    let scores = be.new_buf(rows * n_heads, max_keys)?;
     // `scores` and `weighted` work on tiles of ATTN_TILE rows (attention.wgsl TILE).
     let tiles = rows.div_ceil(ATTN_TILE);
     let n_scores = u32_of(
