@@ -3,7 +3,7 @@
 // these passes fine): `scores` (one invocation per tile of 4 rows, head and group of 4
 // keys), `softmax` (one per row and head, in place) and `weighted` (one per tile of 4
 // rows and group of `p.cols` output columns). Where a tile's rows share their keys (the
-// beams of one user in cross-attention) both products are 4×4 register tiles, as in
+// beams of one user in cross-attention) both products are register tiles, as in
 // matmul.wgsl: each key or value loaded serves 4 rows, each query row 4 keys.
 // `fused`: all three in one pass, one invocation per row and head, for short key lists
 // (at most FUSED_KEYS, head size a multiple of 4 up to FUSED_HD): the decoder's

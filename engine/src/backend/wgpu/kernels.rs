@@ -45,7 +45,7 @@ pub(super) struct MatmulParams {
     pub _pad: [u32; 3],
 }
 
-/// Output tile of one matmul workgroup (matmul.wgsl: 8×8 invocations of 4×4).
+/// Output tile of one matmul workgroup (matmul.wgsl: 8×4 invocations of 8 rows × 4 columns).
 pub(super) const MM_TILE: usize = 32;
 
 pub fn matmul(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight) -> Result<WgpuBuf> {
