@@ -322,7 +322,7 @@ fn main() {
         per_req.submissions,
         per_req.readback_bytes
     );
-    for (k, n, secs) in g.profile().iter().take(12) {
+    for (k, n, secs) in g.profile().iter().take(20) {
         println!("profile: {k}: {n} launches, {secs:.3} s");
     }
     drop(gm);

@@ -86,7 +86,9 @@ pub fn variants() -> Vec<Variant> {
         let w = weight_define(dt).unwrap_or("W_F32");
         v.push(Variant::new("matmul.wgsl", &[w]));
         v.push(Variant::new("matmul.wgsl", &[w, "GROUPED"]));
+        v.push(Variant::new("matmul.wgsl", &[w, "GROUPED", "SWIGLU"]));
         v.push(Variant::new("rms_norm.wgsl", &[w]));
+        v.push(Variant::new("rms_norm.wgsl", &[w, "ADD"]));
         v.push(Variant::new("gather.wgsl", &[w]));
     }
     for keys in ["SPANS", "GATHER"] {
