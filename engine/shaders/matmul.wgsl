@@ -6,6 +6,8 @@
 // by moe.wgsl `group`, so each expert's weights are read once for all of its tokens.
 // Grouped input rows are token rows looked up through `slot_row` when `p.gather_x` is
 // set (the gate/up products), else slot rows (the down product); output rows are slots.
+// Y4: y written 4 values at a time (the host sets it where every column count, offset and
+// stride is a multiple of 4).
 // GROUPED + SWIGLU: the gate and up products at once, y = silu(x·Wgᵀ) ⊙ (x·Wuᵀ), with
 // the up matrices in the same binding at `u_base` (one read of x, no gate/up buffers).
 
@@ -33,7 +35,13 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+#if Y4
+// Rows of y, its first column and the columns written are multiples of 4: one 16-byte
+// store per row of a block instead of four.
+@group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
+#else
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#endif
 #if GROUPED
 // tiles[0].x = tile count; tile t is tiles[1 + t] = (expert, first slot, rows, 0).
 @group(0) @binding(4) var<storage, read> tiles: array<vec4<u32>>;
@@ -153,6 +161,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         acc[i] = acc[i] / (1.0 + exp(-acc[i])) * acc_u[i];
     }
 #endif
+#if Y4
+    for (var i = 0u; i < TM; i++) {
+        if (ok[i]) {
+            y[(yr[i] * p.y_stride + p.y_col + col0) >> 2u] = acc[i];
+        }
+    }
+#else
     let ncols = min(TN, p.n - col0);
     for (var i = 0u; i < TM; i++) {
         if (!ok[i]) {
@@ -163,4 +178,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             y[o + j] = acc[i][j];
         }
     }
+#endif
 }

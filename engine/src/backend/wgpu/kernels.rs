@@ -60,6 +60,15 @@ pub fn matmul(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight) -> Result<WgpuBuf> 
     Ok(y)
 }
 
+/// Whether matmul.wgsl may store 4 outputs at once (`Y4`): the row stride of y (the
+/// weight's rows) and every part's first row and row count are multiples of 4.
+pub(super) fn y4(w: &WgpuWeight) -> bool {
+    w.rows.is_multiple_of(4)
+        && w.parts
+            .iter()
+            .all(|p| p.row0.is_multiple_of(4) && p.rows.is_multiple_of(4))
+}
+
 pub(super) fn matmul_into(
     be: &WgpuBackend,
     x: &WgpuBuf,
@@ -70,7 +79,8 @@ pub(super) fn matmul_into(
         return Ok(());
     }
     let ctx = &be.ctx;
-    let pipe = ctx.pipe(&w_variant("matmul.wgsl", w, &[])?, "main")?;
+    let extra: &[&'static str] = if y4(w) { &["Y4"] } else { &[] };
+    let pipe = ctx.pipe(&w_variant("matmul.wgsl", w, extra)?, "main")?;
     let m = u32_of(x.rows, "rows")?;
     let flops = 2 * (x.rows * w.rows * w.cols) as u64;
     ctx.stats

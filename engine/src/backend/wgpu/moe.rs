@@ -5,7 +5,7 @@
 //! combination. Nothing comes back to the host unless the caller asks for the routes.
 
 use super::context::{err, Bind};
-use super::kernels::{binary, matmul, MatmulParams, MM_TILE};
+use super::kernels::{binary, matmul, y4, MatmulParams, MM_TILE};
 use super::shaders::{weight_define, Variant};
 use super::weight::WgpuWeight;
 use super::{WgpuBackend, WgpuBuf};
@@ -78,12 +78,15 @@ fn grouped(
         .fetch_add(flops, std::sync::atomic::Ordering::Relaxed);
     let d =
         weight_define(w0.dtype).ok_or_else(|| err(format!("moe: experts of type {}", w0.dtype)))?;
-    let defs: &[&'static str] = if up.is_some() {
-        &[d, "GROUPED", "SWIGLU"]
-    } else {
-        &[d, "GROUPED"]
-    };
-    let pipe = be.ctx.pipe(&Variant::new("matmul.wgsl", defs), "main")?;
+    let mut defs = vec![d, "GROUPED"];
+    if up.is_some() {
+        defs.push("SWIGLU");
+    }
+    // Every expert has the first one's shape and, stacked or not, whole matrices.
+    if y4(w0) {
+        defs.push("Y4");
+    }
+    let pipe = be.ctx.pipe(&Variant::new("matmul.wgsl", &defs), "main")?;
     let (u_base, u_sbase) = up.unwrap_or((0, 0));
     let run = |w: &WgpuWeight,
                part: &super::weight::Part,

@@ -84,9 +84,15 @@ pub fn variants() -> Vec<Variant> {
     let mut v = Vec::new();
     for dt in WEIGHT_TYPES {
         let w = weight_define(dt).unwrap_or("W_F32");
-        v.push(Variant::new("matmul.wgsl", &[w]));
-        v.push(Variant::new("matmul.wgsl", &[w, "GROUPED"]));
-        v.push(Variant::new("matmul.wgsl", &[w, "GROUPED", "SWIGLU"]));
+        for y4 in [&[][..], &["Y4"][..]] {
+            let mut defs = vec![w];
+            defs.extend_from_slice(y4);
+            v.push(Variant::new("matmul.wgsl", &defs));
+            defs.push("GROUPED");
+            v.push(Variant::new("matmul.wgsl", &defs));
+            defs.push("SWIGLU");
+            v.push(Variant::new("matmul.wgsl", &defs));
+        }
         v.push(Variant::new("rms_norm.wgsl", &[w]));
         v.push(Variant::new("rms_norm.wgsl", &[w, "ADD"]));
         v.push(Variant::new("gather.wgsl", &[w]));
