@@ -14,7 +14,11 @@
 // KV_F16: keys and values are an f16 KV cache (kv_cache.wgsl), decoded on load.
 // Matrices are bound as vec4 arrays, so that where the head size is a multiple of 4 a
 // lane fetches 4 values at once (what makes lavapipe fast); other sizes read one value
-// at a time from the same bindings. Scores live in `s` as [rows, heads, max_keys].
+// at a time from the same bindings. Scores live in `s` as [rows, heads, max_keys], with
+// max_keys a multiple of 4 (the host pads it) so that every pass moves them 4 at a time:
+// lavapipe splits a lane's scalar loads and stores one by one. Past a row's last key a
+// score group holds zeros after `softmax`. OUT4: the output is written 4 values at a
+// time (the head size and d are multiples of 4).
 
 #include "grid.wgsl"
 
@@ -24,7 +28,7 @@ struct Params {
     n_heads: u32,
     head_dim: u32,
     per_row: u32,   // GATHER: keys per row
-    max_keys: u32,  // stride of a score row
+    max_keys: u32,  // stride of a score row, a multiple of 4
     scale: f32,
     stride: u32,    // GATHER: distance between the index lists of two rows
     cols: u32,      // output columns per `weighted` invocation: 8 or 4 when vec4 loads apply, else 1
@@ -49,8 +53,23 @@ struct Params {
 #if GATHER
 @group(0) @binding(4) var<storage, read> index: array<u32>;
 #endif
+#if OUT4
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+#else
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> s: array<f32>;
+#endif
+@group(0) @binding(6) var<storage, read_write> s: array<vec4<f32>>;
+
+// out[i .. i + 4] (i % 4 == 0 with OUT4), or the first `n` of them.
+fn store_out(i: u32, val: vec4<f32>, n: u32) {
+#if OUT4
+    out[i >> 2u] = val;
+#else
+    for (var e = 0u; e < n; e++) {
+        out[i + e] = val[e];
+    }
+#endif
+}
 
 fn q1(i: u32) -> f32 {
     return q[i >> 2u][i & 3u];
@@ -198,21 +217,23 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
                 }
             }
         }
-        let nk = min(KEYS, n - j0);
+        // Scores past the last key are left for `softmax` to zero.
         for (var t = 0u; t < TILE; t++) {
-            let o = ((r0 + t) * p.n_heads + h) * p.max_keys + j0;
-            for (var c = 0u; c < nk; c++) {
-                s[o + c] = acc[t][c] * p.scale;
-            }
+            s[(((r0 + t) * p.n_heads + h) * p.max_keys + j0) >> 2u] = acc[t] * p.scale;
         }
         return;
     }
     for (var t = 0u; t < tile_rows(r0); t++) {
         let r = r0 + t;
-        for (var j = j0; j < min(j0 + KEYS, n_keys(r)); j++) {
-            let acc = dot_qk(r * p.d + h * hd, key_of(r, j) * p.d + h * hd);
-            s[(r * p.n_heads + h) * p.max_keys + j] = acc * p.scale;
+        let n = n_keys(r);
+        if (j0 >= n) {
+            continue;
         }
+        var acc = vec4<f32>(0.0);
+        for (var c = 0u; c < min(KEYS, n - j0); c++) {
+            acc[c] = dot_qk(r * p.d + h * hd, key_of(r, j0 + c) * p.d + h * hd);
+        }
+        s[((r * p.n_heads + h) * p.max_keys + j0) >> 2u] = acc * p.scale;
     }
 }
 
@@ -223,21 +244,31 @@ fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         return;
     }
     let n = n_keys(rh / p.n_heads);
-    let o = rh * p.max_keys;
-    var m = -3.4028235e38;
-    for (var j = 0u; j < n; j++) {
-        m = max(m, s[o + j]);
+    let o = (rh * p.max_keys) >> 2u;
+    let groups = (n + 3u) >> 2u;
+    // Lanes of the last group past the row's keys.
+    let live = vec4<u32>(0u, 1u, 2u, 3u);
+    let lowest = vec4<f32>(-3.4028235e38);
+    var m = lowest;
+    for (var g = 0u; g < groups; g++) {
+        m = max(m, select(lowest, s[o + g], g * 4u + live < vec4<u32>(n)));
     }
-    var sum = 0.0;
-    for (var j = 0u; j < n; j++) {
-        let e = exp(s[o + j] - m);
-        s[o + j] = e;
+    let mx = max(max(m.x, m.y), max(m.z, m.w));
+    var sum = vec4<f32>(0.0);
+    for (var g = 0u; g < groups; g++) {
+        let e = select(vec4<f32>(0.0), exp(s[o + g] - mx), g * 4u + live < vec4<u32>(n));
+        s[o + g] = e;
         sum += e;
     }
-    let inv = 1.0 / sum;
-    for (var j = 0u; j < n; j++) {
-        s[o + j] *= inv;
+    let inv = 1.0 / (sum.x + sum.y + sum.z + sum.w);
+    for (var g = 0u; g < groups; g++) {
+        s[o + g] *= inv;
     }
+}
+
+// Score j of the row whose scores start at o (o % 4 == 0).
+fn score(o: u32, j: u32) -> f32 {
+    return s[(o + j) >> 2u][j & 3u];
 }
 
 // Σ_j s[o + j] · v[key(r, j) · d + c ..][..4] (or the one value at c).
@@ -246,11 +277,11 @@ fn weighted_row(r: u32, o: u32, c: u32) -> vec4<f32> {
     let n = n_keys(r);
     if (p.cols != 1u) {
         for (var j = 0u; j < n; j++) {
-            acc += s[o + j] * v4(key_of(r, j) * p.d + c);
+            acc += score(o, j) * v4(key_of(r, j) * p.d + c);
         }
     } else {
         for (var j = 0u; j < n; j++) {
-            acc.x += s[o + j] * v1(key_of(r, j) * p.d + c);
+            acc.x += score(o, j) * v1(key_of(r, j) * p.d + c);
         }
     }
     return acc;
@@ -279,27 +310,34 @@ fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
                 let vo = key_of(r0, j) * p.d + c;
                 let va = v4(vo);
                 let vb = v4(vo + 4u);
-                let sv = vec4<f32>(s[o + j], s[o + hs + j], s[o + 2u * hs + j], s[o + 3u * hs + j]);
-                for (var t = 0u; t < TILE; t++) {
-                    acc[t] += sv[t] * va;
-                    acc2[t] += sv[t] * vb;
-                }
+                let sa = score(o, j);
+                let sb = score(o + hs, j);
+                let sc = score(o + 2u * hs, j);
+                let sd = score(o + 3u * hs, j);
+                acc[0] += sa * va;
+                acc[1] += sb * va;
+                acc[2] += sc * va;
+                acc[3] += sd * va;
+                acc2[0] += sa * vb;
+                acc2[1] += sb * vb;
+                acc2[2] += sc * vb;
+                acc2[3] += sd * vb;
             }
         } else if (p.cols == 4u) {
             for (var j = 0u; j < n; j++) {
                 let vv = v4(key_of(r0, j) * p.d + c);
-                acc[0] += s[o + j] * vv;
-                acc[1] += s[o + hs + j] * vv;
-                acc[2] += s[o + 2u * hs + j] * vv;
-                acc[3] += s[o + 3u * hs + j] * vv;
+                acc[0] += score(o, j) * vv;
+                acc[1] += score(o + hs, j) * vv;
+                acc[2] += score(o + 2u * hs, j) * vv;
+                acc[3] += score(o + 3u * hs, j) * vv;
             }
         } else {
             for (var j = 0u; j < n; j++) {
                 let vv = v1(key_of(r0, j) * p.d + c);
-                acc[0].x += s[o + j] * vv;
-                acc[1].x += s[o + hs + j] * vv;
-                acc[2].x += s[o + 2u * hs + j] * vv;
-                acc[3].x += s[o + 3u * hs + j] * vv;
+                acc[0].x += score(o, j) * vv;
+                acc[1].x += score(o + hs, j) * vv;
+                acc[2].x += score(o + 2u * hs, j) * vv;
+                acc[3].x += score(o + 3u * hs, j) * vv;
             }
         }
     } else {
@@ -314,11 +352,9 @@ fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     for (var t = 0u; t < tile_rows(r0); t++) {
         let oo = (r0 + t) * p.d + c;
-        for (var e = 0u; e < min(p.cols, 4u); e++) {
-            out[oo + e] = acc[t][e];
-        }
-        for (var e = 4u; e < p.cols; e++) {
-            out[oo + e] = acc2[t][e - 4u];
+        store_out(oo, acc[t], min(p.cols, 4u));
+        if (p.cols == 8u) {
+            store_out(oo + 4u, acc2[t], 4u);
         }
     }
 }
@@ -361,7 +397,7 @@ fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     let inv = 1.0 / sum;
-    for (var e = 0u; e < hd; e++) {
-        out[qo + e] = acc[e >> 2u][e & 3u] * inv;
+    for (var e = 0u; e < hd; e += 4u) {
+        store_out(qo + e, acc[e >> 2u] * inv, 4u);
     }
 }

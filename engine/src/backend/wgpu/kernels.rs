@@ -440,7 +440,8 @@ pub fn attention(
         n_heads: n_heads as u32,
         head_dim: hd as u32,
         per_row: u32_of(per_row, "keys per row")?,
-        max_keys: u32_of(max_keys, "keys")?,
+        // Score rows are moved 4 at a time (attention.wgsl).
+        max_keys: u32_of(max_keys.next_multiple_of(4), "keys")?,
         scale: 1.0 / (hd as f32).sqrt(),
         stride: u32_of(stride, "key index stride")?,
         cols: cols_per as u32,
@@ -448,11 +449,14 @@ pub fn attention(
     };
     let pb = bytemuck::bytes_of(&p);
     let ctx = &be.ctx;
-    let v_ = if k.half {
-        Variant::new("attention.wgsl", &[define, "KV_F16"])
-    } else {
-        Variant::new("attention.wgsl", &[define])
-    };
+    let mut defs = vec![define];
+    if k.half {
+        defs.push("KV_F16");
+    }
+    if cols_per >= 4 {
+        defs.push("OUT4");
+    }
+    let v_ = Variant::new("attention.wgsl", &defs);
     // One launch where every row reads few keys (attention.wgsl `fused`).
     if max_keys <= ATTN_FUSED_KEYS && (hd | d).is_multiple_of(4) && hd <= ATTN_FUSED_HD {
         let binds = [
@@ -470,7 +474,7 @@ pub fn attention(
         )?;
         return Ok(out);
     }
-    let scores = be.new_buf(rows * n_heads, max_keys)?;
+    let scores = be.new_buf(rows * n_heads, p.max_keys as usize)?;
     // `scores` and `weighted` work on tiles of ATTN_TILE rows (attention.wgsl TILE).
     let tiles = rows.div_ceil(ATTN_TILE);
     let n_scores = u32_of(

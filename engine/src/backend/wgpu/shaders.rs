@@ -98,8 +98,13 @@ pub fn variants() -> Vec<Variant> {
         v.push(Variant::new("gather.wgsl", &[w]));
     }
     for keys in ["SPANS", "GATHER"] {
-        v.push(Variant::new("attention.wgsl", &[keys]));
-        v.push(Variant::new("attention.wgsl", &[keys, "KV_F16"]));
+        for out4 in [&[][..], &["OUT4"][..]] {
+            let mut defs = vec![keys];
+            defs.extend_from_slice(out4);
+            v.push(Variant::new("attention.wgsl", &defs));
+            defs.push("KV_F16");
+            v.push(Variant::new("attention.wgsl", &defs));
+        }
     }
     for file in [
         "elementwise.wgsl",
