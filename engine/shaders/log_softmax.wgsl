@@ -1,4 +1,6 @@
-// Row-wise log-softmax, one workgroup per row: y = x - (max + ln Σ exp(x - max)).
+// Row-wise log-softmax, one invocation per row (barrier-free: lavapipe runs workgroup
+// barriers slowly): y = x - (max + ln Σ exp(x - max)).
+// X4: the row length is a multiple of 4 and rows move 4 values at a time.
 
 #include "grid.wgsl"
 
@@ -10,48 +12,49 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#if X4
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
+#endif
 
-const WG: u32 = 256u;
-var<workgroup> red: array<f32, WG>;
-
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = linear_group(wg, nwg);
-    let live = row < p.rows;
-    let o = min(row, p.rows - 1u) * p.cols;
-    var m = -3.4028235e38;
-    for (var c = lid; c < p.cols; c += WG) {
-        m = max(m, x[o + c]);
-    }
-    red[lid] = m;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (lid < half) {
-            red[lid] = max(red[lid], red[lid + half]);
-        }
-        workgroupBarrier();
-    }
-    let mx = red[0];
-    workgroupBarrier();
-    var s = 0.0;
-    for (var c = lid; c < p.cols; c += WG) {
-        s += exp(x[o + c] - mx);
-    }
-    red[lid] = s;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if (lid < half) {
-            red[lid] += red[lid + half];
-        }
-        workgroupBarrier();
-    }
-    let lse = mx + log(red[0]);
-    if (!live) {
+    let row = linear_group(wg, nwg) * 64u + lid;
+    if (row >= p.rows) {
         return;
     }
-    for (var c = lid; c < p.cols; c += WG) {
+#if X4
+    let n = p.cols / 4u;
+    let o = row * n;
+    var m4 = vec4<f32>(-3.4028235e38);
+    for (var c = 0u; c < n; c++) {
+        m4 = max(m4, x[o + c]);
+    }
+    let mx = max(max(m4.x, m4.y), max(m4.z, m4.w));
+    var s4 = vec4<f32>(0.0);
+    for (var c = 0u; c < n; c++) {
+        s4 += exp(x[o + c] - mx);
+    }
+    let lse = mx + log(s4.x + s4.y + s4.z + s4.w);
+    for (var c = 0u; c < n; c++) {
         y[o + c] = x[o + c] - lse;
     }
+#else
+    let o = row * p.cols;
+    var mx = -3.4028235e38;
+    for (var c = 0u; c < p.cols; c++) {
+        mx = max(mx, x[o + c]);
+    }
+    var s = 0.0;
+    for (var c = 0u; c < p.cols; c++) {
+        s += exp(x[o + c] - mx);
+    }
+    let lse = mx + log(s);
+    for (var c = 0u; c < p.cols; c++) {
+        y[o + c] = x[o + c] - lse;
+    }
+#endif
 }

@@ -186,10 +186,16 @@ fn norm(
         s_base: part.sbase,
         _pad: [0; 3],
     };
-    let extra: &[&'static str] = if add.is_some() { &["ADD"] } else { &[] };
+    let mut extra = Vec::new();
+    if add.is_some() {
+        extra.push("ADD");
+    }
+    if x.cols.is_multiple_of(4) {
+        extra.push("X4");
+    }
     let pipe = be
         .ctx
-        .pipe(&w_variant("rms_norm.wgsl", w, extra)?, "main")?;
+        .pipe(&w_variant("rms_norm.wgsl", w, &extra)?, "main")?;
     let wb = Bind {
         buf: &part.buf,
         offset: 0,
@@ -321,15 +327,20 @@ pub fn log_softmax(be: &WgpuBackend, x: &WgpuBuf) -> Result<WgpuBuf> {
     if x.rows == 0 || x.cols == 0 {
         return Ok(y);
     }
+    let defs: &[&'static str] = if x.cols.is_multiple_of(4) {
+        &["X4"]
+    } else {
+        &[]
+    };
     let pipe = be
         .ctx
-        .pipe(&Variant::new("log_softmax.wgsl", &[]), "main")?;
+        .pipe(&Variant::new("log_softmax.wgsl", defs), "main")?;
     let p = [u32_of(x.rows, "rows")?, u32_of(x.cols, "cols")?, 0, 0];
     be.ctx.dispatch(
         &pipe,
         bytemuck::bytes_of(&p),
         &[(1, (&x.g).into()), (2, (&y.g).into())],
-        p[0],
+        p[0].div_ceil(64),
     )?;
     Ok(y)
 }

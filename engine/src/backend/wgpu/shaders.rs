@@ -93,8 +93,13 @@ pub fn variants() -> Vec<Variant> {
             defs.push("SWIGLU");
             v.push(Variant::new("matmul.wgsl", &defs));
         }
-        v.push(Variant::new("rms_norm.wgsl", &[w]));
-        v.push(Variant::new("rms_norm.wgsl", &[w, "ADD"]));
+        for x4 in [&[][..], &["X4"][..]] {
+            let mut defs = vec![w];
+            defs.extend_from_slice(x4);
+            v.push(Variant::new("rms_norm.wgsl", &defs));
+            defs.push("ADD");
+            v.push(Variant::new("rms_norm.wgsl", &defs));
+        }
         v.push(Variant::new("gather.wgsl", &[w]));
     }
     for keys in ["SPANS", "GATHER"] {
@@ -106,6 +111,7 @@ pub fn variants() -> Vec<Variant> {
             v.push(Variant::new("attention.wgsl", &defs));
         }
     }
+    v.push(Variant::new("log_softmax.wgsl", &["X4"]));
     for file in [
         "elementwise.wgsl",
         "kv_cache.wgsl",
