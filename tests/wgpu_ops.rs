@@ -88,6 +88,24 @@ fn f16_kv_cache_matches_cpu() {
             .map(|v| half::f16::from_f32(v).to_f32())
             .collect()
     };
+    // Raw f32 rows are rounded to nearest, ties to even, as `half` does, by both store
+    // kernels: 4 values at a time (aligned rows of a width that is a multiple of 4) and
+    // one at a time (a width of 5).
+    for (rows, d, row0) in [(6usize, 8usize, 1usize), (6, 5, 1)] {
+        let mut raw = rng.vec(rows * d);
+        // Halfway between two f16 values: ties go to the even one.
+        raw[0] = 1.0 + 2f32.powi(-11);
+        raw[1] = 1.0 + 3.0 * 2f32.powi(-11);
+        let mut c = g.kv_cache(rows + row0, d).unwrap();
+        g.write_rows(&mut c, row0, &g.upload(&raw, rows, d).unwrap())
+            .unwrap();
+        let back = g.download(&c).unwrap();
+        assert_eq!(
+            &back[row0 * d..],
+            &round(raw)[..],
+            "f16 rounding, width {d}"
+        );
+    }
     // Head sizes that are a multiple of 4 (4-value loads) and not (one at a time).
     for &(heads, hd) in &[(4usize, 16usize), (3, 5)] {
         let (rows, keys) = (7usize, 90usize);

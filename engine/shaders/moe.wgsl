@@ -22,8 +22,14 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> tiles: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> slot_row: array<u32>;
 @group(0) @binding(6) var<storage, read_write> slot_of: array<u32>;
+#if X4
+// d % 4 == 0: `combine` moves 4 values per invocation.
+@group(0) @binding(7) var<storage, read_write> expert_out: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> out: array<vec4<f32>>;
+#else
 @group(0) @binding(7) var<storage, read_write> expert_out: array<f32>;
 @group(0) @binding(8) var<storage, read_write> out: array<f32>;
+#endif
 
 const TILE: u32 = 32u;
 
@@ -112,14 +118,20 @@ fn group(@builtin(local_invocation_index) lid: u32) {
 @compute @workgroup_size(256, 1, 1)
 fn combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_group(wg, nwg) * 256u + lid;
-    if (i >= p.rows * p.d) {
+#if X4
+    let d = p.d / 4u;
+    var acc = vec4<f32>(0.0);
+#else
+    let d = p.d;
+    var acc = 0.0;
+#endif
+    if (i >= p.rows * d) {
         return;
     }
-    let r = i / p.d;
-    let c = i % p.d;
-    var acc = 0.0;
+    let r = i / d;
+    let c = i % d;
     for (var j = 0u; j < p.top_k; j++) {
-        acc += probs[r * p.top_k + j] * expert_out[slot_of[r * p.top_k + j] * p.d + c];
+        acc += probs[r * p.top_k + j] * expert_out[slot_of[r * p.top_k + j] * d + c];
     }
     out[i] = acc;
 }

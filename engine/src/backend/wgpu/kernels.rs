@@ -379,12 +379,14 @@ pub fn store_f16(be: &WgpuBackend, dst: &WgpuBuf, offset: usize, src: &WgpuBuf) 
         offset: u32_of(offset, "cache offset")?,
         _pad: [0; 2],
     };
-    let v = Variant::new("kv_cache.wgsl", &[]);
+    let x4 = n.is_multiple_of(4) && offset.is_multiple_of(4);
+    let v = Variant::new("kv_cache.wgsl", if x4 { &["X4"] } else { &[] });
+    let per = if x4 { 4 } else { 1 };
     be.ctx.dispatch(
         &*be.ctx.pipe(&v, "store")?,
         bytemuck::bytes_of(&p),
         &[(1, (&src.g).into()), (2, (&dst.g).into())],
-        p.n.div_ceil(256),
+        (p.n / per).div_ceil(256),
     )
 }
 

@@ -228,11 +228,16 @@ pub fn moe(
         (7, (&eo.g).into()),
         (8, (&out.g).into()),
     ];
+    let (cv, per) = if d.is_multiple_of(4) {
+        (Variant::new("moe.wgsl", &["X4"]), 4)
+    } else {
+        (v.clone(), 1)
+    };
     ctx.dispatch(
-        &*ctx.pipe(&v, "combine")?,
+        &*ctx.pipe(&cv, "combine")?,
         pb,
         &cbinds,
-        ((rows * d) as u32).div_ceil(256),
+        ((rows * d / per) as u32).div_ceil(256),
     )?;
     if let Some(log) = routes {
         let bytes = ctx.read(route.g.raw(), 0, (slots * 4) as u64)?;

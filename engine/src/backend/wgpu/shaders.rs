@@ -111,7 +111,9 @@ pub fn variants() -> Vec<Variant> {
             v.push(Variant::new("attention.wgsl", &defs));
         }
     }
-    v.push(Variant::new("log_softmax.wgsl", &["X4"]));
+    for file in ["log_softmax.wgsl", "kv_cache.wgsl", "moe.wgsl"] {
+        v.push(Variant::new(file, &["X4"]));
+    }
     for file in [
         "elementwise.wgsl",
         "kv_cache.wgsl",
