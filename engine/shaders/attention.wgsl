@@ -100,6 +100,17 @@ fn v4(i: u32) -> vec4<f32> {
     return select(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
                   vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), (i & 4u) != 0u);
 }
+// 8 values from i (i % 8 == 0): one 16-byte load.
+fn k8(i: u32) -> array<vec4<f32>, 2> {
+    let w = k[i >> 3u];
+    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+                               vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+}
+fn v8(i: u32) -> array<vec4<f32>, 2> {
+    let w = v[i >> 3u];
+    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+                               vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+}
 #else
 fn k1(i: u32) -> f32 {
     return k[i >> 2u][i & 3u];
@@ -112,6 +123,12 @@ fn k4(i: u32) -> vec4<f32> {
 }
 fn v4(i: u32) -> vec4<f32> {
     return v[i >> 2u];
+}
+fn k8(i: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(k[i >> 2u], k[(i >> 2u) + 1u]);
+}
+fn v8(i: u32) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(v[i >> 2u], v[(i >> 2u) + 1u]);
 }
 #endif
 
@@ -198,7 +215,21 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
                            key_of(r0, min(j0 + 2u, n - 1u)), key_of(r0, min(j0 + 3u, n - 1u))) * p.d + h * hd;
         let qo = r0 * p.d + h * hd;
         var acc: array<vec4<f32>, 4>;
-        if (by4()) {
+        if (p.cols == 8u) {
+            // Head size and d multiples of 8: 8 values per key load.
+            for (var e = 0u; e < hd; e += 8u) {
+                let ka = k8(ko.x + e);
+                let kb = k8(ko.y + e);
+                let kc = k8(ko.z + e);
+                let kd = k8(ko.w + e);
+                for (var t = 0u; t < TILE; t++) {
+                    let q0 = q4(qo + t * p.d + e);
+                    let q1_ = q4(qo + t * p.d + e + 4u);
+                    acc[t] += vec4<f32>(dot(q0, ka[0]) + dot(q1_, ka[1]), dot(q0, kb[0]) + dot(q1_, kb[1]),
+                                        dot(q0, kc[0]) + dot(q1_, kc[1]), dot(q0, kd[0]) + dot(q1_, kd[1]));
+                }
+            }
+        } else if (by4()) {
             for (var e = 0u; e < hd; e += 4u) {
                 let ka = k4(ko.x + e);
                 let kb = k4(ko.y + e);
@@ -307,9 +338,9 @@ fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         let hs = p.n_heads * p.max_keys; // from one row's scores to the next row's
         if (p.cols == 8u) {
             for (var j = 0u; j < n; j++) {
-                let vo = key_of(r0, j) * p.d + c;
-                let va = v4(vo);
-                let vb = v4(vo + 4u);
+                let vv = v8(key_of(r0, j) * p.d + c);
+                let va = vv[0];
+                let vb = vv[1];
                 let sa = score(o, j);
                 let sb = score(o + hs, j);
                 let sc = score(o + 2u * hs, j);
