@@ -3,7 +3,7 @@
 # against the CPU backend on the synthetic small and medium configs, with the
 # register-tiled matmul microbenchmark as the yardstick, dispatches / submissions /
 # readback bytes per decode step, and per-kernel GFLOP/s.
-#   benches/wgpu_compare.sh [small|medium ...]
+#   [REPEAT=5] benches/wgpu_compare.sh [small|medium ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -14,5 +14,5 @@ for p in "${presets[@]}"; do
     model=target/bench/$p
     [ -f "$model/model.safetensors" ] || python3 benches/synthetic.py --preset "$p" --out "$model"
     echo "== $p"
-    cargo bench --bench wgpu_request -q -- "$model" --repeat 2
+    cargo bench --bench wgpu_request -q -- "$model" --repeat "${REPEAT:-5}"
 done

@@ -7,7 +7,7 @@
 //!   run just before it, and the median of those ratios is printed (robust to drift).
 //!
 //! cargo bench --bench wgpu_request -- MODEL_DIR [--repeat 2] [--beam 128]
-//! (benches/compare_backends.sh makes the synthetic models and runs this.)
+//! (benches/wgpu_compare.sh makes the synthetic models and runs this.)
 
 use onerec_engine::backend::wgpu::{StatsSnapshot, WgpuBackend};
 use onerec_engine::backend::{Ffn, KeyMap, Moe};
