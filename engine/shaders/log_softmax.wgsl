@@ -12,13 +12,28 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// V: the unit a lane moves, PER values of a row.
 #if X4
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
+alias V = vec4<f32>;
+const PER: u32 = 4u;
+fn hmax(v: V) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+fn hsum(v: V) -> f32 {
+    return v.x + v.y + v.z + v.w;
+}
 #else
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+alias V = f32;
+const PER: u32 = 1u;
+fn hmax(v: V) -> f32 {
+    return v;
+}
+fn hsum(v: V) -> f32 {
+    return v;
+}
 #endif
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read_write> y: array<V>;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -26,35 +41,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (row >= p.rows) {
         return;
     }
-#if X4
-    let n = p.cols / 4u;
+    let n = p.cols / PER;
     let o = row * n;
-    var m4 = vec4<f32>(-3.4028235e38);
+    var m = V(-3.4028235e38);
     for (var c = 0u; c < n; c++) {
-        m4 = max(m4, x[o + c]);
+        m = max(m, x[o + c]);
     }
-    let mx = max(max(m4.x, m4.y), max(m4.z, m4.w));
-    var s4 = vec4<f32>(0.0);
+    let mx = hmax(m);
+    var s = V(0.0);
     for (var c = 0u; c < n; c++) {
-        s4 += exp(x[o + c] - mx);
-    }
-    let lse = mx + log(s4.x + s4.y + s4.z + s4.w);
-    for (var c = 0u; c < n; c++) {
-        y[o + c] = x[o + c] - lse;
-    }
-#else
-    let o = row * p.cols;
-    var mx = -3.4028235e38;
-    for (var c = 0u; c < p.cols; c++) {
-        mx = max(mx, x[o + c]);
-    }
-    var s = 0.0;
-    for (var c = 0u; c < p.cols; c++) {
         s += exp(x[o + c] - mx);
     }
-    let lse = mx + log(s);
-    for (var c = 0u; c < p.cols; c++) {
+    let lse = mx + log(hsum(s));
+    for (var c = 0u; c < n; c++) {
         y[o + c] = x[o + c] - lse;
     }
-#endif
 }

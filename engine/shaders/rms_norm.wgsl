@@ -19,25 +19,35 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// V: the unit a lane moves, PER values of a row.
 #if X4
-// cols % 4 == 0: rows moved 16 bytes at a time (lavapipe splits a lane's scalar loads).
-#if ADD
-@group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> r: array<vec4<f32>>;
+alias V = vec4<f32>;
+const PER: u32 = 4u;
+fn hsum(v: V) -> f32 {
+    return v.x + v.y + v.z + v.w;
+}
+// g at columns 4c .. 4c + 4.
+fn g(c: u32) -> V {
+    return w4(p.w_base, p.s_base, p.cols, 0u, 4u * c);
+}
 #else
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+alias V = f32;
+const PER: u32 = 1u;
+fn hsum(v: V) -> f32 {
+    return v;
+}
+fn g(c: u32) -> V {
+    return w1(p.w_base, p.s_base, p.cols, 0u, c);
+}
 #endif
-@group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
-#else
 #if ADD
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(4) var<storage, read> r: array<f32>;
+@group(0) @binding(1) var<storage, read_write> x: array<V>;
+@group(0) @binding(4) var<storage, read> r: array<V>;
 #else
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-#endif
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<V>;
 #endif
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<V>;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -45,28 +55,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (row >= p.rows) {
         return;
     }
-#if X4
-    let n = p.cols / 4u;
+    let n = p.cols / PER;
     let o = row * n;
-    var s4 = vec4<f32>(0.0);
+    var s = V(0.0);
     for (var c = 0u; c < n; c++) {
-#if ADD
-        let v = x[o + c] + r[o + c];
-        x[o + c] = v;
-#else
-        let v = x[o + c];
-#endif
-        s4 += v * v;
-    }
-    let s = s4.x + s4.y + s4.z + s4.w;
-    let inv = 1.0 / sqrt(s / f32(p.cols) + p.eps);
-    for (var c = 0u; c < n; c++) {
-        y[o + c] = x[o + c] * (inv * w4(p.w_base, p.s_base, p.cols, 0u, 4u * c));
-    }
-#else
-    let o = row * p.cols;
-    var s = 0.0;
-    for (var c = 0u; c < p.cols; c++) {
 #if ADD
         let v = x[o + c] + r[o + c];
         x[o + c] = v;
@@ -75,9 +67,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 #endif
         s += v * v;
     }
-    let inv = 1.0 / sqrt(s / f32(p.cols) + p.eps);
-    for (var c = 0u; c < p.cols; c++) {
-        y[o + c] = x[o + c] * (inv * w1(p.w_base, p.s_base, p.cols, 0u, c));
+    let inv = 1.0 / sqrt(hsum(s) / f32(p.cols) + p.eps);
+    for (var c = 0u; c < n; c++) {
+        y[o + c] = x[o + c] * (inv * g(c));
     }
-#endif
 }

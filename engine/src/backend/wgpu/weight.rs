@@ -122,6 +122,29 @@ impl WgpuWeight {
         })
     }
 
+    /// A whole matrix starting at byte `start` of a shared buffer.
+    fn in_buffer(
+        buf: &Arc<wgpu::Buffer>,
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        start: usize,
+    ) -> Self {
+        let (base, sbase) = bases(dtype, start, rows, cols);
+        WgpuWeight {
+            dtype,
+            rows,
+            cols,
+            parts: vec![Part {
+                buf: buf.clone(),
+                row0: 0,
+                rows: rows as u32,
+                base,
+                sbase,
+            }],
+        }
+    }
+
     /// [`WgpuWeight::stack`] of several 3-D tensors of one type and shape, in one buffer
     /// (`ts[0]`'s matrices, then `ts[1]`'s, ...) where they all fit one binding, so that
     /// one kernel reads them together (the experts' gate and up matrices); else each
@@ -130,28 +153,24 @@ impl WgpuWeight {
         let Some(first) = ts.first() else {
             return Ok(Vec::new());
         };
-        let together = ts.len() > 1
-            && ts
-                .iter()
-                .all(|t| t.dtype == first.dtype && t.shape == first.shape && t.shape.len() == 3)
-            && {
-                let [n, rows, cols] = *first.shape else {
-                    unreachable!("checked above")
-                };
-                matrix_bytes(first.dtype, rows, cols, first.name).is_ok_and(|per| {
-                    per % 4 == 0
-                        && (per as u64)
-                            .checked_mul((n * ts.len()) as u64)
-                            .is_some_and(|all| all <= ctx.max_binding)
-                })
-            };
-        if !together {
+        // One buffer only for several tensors of one type and 3-D shape whose matrices
+        // start on words and all fit one binding.
+        let same = ts
+            .iter()
+            .all(|t| t.dtype == first.dtype && t.shape == first.shape);
+        let (&[n, rows, cols], true) = (first.shape, same && ts.len() > 1) else {
+            return ts.iter().map(|t| Self::stack(ctx, t)).collect();
+        };
+        let fits = matrix_bytes(first.dtype, rows, cols, first.name).is_ok_and(|per| {
+            per % 4 == 0
+                && (per as u64)
+                    .checked_mul((n * ts.len()) as u64)
+                    .is_some_and(|all| all <= ctx.max_binding)
+        });
+        if !fits {
             return ts.iter().map(|t| Self::stack(ctx, t)).collect();
         }
         supported(first.dtype, first.name)?;
-        let [n, rows, cols] = *first.shape else {
-            unreachable!("checked above")
-        };
         let per = matrix_bytes(first.dtype, rows, cols, first.name)?;
         let mut bytes = Vec::with_capacity(per * n * ts.len());
         for t in ts {
@@ -169,21 +188,7 @@ impl WgpuWeight {
         Ok((0..ts.len())
             .map(|s| {
                 (0..n)
-                    .map(|j| {
-                        let (base, sbase) = bases(first.dtype, (s * n + j) * per, rows, cols);
-                        WgpuWeight {
-                            dtype: first.dtype,
-                            rows,
-                            cols,
-                            parts: vec![Part {
-                                buf: buf.clone(),
-                                row0: 0,
-                                rows: rows as u32,
-                                base,
-                                sbase,
-                            }],
-                        }
-                    })
+                    .map(|j| Self::in_buffer(&buf, first.dtype, rows, cols, (s * n + j) * per))
                     .collect()
             })
             .collect())
@@ -213,19 +218,7 @@ impl WgpuWeight {
             let m = per_buf.min(n - i0);
             let buf = Arc::new(ctx.upload_weight(&t.bytes[i0 * per..(i0 + m) * per])?);
             for j in 0..m {
-                let (base, sbase) = bases(t.dtype, j * per, rows, cols);
-                out.push(WgpuWeight {
-                    dtype: t.dtype,
-                    rows,
-                    cols,
-                    parts: vec![Part {
-                        buf: buf.clone(),
-                        row0: 0,
-                        rows: rows as u32,
-                        base,
-                        sbase,
-                    }],
-                });
+                out.push(Self::in_buffer(&buf, t.dtype, rows, cols, j * per));
             }
             i0 += m;
         }
