@@ -7,6 +7,7 @@
 //!   run just before it, and the median of those ratios is printed (robust to drift).
 //!
 //! cargo bench --bench wgpu_request -- MODEL_DIR [--repeat 2] [--beam 128]
+//! (ONEREC_WGPU_TIMESTAMPS=1: also the last request's GPU time per kernel.)
 //! (benches/wgpu_compare.sh makes the synthetic models and runs this.)
 
 use onerec_engine::backend::wgpu::{StatsSnapshot, WgpuBackend};
@@ -279,6 +280,7 @@ fn main() {
     let mut per_req = StatsSnapshot::default();
     for _ in 0..repeat {
         let near = matmul_gflops(&g, DType::F32, 1024, 1024, 1024, 1);
+        g.reset_kernel_times();
         let a = g.stats();
         let t = Instant::now();
         std::hint::black_box(recommend(&gm, &trie, std::slice::from_ref(&req)).expect("request"));
@@ -322,6 +324,18 @@ fn main() {
         per_req.submissions,
         per_req.readback_bytes
     );
+    // ONEREC_WGPU_TIMESTAMPS=1: the last request's GPU time per kernel.
+    let kt = g.kernel_times();
+    if !kt.is_empty() {
+        let busy: f64 = kt.iter().map(|k| k.2).sum();
+        println!("kernel time of the last request (timestamps): {busy:.3} s in all");
+        for (k, n, secs) in &kt {
+            println!(
+                "  {k}: {n} launches, {secs:.4} s ({:.0} us each)",
+                1e6 * secs / *n as f64
+            );
+        }
+    }
     for (k, n, secs) in g.profile().iter().take(20) {
         println!("profile: {k}: {n} launches, {secs:.3} s");
     }

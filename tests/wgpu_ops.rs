@@ -350,3 +350,61 @@ fn device_errors_are_errors_not_crashes() {
     let x = g.upload(&[1.0, 2.0], 1, 2).unwrap();
     assert_eq!(g.download(&x).unwrap(), vec![1.0, 2.0]);
 }
+
+/// Kernel timestamps (`WgpuOptions::timestamps`): every launch is counted under its
+/// kernel with a positive time, totals reset, and results are unchanged.
+#[test]
+fn kernel_timestamps_count_every_launch() {
+    let Some(plain) = gpu() else { return };
+    let opts = WgpuOptions {
+        timestamps: true,
+        ..WgpuOptions::default()
+    };
+    let g = match WgpuBackend::with_options(opts) {
+        Ok(g) => g,
+        // lavapipe has the features; another adapter may not, and says so.
+        Err(e) if !plain.adapter_info().name.contains("llvmpipe") => {
+            eprintln!("no kernel timestamps here: {e}");
+            return;
+        }
+        Err(e) => panic!("lavapipe offers timestamps inside passes: {e}"),
+    };
+    let mut rng = Rng::new(21);
+    let w = Tensor::new(&mut rng, DType::F32, &[48, 64]);
+    let x = rng.vec(5 * 64);
+    let run = |b: &WgpuBackend| {
+        let gx = b.upload(&x, 5, 64).unwrap();
+        let gw = b.weight(&w.matrix()).unwrap();
+        let mut y = b.matmul(&gx, &gw).unwrap();
+        b.add_assign(&mut y, &b.matmul(&gx, &gw).unwrap()).unwrap();
+        b.download(&y).unwrap()
+    };
+    assert_eq!(run(&g), run(&plain), "timestamps change no result");
+    let t = g.kernel_times();
+    let mm = t
+        .iter()
+        .find(|k| k.0.starts_with("matmul.wgsl"))
+        .unwrap_or_else(|| panic!("no matmul among {t:?}"));
+    assert_eq!(mm.1, 2, "two matmul launches: {t:?}");
+    assert!(mm.2 > 0.0 && mm.2 < 10.0, "matmul time {}", mm.2);
+    assert!(
+        t.iter().any(|k| k.0.starts_with("elementwise.wgsl")),
+        "{t:?}"
+    );
+    g.reset_kernel_times();
+    assert!(g.kernel_times().is_empty());
+    assert!(plain.kernel_times().is_empty(), "off unless asked for");
+    // More launches than one query set holds in one submission: none is lost.
+    let mut a = g.upload(&[1.0; 4], 1, 4).unwrap();
+    let one = g.upload(&[1.0; 4], 1, 4).unwrap();
+    for _ in 0..2100 {
+        g.add_assign(&mut a, &one).unwrap();
+    }
+    assert_eq!(g.download(&a).unwrap(), vec![2101.0; 4]);
+    let adds = g
+        .kernel_times()
+        .into_iter()
+        .find(|k| k.0.starts_with("elementwise.wgsl"))
+        .map(|k| k.1);
+    assert_eq!(adds, Some(2100), "every add counted");
+}

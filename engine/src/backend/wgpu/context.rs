@@ -147,6 +147,8 @@ pub struct Ctx {
     /// `ONEREC_WGPU_PROFILE=1`: wait for every dispatch and add its wall time to its
     /// kernel's total (slow; for finding hot kernels, never for figures).
     profile: Option<Mutex<HashMap<String, (u64, f64)>>>,
+    /// GPU timestamps around every dispatch (`WgpuOptions::timestamps`).
+    pub(crate) timestamps: Option<super::timing::Timestamps>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -216,6 +218,7 @@ impl Ctx {
             kv_f16: false,
             profile: (std::env::var("ONEREC_WGPU_PROFILE").as_deref() == Ok("1"))
                 .then(Mutex::default),
+            timestamps: None,
             device,
             queue,
         }
@@ -415,10 +418,20 @@ impl Ctx {
             layout: &pipe.layout,
             entries: &entries,
         });
+        if self.timestamps.as_ref().is_some_and(|t| t.full()) {
+            self.flush_locked(&mut pend)?;
+        }
+        let query = self.timestamps.as_ref().map(|t| t.begin(&pipe.label));
         let pass = self.pass(&mut pend);
+        if let (Some(t), Some(q)) = (&self.timestamps, query) {
+            pass.write_timestamp(t.queries(), q);
+        }
         pass.set_pipeline(&pipe.pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(x, y, 1);
+        if let (Some(t), Some(q)) = (&self.timestamps, query) {
+            pass.write_timestamp(t.queries(), q + 1);
+        }
         self.stats.dispatches.fetch_add(1, Ordering::Relaxed);
         if let Some(prof) = &self.profile {
             let t = std::time::Instant::now();
@@ -531,8 +544,13 @@ impl Ctx {
             self.queue.write_buffer(&c.buf, 0, &c.data);
             pend.free_chunks.push(c.buf);
         }
+        let mut enc = enc;
+        let timed = self.timestamps.as_ref().map_or(0, |t| t.resolve(&mut enc));
         self.queue.submit([enc.finish()]);
         self.stats.submissions.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = &self.timestamps {
+            t.collect(&self.device, timed)?;
+        }
         self.check()
     }
 

@@ -12,6 +12,7 @@ mod kernels;
 mod moe;
 mod quiet;
 pub mod shaders;
+mod timing;
 mod weight;
 
 pub(crate) use context::adapters;
@@ -64,6 +65,9 @@ pub struct WgpuOptions {
     /// Keep the KV caches in f32 even where the device has SHADER_F16
     /// (`ONEREC_WGPU_KV=f32`; tests at the contract's f32 tolerance use it).
     pub kv_f32: bool,
+    /// Time every kernel on the device with timestamps (`ONEREC_WGPU_TIMESTAMPS=1`;
+    /// benchmarks): [`WgpuBackend::kernel_times`]. An error where the adapter cannot.
+    pub timestamps: bool,
 }
 
 impl WgpuOptions {
@@ -77,6 +81,7 @@ impl WgpuOptions {
                 _ => return Err(err(format!("ONEREC_WGPU_KV=`{v}`: expected f16 or f32"))),
             };
         }
+        o.timestamps = std::env::var("ONEREC_WGPU_TIMESTAMPS").as_deref() == Ok("1");
         Ok(o)
     }
 }
@@ -125,11 +130,21 @@ impl WgpuBackend {
         // decoded with unpack2x16float (core); SHADER_F16, where offered, halves the KV
         // caches.
         let kv_f16 = !opts.kv_f32 && adapter.features().contains(::wgpu::Features::SHADER_F16);
-        let features = if kv_f16 {
+        let mut features = if kv_f16 {
             ::wgpu::Features::SHADER_F16
         } else {
             ::wgpu::Features::empty()
         };
+        if opts.timestamps {
+            let ts =
+                ::wgpu::Features::TIMESTAMP_QUERY | ::wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+            if !adapter.features().contains(ts) {
+                return Err(err(
+                    "kernel timestamps were asked for, but the adapter has no TIMESTAMP_QUERY_INSIDE_PASSES",
+                ));
+            }
+            features |= ts;
+        }
         let desc = ::wgpu::DeviceDescriptor {
             label: Some("onerec"),
             required_features: features,
@@ -146,6 +161,9 @@ impl WgpuBackend {
         let mut ctx = Ctx::new(&adapter, device, queue, opts.max_binding);
         ctx.poison = opts.poison;
         ctx.kv_f16 = kv_f16;
+        if opts.timestamps {
+            ctx.timestamps = Some(timing::Timestamps::new(&ctx.device, &ctx.queue));
+        }
         Ok(WgpuBackend { ctx: Arc::new(ctx) })
     }
 
@@ -161,6 +179,22 @@ impl WgpuBackend {
     /// Kernel timings when `ONEREC_WGPU_PROFILE=1` (see `Ctx::profile`).
     pub fn profile(&self) -> Vec<(String, u64, f64)> {
         self.ctx.profile()
+    }
+
+    /// GPU time per kernel (launches, seconds), slowest first, since the backend was
+    /// made or [`WgpuBackend::reset_kernel_times`]; empty unless `timestamps` is on.
+    /// Counted once each submission completes: call [`WgpuBackend::sync`] first.
+    pub fn kernel_times(&self) -> Vec<(String, u64, f64)> {
+        self.ctx
+            .timestamps
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.totals())
+    }
+
+    pub fn reset_kernel_times(&self) {
+        if let Some(t) = &self.ctx.timestamps {
+            t.reset();
+        }
     }
 
     /// Reads an index list back (tests).
