@@ -277,7 +277,7 @@ fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let n = n_keys(rh / p.n_heads);
     let o = (rh * p.max_keys) >> 2u;
     let groups = (n + 3u) >> 2u;
-    // Lanes of the last group past the row's keys.
+    // Lane offsets within a group of 4: lanes at or past the row's n keys are masked.
     let live = vec4<u32>(0u, 1u, 2u, 3u);
     let lowest = vec4<f32>(-3.4028235e38);
     var m = lowest;

@@ -410,8 +410,7 @@ impl<B: Backend> Model<B> {
         if slot == big_l {
             return Ok(None);
         }
-        let y = a;
-        let logits = be.matmul(&y, &self.head[slot])?;
+        let logits = be.matmul(&a, &self.head[slot])?;
         Ok(Some(be.log_softmax(&logits)?))
     }
 

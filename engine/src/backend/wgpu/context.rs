@@ -151,10 +151,46 @@ pub struct Ctx {
     pub(crate) timestamps: Option<super::timing::Timestamps>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these structures half-updated in a
     // way that matters more than the error it already raised.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Maps a MAP_READ buffer whose copy has been submitted, waits for it and returns its
+/// first `bytes` bytes (readbacks and kernel timestamps).
+pub(crate) fn map_read(device: &wgpu::Device, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
+    let d = done.clone();
+    buf.map_async(wgpu::MapMode::Read, .., move |r| *lock(&d) = Some(r));
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: None,
+        })
+        .map_err(|e| err(format!("waiting for the device: {e}")))?;
+    // Another thread's poll may be the one that runs our callback, a moment later.
+    let mut spins = 0u32;
+    let result = loop {
+        if let Some(r) = lock(&done).take() {
+            break r;
+        }
+        spins += 1;
+        if spins > 1_000_000 {
+            return Err(err("the device did not finish the readback"));
+        }
+        let _ = device.poll(wgpu::PollType::Poll);
+        std::thread::yield_now();
+    };
+    result.map_err(|e| err(format!("reading back {bytes} bytes: {e}")))?;
+    let out = {
+        let view = buf
+            .get_mapped_range(..)
+            .map_err(|e| err(format!("reading back {bytes} bytes: {e}")))?;
+        view[..bytes as usize].to_vec()
+    };
+    buf.unmap();
+    Ok(out)
 }
 
 /// Capacity class of a request, so that freed buffers are found again.
@@ -314,18 +350,25 @@ impl Ctx {
 
     /// A weight buffer (not pooled): exactly `data`, padded to 4 bytes.
     pub fn upload_weight(&self, data: &[u8]) -> Result<wgpu::Buffer> {
+        self.upload_weights(&[data])
+    }
+
+    /// One weight buffer holding `parts` back to back, copied straight from their bytes
+    /// (the mapped file) into the buffer: no host copy of the whole.
+    pub fn upload_weights(&self, parts: &[&[u8]]) -> Result<wgpu::Buffer> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         self.stats
             .upload_bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+            .fetch_add(len as u64, Ordering::Relaxed);
         // Padded to 16 bytes: kernels read weights as vec4<u32>.
-        self.create_init(
-            data,
-            (data.len() as u64).next_multiple_of(16).max(16),
-            "weight",
-        )
+        self.create_init_parts(parts, (len as u64).next_multiple_of(16).max(16), "weight")
     }
 
     fn create_init(&self, data: &[u8], size: u64, label: &str) -> Result<wgpu::Buffer> {
+        self.create_init_parts(&[data], size, label)
+    }
+
+    fn create_init_parts(&self, parts: &[&[u8]], size: u64, label: &str) -> Result<wgpu::Buffer> {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -338,7 +381,11 @@ impl Ctx {
             let mut view = buf
                 .get_mapped_range_mut(..)
                 .map_err(|e| err(format!("{label} buffer of {size} bytes: {e}")))?;
-            view.slice(..data.len()).copy_from_slice(data);
+            let mut at = 0;
+            for part in parts {
+                view.slice(at..at + part.len()).copy_from_slice(part);
+                at += part.len();
+            }
         }
         buf.unmap();
         self.check()
@@ -574,38 +621,10 @@ impl Ctx {
                 .copy_buffer_to_buffer(src, offset, &staging, 0, size);
             self.flush_locked(&mut pend)?;
         }
-        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
-            Arc::default();
-        let d = done.clone();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| *lock(&d) = Some(r));
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: None,
-            })
-            .map_err(|e| err(format!("waiting for the device: {e}")))?;
+        // A device error (validation, loss) names the cause better than the failed map.
+        let out =
+            map_read(&self.device, &staging, bytes).map_err(|e| self.check().err().unwrap_or(e))?;
         self.check()?;
-        // Another thread's poll may be the one that runs our callback, a moment later.
-        let mut spins = 0u32;
-        let result = loop {
-            if let Some(r) = lock(&done).take() {
-                break r;
-            }
-            spins += 1;
-            if spins > 1_000_000 {
-                return Err(err("the device did not finish the readback"));
-            }
-            let _ = self.device.poll(wgpu::PollType::Poll);
-            std::thread::yield_now();
-        };
-        result.map_err(|e| err(format!("reading back {bytes} bytes: {e}")))?;
-        let out = {
-            let view = staging
-                .get_mapped_range(..)
-                .map_err(|e| err(format!("reading back {bytes} bytes: {e}")))?;
-            view[..bytes as usize].to_vec()
-        };
-        staging.unmap();
         self.stats
             .readback_bytes
             .fetch_add(bytes, Ordering::Relaxed);

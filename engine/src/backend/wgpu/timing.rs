@@ -5,18 +5,14 @@
 //! TIMESTAMP_QUERY_INSIDE_PASSES (lavapipe has both). The two writes add a little to
 //! every launch: launches of ~100 µs read high, large kernels are accurate.
 
-use super::context::err;
+use super::context::{lock, map_read};
 use crate::error::Result;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Mutex;
 
 /// Timestamps per query set: two per dispatch, so a submission holds at most half as
 /// many dispatches; a full set makes the context submit first.
 const SLOTS: u32 = 4096;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 pub(crate) struct Timestamps {
     queries: wgpu::QuerySet,
@@ -92,40 +88,8 @@ impl Timestamps {
         if n == 0 {
             return Ok(());
         }
-        let bytes = 16 * u64::from(n);
-        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
-            Arc::default();
-        let d = done.clone();
-        self.staging
-            .map_async(wgpu::MapMode::Read, 0..bytes, move |r| *lock(&d) = Some(r));
-        device
-            .poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: None,
-            })
-            .map_err(|e| err(format!("waiting for the timestamps: {e}")))?;
-        // Another thread's poll may be the one that runs the callback, a moment later.
-        let mut spins = 0u32;
-        let mapped = loop {
-            if let Some(r) = lock(&done).take() {
-                break r;
-            }
-            spins += 1;
-            if spins > 1_000_000 {
-                return Err(err("the device did not finish the timestamp readback"));
-            }
-            let _ = device.poll(wgpu::PollType::Poll);
-            std::thread::yield_now();
-        };
-        mapped.map_err(|e| err(format!("reading the timestamps: {e}")))?;
-        let ticks: Vec<u64> = {
-            let view = self
-                .staging
-                .get_mapped_range(0..bytes)
-                .map_err(|e| err(format!("reading the timestamps: {e}")))?;
-            bytemuck::pod_collect_to_vec(&view[..])
-        };
-        self.staging.unmap();
+        let bytes = map_read(device, &self.staging, 16 * u64::from(n))?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let kernels = std::mem::take(&mut *lock(&self.pending));
         let mut totals = lock(&self.totals);
         for (kernel, pair) in kernels.iter().zip(ticks.chunks_exact(2)) {

@@ -172,7 +172,6 @@ impl WgpuWeight {
         }
         supported(first.dtype, first.name)?;
         let per = matrix_bytes(first.dtype, rows, cols, first.name)?;
-        let mut bytes = Vec::with_capacity(per * n * ts.len());
         for t in ts {
             if t.bytes.len() != per * n {
                 return Err(err(format!(
@@ -182,9 +181,9 @@ impl WgpuWeight {
                     t.dtype
                 )));
             }
-            bytes.extend_from_slice(t.bytes);
         }
-        let buf = Arc::new(ctx.upload_weight(&bytes)?);
+        let parts: Vec<&[u8]> = ts.iter().map(|t| t.bytes).collect();
+        let buf = Arc::new(ctx.upload_weights(&parts)?);
         Ok((0..ts.len())
             .map(|s| {
                 (0..n)
