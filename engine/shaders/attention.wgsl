@@ -1,10 +1,10 @@
 // Multi-head scaled dot-product attention of query rows over selected key/value rows,
 // in three barrier-free passes (lavapipe runs workgroup barriers very slowly, GPUs run
-// these passes fine): `scores` (one invocation per tile of 4 rows, head and group of 4
-// keys), `softmax` (one per row and head, in place) and `weighted` (one per tile of 4
-// rows and group of `p.cols` output columns). Where a tile's rows share their keys (the
-// beams of one user in cross-attention) both products are register tiles, as in
-// matmul.wgsl: each key or value loaded serves 4 rows, each query row 4 keys.
+// these passes fine): `scores` (one invocation per tile of 4 rows, head and group of 8
+// keys), `softmax` (one per tile and head, in place) and `weighted` (one per tile and
+// group of `p.cols` output columns). Where a tile's rows share their keys (the beams of
+// one user in cross-attention) both products are register tiles, as in matmul.wgsl: each
+// key or value loaded serves 4 rows, each query row 8 keys.
 // `fused`: all three in one pass, one invocation per row and head, for short key lists
 // (at most FUSED_KEYS, head size a multiple of 4 up to FUSED_HD): the decoder's
 // self-attention, where three launches would cost more than the work.
@@ -13,12 +13,14 @@
 // decoder's self-attention through each beam's ancestry in the KV cache).
 // KV_F16: keys and values are an f16 KV cache (kv_cache.wgsl), decoded on load.
 // Matrices are bound as vec4 arrays, so that where the head size is a multiple of 4 a
-// lane fetches 4 values at once (what makes lavapipe fast); other sizes read one value
-// at a time from the same bindings. Scores live in `s` as [rows, heads, max_keys], with
-// max_keys a multiple of 4 (the host pads it) so that every pass moves them 4 at a time:
-// lavapipe splits a lane's scalar loads and stores one by one. Past a row's last key a
-// score group holds zeros after `softmax`. OUT4: the output is written 4 values at a
-// time (the head size and d are multiples of 4).
+// lane fetches 4 values at once (what makes lavapipe fast: it splits every per-lane load
+// into one load per lane and component); other sizes read one value at a time from the
+// same bindings. Scores live in `s` by tile: s[(tile * heads + h) * (max_keys + 1) + j]
+// holds key j's scores of the tile's 4 rows, so one 16-byte load gives `weighted` the
+// weights of all 4 rows; the slot after the last key holds the rows' 1 / Σ exp, which
+// `weighted` applies at the end. Past a row's last key its component is 0 after
+// `softmax`. OUT4: the output is written 4 values at a time (the head size and d are
+// multiples of 4).
 
 #include "grid.wgsl"
 
@@ -28,7 +30,7 @@ struct Params {
     n_heads: u32,
     head_dim: u32,
     per_row: u32,   // GATHER: keys per row
-    max_keys: u32,  // stride of a score row, a multiple of 4
+    max_keys: u32,  // most keys of any row; a (tile, head) holds max_keys + 1 score slots
     scale: f32,
     stride: u32,    // GATHER: distance between the index lists of two rows
     cols: u32,      // output columns per `weighted` invocation: 8 or 4 when vec4 loads apply, else 1
@@ -190,7 +192,12 @@ fn dot_qk(qo: u32, ko: u32) -> f32 {
 }
 
 // Keys per `scores` invocation.
-const KEYS: u32 = 4u;
+const KEYS: u32 = 8u;
+
+// Where the scores of a (tile, head) start in `s`.
+fn score_base(tile: u32, h: u32) -> u32 {
+    return (tile * p.n_heads + h) * (p.max_keys + 1u);
+}
 
 @compute @workgroup_size(64, 1, 1)
 fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -205,114 +212,127 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let r0 = (th / p.n_heads) * TILE;
     let h = th % p.n_heads;
     let hd = p.head_dim;
+    let o = score_base(th / p.n_heads, h) + j0;
     if (shared_keys(r0)) {
         let n = n_keys(r0);
         if (j0 >= n) {
             return;
         }
         // Keys past the end reuse the last one and are not stored.
-        let ko = vec4<u32>(key_of(r0, j0), key_of(r0, min(j0 + 1u, n - 1u)),
-                           key_of(r0, min(j0 + 2u, n - 1u)), key_of(r0, min(j0 + 3u, n - 1u))) * p.d + h * hd;
+        var ko: array<u32, KEYS>;
+        for (var c = 0u; c < KEYS; c++) {
+            ko[c] = key_of(r0, min(j0 + c, n - 1u)) * p.d + h * hd;
+        }
         let qo = r0 * p.d + h * hd;
-        var acc: array<vec4<f32>, 4>;
+        // acc[c][t]: key j0 + c, row r0 + t. Each query load serves KEYS keys, each key
+        // load the tile's 4 rows.
+        var acc: array<vec4<f32>, KEYS>;
         if (p.cols == 8u) {
             // Head size and d multiples of 8: 8 values per key load.
             for (var e = 0u; e < hd; e += 8u) {
-                let ka = k8(ko.x + e);
-                let kb = k8(ko.y + e);
-                let kc = k8(ko.z + e);
-                let kd = k8(ko.w + e);
+                var qa: array<vec4<f32>, 4>;
+                var qb: array<vec4<f32>, 4>;
                 for (var t = 0u; t < TILE; t++) {
-                    let q0 = q4(qo + t * p.d + e);
-                    let q1_ = q4(qo + t * p.d + e + 4u);
-                    acc[t] += vec4<f32>(dot(q0, ka[0]) + dot(q1_, ka[1]), dot(q0, kb[0]) + dot(q1_, kb[1]),
-                                        dot(q0, kc[0]) + dot(q1_, kc[1]), dot(q0, kd[0]) + dot(q1_, kd[1]));
+                    qa[t] = q4(qo + t * p.d + e);
+                    qb[t] = q4(qo + t * p.d + e + 4u);
+                }
+                for (var c = 0u; c < KEYS; c++) {
+                    let kk = k8(ko[c] + e);
+                    acc[c] += vec4<f32>(dot(qa[0], kk[0]) + dot(qb[0], kk[1]), dot(qa[1], kk[0]) + dot(qb[1], kk[1]),
+                                        dot(qa[2], kk[0]) + dot(qb[2], kk[1]), dot(qa[3], kk[0]) + dot(qb[3], kk[1]));
                 }
             }
         } else if (by4()) {
             for (var e = 0u; e < hd; e += 4u) {
-                let ka = k4(ko.x + e);
-                let kb = k4(ko.y + e);
-                let kc = k4(ko.z + e);
-                let kd = k4(ko.w + e);
+                var qv: array<vec4<f32>, 4>;
                 for (var t = 0u; t < TILE; t++) {
-                    let qv = q4(qo + t * p.d + e);
-                    acc[t] += vec4<f32>(dot(qv, ka), dot(qv, kb), dot(qv, kc), dot(qv, kd));
+                    qv[t] = q4(qo + t * p.d + e);
+                }
+                for (var c = 0u; c < KEYS; c++) {
+                    let kk = k4(ko[c] + e);
+                    acc[c] += vec4<f32>(dot(qv[0], kk), dot(qv[1], kk), dot(qv[2], kk), dot(qv[3], kk));
                 }
             }
         } else {
             for (var e = 0u; e < hd; e++) {
-                let kv = vec4<f32>(k1(ko.x + e), k1(ko.y + e), k1(ko.z + e), k1(ko.w + e));
-                for (var t = 0u; t < TILE; t++) {
-                    acc[t] += q1(qo + t * p.d + e) * kv;
+                let qv = vec4<f32>(q1(qo + e), q1(qo + p.d + e), q1(qo + 2u * p.d + e), q1(qo + 3u * p.d + e));
+                for (var c = 0u; c < KEYS; c++) {
+                    acc[c] += qv * k1(ko[c] + e);
                 }
             }
         }
-        // Scores past the last key are left for `softmax` to zero.
-        for (var t = 0u; t < TILE; t++) {
-            s[(((r0 + t) * p.n_heads + h) * p.max_keys + j0) >> 2u] = acc[t] * p.scale;
+        for (var c = 0u; c < KEYS; c++) {
+            if (j0 + c < n) {
+                s[o + c] = acc[c] * p.scale;
+            }
         }
         return;
     }
-    for (var t = 0u; t < tile_rows(r0); t++) {
-        let r = r0 + t;
-        let n = n_keys(r);
-        if (j0 >= n) {
-            continue;
+    // Rows with keys of their own: a component past its row's keys stays 0.
+    var acc: array<vec4<f32>, KEYS>;
+    var most = 0u;
+    for (var t = 0u; t < TILE; t++) {
+        if (t < tile_rows(r0)) {
+            let r = r0 + t;
+            let n = n_keys(r);
+            most = max(most, n);
+            for (var c = 0u; c < KEYS; c++) {
+                if (j0 + c < n) {
+                    acc[c][t] = dot_qk(r * p.d + h * hd, key_of(r, j0 + c) * p.d + h * hd);
+                }
+            }
         }
-        var acc = vec4<f32>(0.0);
-        for (var c = 0u; c < min(KEYS, n - j0); c++) {
-            acc[c] = dot_qk(r * p.d + h * hd, key_of(r, j0 + c) * p.d + h * hd);
+    }
+    for (var c = 0u; c < KEYS; c++) {
+        if (j0 + c < most) {
+            s[o + c] = acc[c] * p.scale;
         }
-        s[((r * p.n_heads + h) * p.max_keys + j0) >> 2u] = acc * p.scale;
     }
 }
 
 @compute @workgroup_size(64, 1, 1)
 fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let rh = linear_group(wg, nwg) * 64u + lid;
-    if (rh >= p.rows * p.n_heads) {
+    let th = linear_group(wg, nwg) * 64u + lid;
+    let tiles = (p.rows + TILE - 1u) / TILE;
+    if (th >= tiles * p.n_heads) {
         return;
     }
-    let n = n_keys(rh / p.n_heads);
-    let o = (rh * p.max_keys) >> 2u;
-    let groups = (n + 3u) >> 2u;
-    // Lane offsets within a group of 4: lanes at or past the row's n keys are masked.
-    let live = vec4<u32>(0u, 1u, 2u, 3u);
+    let r0 = (th / p.n_heads) * TILE;
+    // Each row's key count (0 past the last row): components at or past it are masked.
+    var n = vec4<u32>(0u);
+    for (var t = 0u; t < TILE; t++) {
+        if (t < tile_rows(r0)) {
+            n[t] = n_keys(r0 + t);
+        }
+    }
+    let most = max(max(n.x, n.y), max(n.z, n.w));
+    let o = score_base(th / p.n_heads, th % p.n_heads);
     let lowest = vec4<f32>(-3.4028235e38);
     var m = lowest;
-    for (var g = 0u; g < groups; g++) {
-        m = max(m, select(lowest, s[o + g], g * 4u + live < vec4<u32>(n)));
+    for (var j = 0u; j < most; j++) {
+        m = max(m, select(lowest, s[o + j], vec4<u32>(j) < n));
     }
-    let mx = max(max(m.x, m.y), max(m.z, m.w));
     var sum = vec4<f32>(0.0);
-    for (var g = 0u; g < groups; g++) {
-        let e = select(vec4<f32>(0.0), exp(s[o + g] - mx), g * 4u + live < vec4<u32>(n));
-        s[o + g] = e;
+    for (var j = 0u; j < most; j++) {
+        let e = select(vec4<f32>(0.0), exp(s[o + j] - m), vec4<u32>(j) < n);
+        s[o + j] = e;
         sum += e;
     }
-    let inv = 1.0 / (sum.x + sum.y + sum.z + sum.w);
-    for (var g = 0u; g < groups; g++) {
-        s[o + g] *= inv;
-    }
+    s[o + p.max_keys] = select(vec4<f32>(0.0), 1.0 / sum, n > vec4<u32>(0u));
 }
 
-// Score j of the row whose scores start at o (o % 4 == 0).
-fn score(o: u32, j: u32) -> f32 {
-    return s[(o + j) >> 2u][j & 3u];
-}
-
-// Σ_j s[o + j] · v[key(r, j) · d + c ..][..4] (or the one value at c).
-fn weighted_row(r: u32, o: u32, c: u32) -> vec4<f32> {
+// Σ_j w_j · v[key(r, j) · d + c ..][..4] (or the one value at c) for row t of the tile
+// whose weights start at o.
+fn weighted_row(r: u32, t: u32, o: u32, c: u32) -> vec4<f32> {
     var acc = vec4<f32>(0.0);
     let n = n_keys(r);
     if (p.cols != 1u) {
         for (var j = 0u; j < n; j++) {
-            acc += score(o, j) * v4(key_of(r, j) * p.d + c);
+            acc += s[o + j][t] * v4(key_of(r, j) * p.d + c);
         }
     } else {
         for (var j = 0u; j < n; j++) {
-            acc.x += score(o, j) * v1(key_of(r, j) * p.d + c);
+            acc.x += s[o + j][t] * v1(key_of(r, j) * p.d + c);
         }
     }
     return acc;
@@ -326,66 +346,64 @@ fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (i >= tiles * groups) {
         return;
     }
-    let r0 = (i / groups) * TILE;
+    let tile = i / groups;
+    let r0 = tile * TILE;
     let c = (i % groups) * p.cols;
     let h = c / p.head_dim;
+    let o = score_base(tile, h);
     // Columns c .. c+3 in acc, c+4 .. c+7 in acc2 (p.cols == 8).
     var acc: array<vec4<f32>, 4>;
     var acc2: array<vec4<f32>, 4>;
     if (shared_keys(r0)) {
         let n = n_keys(r0);
-        let o = (r0 * p.n_heads + h) * p.max_keys;
-        let hs = p.n_heads * p.max_keys; // from one row's scores to the next row's
         if (p.cols == 8u) {
             for (var j = 0u; j < n; j++) {
                 let vv = v8(key_of(r0, j) * p.d + c);
-                let va = vv[0];
-                let vb = vv[1];
-                let sa = score(o, j);
-                let sb = score(o + hs, j);
-                let sc = score(o + 2u * hs, j);
-                let sd = score(o + 3u * hs, j);
-                acc[0] += sa * va;
-                acc[1] += sb * va;
-                acc[2] += sc * va;
-                acc[3] += sd * va;
-                acc2[0] += sa * vb;
-                acc2[1] += sb * vb;
-                acc2[2] += sc * vb;
-                acc2[3] += sd * vb;
+                let w = s[o + j];
+                acc[0] += w.x * vv[0];
+                acc[1] += w.y * vv[0];
+                acc[2] += w.z * vv[0];
+                acc[3] += w.w * vv[0];
+                acc2[0] += w.x * vv[1];
+                acc2[1] += w.y * vv[1];
+                acc2[2] += w.z * vv[1];
+                acc2[3] += w.w * vv[1];
             }
         } else if (p.cols == 4u) {
             for (var j = 0u; j < n; j++) {
                 let vv = v4(key_of(r0, j) * p.d + c);
-                acc[0] += score(o, j) * vv;
-                acc[1] += score(o + hs, j) * vv;
-                acc[2] += score(o + 2u * hs, j) * vv;
-                acc[3] += score(o + 3u * hs, j) * vv;
+                let w = s[o + j];
+                acc[0] += w.x * vv;
+                acc[1] += w.y * vv;
+                acc[2] += w.z * vv;
+                acc[3] += w.w * vv;
             }
         } else {
             for (var j = 0u; j < n; j++) {
                 let vv = v1(key_of(r0, j) * p.d + c);
-                acc[0].x += score(o, j) * vv;
-                acc[1].x += score(o + hs, j) * vv;
-                acc[2].x += score(o + 2u * hs, j) * vv;
-                acc[3].x += score(o + 3u * hs, j) * vv;
+                let w = s[o + j];
+                acc[0].x += w.x * vv;
+                acc[1].x += w.y * vv;
+                acc[2].x += w.z * vv;
+                acc[3].x += w.w * vv;
             }
         }
     } else {
-        for (var t = 0u; t < tile_rows(r0); t++) {
-            let r = r0 + t;
-            let o = (r * p.n_heads + h) * p.max_keys;
-            acc[t] = weighted_row(r, o, c);
-            if (p.cols == 8u) {
-                acc2[t] = weighted_row(r, o, c + 4u);
+        for (var t = 0u; t < TILE; t++) {
+            if (t < tile_rows(r0)) {
+                acc[t] = weighted_row(r0 + t, t, o, c);
+                if (p.cols == 8u) {
+                    acc2[t] = weighted_row(r0 + t, t, o, c + 4u);
+                }
             }
         }
     }
+    let inv = s[o + p.max_keys];
     for (var t = 0u; t < tile_rows(r0); t++) {
         let oo = (r0 + t) * p.d + c;
-        store_out(oo, acc[t], min(p.cols, 4u));
+        store_out(oo, acc[t] * inv[t], min(p.cols, 4u));
         if (p.cols == 8u) {
-            store_out(oo + 4u, acc2[t], 4u);
+            store_out(oo + 4u, acc2[t] * inv[t], 4u);
         }
     }
 }

@@ -392,7 +392,7 @@ pub fn store_f16(be: &WgpuBackend, dst: &WgpuBuf, offset: usize, src: &WgpuBuf) 
 
 const ATTN_TILE: usize = 4;
 // Keys per `scores` invocation (attention.wgsl KEYS).
-const ATTN_KEYS: usize = 4;
+const ATTN_KEYS: usize = 8;
 // Limits of the one-pass kernel (attention.wgsl FUSED_KEYS, FUSED_HD).
 const ATTN_FUSED_KEYS: usize = 32;
 const ATTN_FUSED_HD: usize = 64;
@@ -453,8 +453,7 @@ pub fn attention(
         n_heads: n_heads as u32,
         head_dim: hd as u32,
         per_row: u32_of(per_row, "keys per row")?,
-        // Score rows are moved 4 at a time (attention.wgsl).
-        max_keys: u32_of(max_keys.next_multiple_of(4), "keys")?,
+        max_keys: u32_of(max_keys, "keys")?,
         scale: 1.0 / (hd as f32).sqrt(),
         stride: u32_of(stride, "key index stride")?,
         cols: cols_per as u32,
@@ -487,9 +486,10 @@ pub fn attention(
         )?;
         return Ok(out);
     }
-    let scores = be.new_buf(rows * n_heads, p.max_keys as usize)?;
-    // `scores` and `weighted` work on tiles of ATTN_TILE rows (attention.wgsl TILE).
+    // Every pass works on tiles of ATTN_TILE rows (attention.wgsl TILE); a (tile, head)
+    // holds max_keys + 1 slots of ATTN_TILE scores.
     let tiles = rows.div_ceil(ATTN_TILE);
+    let scores = be.new_buf(tiles * n_heads * (max_keys + 1), ATTN_TILE)?;
     let n_scores = u32_of(
         tiles * n_heads * max_keys.div_ceil(ATTN_KEYS),
         "attention scores",
@@ -516,7 +516,7 @@ pub fn attention(
         &*ctx.pipe(&v_, "softmax")?,
         pb,
         binds,
-        ((rows * n_heads) as u32).div_ceil(64),
+        u32_of(tiles * n_heads, "attention tiles")?.div_ceil(64),
     )?;
     let binds = [
         (3, (&v.g).into()),
