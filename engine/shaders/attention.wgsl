@@ -422,6 +422,10 @@ fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let hd = p.head_dim;
     let n = min(n_keys(r), FUSED_KEYS);
     let qo = r * p.d + h * hd;
+    if (p.cols == 8u) {
+        fused8(r, h, n);
+        return;
+    }
     var sc: array<f32, FUSED_KEYS>;
     var m = -3.4028235e38;
     for (var j = 0u; j < n; j++) {
@@ -448,5 +452,56 @@ fn fused(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let inv = 1.0 / sum;
     for (var e = 0u; e < hd; e += 4u) {
         store_out(qo + e, acc[e >> 2u] * inv, 4u);
+    }
+}
+
+// `fused` where the head size and d are multiples of 8: one pass over the keys with a
+// running max (each key's index read once), 16-byte key and value loads (8 halves of an
+// f16 cache), and the query and the output in registers: loops of constant length whose
+// chunks past the head size are skipped, so no array is indexed by a runtime value
+// (lavapipe moves such arrays through memory lane by lane).
+fn fused8(r: u32, h: u32, n: u32) {
+    let hd = p.head_dim;
+    let qo = r * p.d + h * hd;
+    var qa: array<vec4<f32>, 8>; // FUSED_HD / 8
+    var qb: array<vec4<f32>, 8>;
+    for (var c = 0u; c < FUSED_HD / 8u; c++) {
+        if (c * 8u < hd) {
+            qa[c] = q4(qo + c * 8u);
+            qb[c] = q4(qo + c * 8u + 4u);
+        }
+    }
+    var m = -3.4028235e38;
+    var sum = 0.0;
+    var acc: array<vec4<f32>, 16>; // FUSED_HD / 4
+    for (var j = 0u; j < n; j++) {
+        let ko = key_of(r, j) * p.d + h * hd;
+        var sj = 0.0;
+        for (var c = 0u; c < FUSED_HD / 8u; c++) {
+            if (c * 8u < hd) {
+                let kk = k8(ko + c * 8u);
+                sj += dot(qa[c], kk[0]) + dot(qb[c], kk[1]);
+            }
+        }
+        sj *= p.scale;
+        let mn = max(m, sj);
+        let f = exp(m - mn);
+        let e = exp(sj - mn);
+        m = mn;
+        sum = sum * f + e;
+        for (var c = 0u; c < FUSED_HD / 8u; c++) {
+            if (c * 8u < hd) {
+                let vv = v8(ko + c * 8u);
+                acc[2u * c] = acc[2u * c] * f + e * vv[0];
+                acc[2u * c + 1u] = acc[2u * c + 1u] * f + e * vv[1];
+            }
+        }
+    }
+    let inv = 1.0 / sum;
+    for (var c = 0u; c < FUSED_HD / 8u; c++) {
+        if (c * 8u < hd) {
+            store_out(qo + c * 8u, acc[2u * c] * inv, 4u);
+            store_out(qo + c * 8u + 4u, acc[2u * c + 1u] * inv, 4u);
+        }
     }
 }
