@@ -51,13 +51,15 @@ pub fn gpu() -> Option<WgpuBackend> {
     .clone()
 }
 
-/// A device whose weights are split across bindings of at most 4 KiB.
+/// A device whose weights are split across bindings of at most 4 KiB, and whose KV
+/// caches are f32 (as on a device without SHADER_F16).
 pub fn gpu_split() -> Option<WgpuBackend> {
     static G: OnceLock<Option<WgpuBackend>> = OnceLock::new();
     G.get_or_init(|| {
         open(WgpuOptions {
             poison: true,
             max_binding: Some(4096),
+            kv_f32: true,
             ..Default::default()
         })
     })

@@ -10,6 +10,11 @@
 // stride is a multiple of 4).
 // GROUPED + SWIGLU: the gate and up products at once, y = silu(x·Wgᵀ) ⊙ (x·Wuᵀ), with
 // the up matrices in the same binding at `u_base` (one read of x, no gate/up buffers).
+// KV: a layer's key and value projections at once (Backend::project_kv), V's matrix in
+// the same binding at `u_base`: the first ceil(n / 32) workgroup columns compute keys,
+// the rest values, each written straight into its cache (`y`, `y_v`) from row `y_row0`
+// (KV_F16: an f16 cache, two halves per word, rounded as kv_cache.wgsl rounds). n is a
+// multiple of 4.
 
 #include "weights.wgsl"
 
@@ -27,7 +32,7 @@ struct Params {
     only_expert: u32, // grouped: tiles of other experts skip (0xffffffff: none skip)
     u_base: u32,      // SWIGLU: w_base of the up matrices
     u_sbase: u32,     // SWIGLU: s_base of the up matrices
-    _pad0: u32,
+    y_row0: u32,      // KV: first cache row written
     _pad1: u32,
     _pad2: u32,
 }
@@ -35,12 +40,22 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+#if KV
+#if KV_F16
+@group(0) @binding(3) var<storage, read_write> y: array<vec2<u32>>;
+@group(0) @binding(6) var<storage, read_write> y_v: array<vec2<u32>>;
+#else
+@group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> y_v: array<vec4<f32>>;
+#endif
+#else
 #if Y4
 // Rows of y, its first column and the columns written are multiples of 4: one 16-byte
 // store per row of a block instead of four.
 @group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
 #else
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+#endif
 #endif
 #if GROUPED
 // tiles[0].x = tile count; tile t is tiles[1 + t] = (expert, first slot, rows, 0).
@@ -65,14 +80,46 @@ fn x1(i: u32) -> f32 {
     return x[i >> 2u][i & 3u];
 }
 
+#if KV
+// Values i .. i + 4 of the key (part 0) or value (part 1) cache.
+fn store_kv(part: u32, i: u32, v: vec4<f32>) {
+#if KV_F16
+    let h = vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw));
+    if (part == 0u) {
+        y[i >> 2u] = h;
+    } else {
+        y_v[i >> 2u] = h;
+    }
+#else
+    if (part == 0u) {
+        y[i >> 2u] = v;
+    } else {
+        y_v[i >> 2u] = v;
+    }
+#endif
+}
+#endif
+
 @compute @workgroup_size(8, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+#if KV
+    let col_tiles = (p.n + 8u * TN - 1u) / (8u * TN);
+    let part = select(0u, 1u, wg.x >= col_tiles);
+    let col0 = ((wg.x - part * col_tiles) * 8u + lid.x) * TN;
+#else
     let col0 = (wg.x * 8u + lid.x) * TN;
+#endif
     if (col0 >= p.n) {
         return;
     }
     var base = p.w_base;
     var sbase = p.s_base;
+#if KV
+    if (part == 1u) {
+        base = p.u_base;
+        sbase = p.u_sbase;
+    }
+#endif
     var ubase = p.u_base;
     var usbase = p.u_sbase;
     var xr: array<u32, TM>;
@@ -161,6 +208,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         acc[i] = acc[i] / (1.0 + exp(-acc[i])) * acc_u[i];
     }
 #endif
+#if KV
+    for (var i = 0u; i < TM; i++) {
+        if (ok[i]) {
+            store_kv(part, (p.y_row0 + yr[i]) * p.y_stride + col0, acc[i]);
+        }
+    }
+#else
 #if Y4
     for (var i = 0u; i < TM; i++) {
         if (ok[i]) {
@@ -178,5 +232,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             y[o + j] = acc[i][j];
         }
     }
+#endif
 #endif
 }

@@ -20,14 +20,35 @@ pub(crate) struct Attn<W> {
 }
 
 impl<W> Attn<W> {
-    /// The projections `{prefix}.q/.k/.v/.o`, each through `weight`.
-    pub(crate) fn load(prefix: &str, weight: impl Fn(&str) -> Result<W>) -> Result<Self> {
+    /// The projections `{prefix}.q/.k/.v/.o`, each through `weight`, the key and value
+    /// projections through `pair` (kept together for `Backend::project_kv`).
+    pub(crate) fn load(
+        prefix: &str,
+        weight: impl Fn(&str) -> Result<W>,
+        pair: impl Fn(&str, &str) -> Result<(W, W)>,
+    ) -> Result<Self> {
+        let (k, v) = pair(&format!("{prefix}.k"), &format!("{prefix}.v"))?;
         Ok(Attn {
             q: weight(&format!("{prefix}.q"))?,
-            k: weight(&format!("{prefix}.k"))?,
-            v: weight(&format!("{prefix}.v"))?,
+            k,
+            v,
             o: weight(&format!("{prefix}.o"))?,
         })
+    }
+}
+
+/// Two named matrices through `Backend::weights_together`.
+pub(crate) fn weight_pair<B: Backend>(
+    backend: &B,
+    file: &ModelFile,
+    a: &str,
+    b: &str,
+) -> Result<(B::Weight, B::Weight)> {
+    let (ta, tb) = (file.tensor(a)?, file.tensor(b)?);
+    let mut w = backend.weights_together(&[&ta.as_matrix(), &tb.as_matrix()])?;
+    match (w.pop(), w.pop(), w.is_empty()) {
+        (Some(wb), Some(wa), true) => Ok((wa, wb)),
+        _ => Err(Error::internal("weights_together: one weight per matrix")),
     }
 }
 
@@ -95,7 +116,8 @@ impl<B: Backend> Model<B> {
                 .map(|l| backend.weight(&t.slice3(l)?))
                 .collect()
         };
-        let attn = |p: &str| Attn::load(p, w);
+        let pair = |a: &str, b: &str| weight_pair(&backend, f, a, b);
+        let attn = |p: &str| Attn::load(p, w, pair);
         let ffn = |p: &str, moe: bool| -> Result<FeedForward<B::Weight>> {
             if !moe {
                 return Ok(FeedForward::Dense(Ffn {
@@ -304,8 +326,8 @@ impl<B: Backend> Model<B> {
             st.self_v.push(be.kv_cache(t * cap, d)?);
             let (mut ck, mut cv) = (be.kv_cache(total, d)?, be.kv_cache(total, d)?);
             for (e, &(row0, _)) in enc_outs.iter().zip(&st.user_spans) {
-                be.write_rows(&mut ck, row0 as usize, &be.matmul(e, &layer.cross_attn.k)?)?;
-                be.write_rows(&mut cv, row0 as usize, &be.matmul(e, &layer.cross_attn.v)?)?;
+                let ca = &layer.cross_attn;
+                be.project_kv(e, &ca.k, &ca.v, &mut ck, &mut cv, row0 as usize)?;
             }
             st.cross_k.push(ck);
             st.cross_v.push(cv);
@@ -367,15 +389,14 @@ impl<B: Backend> Model<B> {
             None => be.rms_norm(&x, &self.dec_norm, eps)?,
         };
         for (i, layer) in self.dec_layers.iter().enumerate() {
-            be.write_rows(
+            let sa = &layer.self_attn;
+            be.project_kv(
+                &a,
+                &sa.k,
+                &sa.v,
                 &mut st.self_k[i],
-                t * st.cap,
-                &be.matmul(&a, &layer.self_attn.k)?,
-            )?;
-            be.write_rows(
                 &mut st.self_v[i],
                 t * st.cap,
-                &be.matmul(&a, &layer.self_attn.v)?,
             )?;
             if skip_last && i + 1 == n_layers {
                 return Ok(None);

@@ -209,6 +209,13 @@ pub trait Backend: Send + Sync {
         ts.iter().map(|t| self.weight_stack(t)).collect()
     }
 
+    /// Makes several matrices resident that one kernel may read together (a layer's key
+    /// and value projections, for [`Backend::project_kv`]); by default each is its own
+    /// weight.
+    fn weights_together(&self, views: &[&WeightView<'_>]) -> Result<Vec<Self::Weight>> {
+        views.iter().map(|v| self.weight(v)).collect()
+    }
+
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     fn zeros(&self, rows: usize, cols: usize) -> Result<Self::Buf>;
@@ -252,6 +259,23 @@ pub trait Backend: Send + Sync {
 
     /// `dst[row0 + r] = src[r]`: writes new K/V rows into a cache.
     fn write_rows(&self, dst: &mut Self::Buf, row0: usize, src: &Self::Buf) -> Result<()>;
+
+    /// `k_cache[row0 + r] = (x · Wkᵀ)[r]` and `v_cache[row0 + r] = (x · Wvᵀ)[r]`: a layer's
+    /// new keys and values straight into its caches. A backend may do it in one kernel
+    /// (where [`Backend::weights_together`] kept the two weights together); by default,
+    /// two products and two `write_rows`.
+    fn project_kv(
+        &self,
+        x: &Self::Buf,
+        wk: &Self::Weight,
+        wv: &Self::Weight,
+        k_cache: &mut Self::Buf,
+        v_cache: &mut Self::Buf,
+        row0: usize,
+    ) -> Result<()> {
+        self.write_rows(k_cache, row0, &self.matmul(x, wk)?)?;
+        self.write_rows(v_cache, row0, &self.matmul(x, wv)?)
+    }
 
     /// Multi-head scaled dot-product attention; `q` `[R, d]`, `k`/`v` `[S, d]`.
     fn attention(

@@ -8,6 +8,7 @@ use super::{WgpuBackend, WgpuBuf, WgpuIds};
 use crate::backend::{Ffn, KeyMap};
 use crate::error::Result;
 use bytemuck::{Pod, Zeroable};
+use std::sync::Arc;
 
 fn w_variant(file: &'static str, w: &WgpuWeight, extra: &[&'static str]) -> Result<Variant> {
     let d = weight_define(w.dtype)
@@ -42,7 +43,9 @@ pub(super) struct MatmulParams {
     /// GROUPED + SWIGLU: where the up matrices start in the same binding as the gates.
     pub u_base: u32,
     pub u_sbase: u32,
-    pub _pad: [u32; 3],
+    /// KV: the first cache row written.
+    pub y_row0: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Output tile of one matmul workgroup (matmul.wgsl: 8×4 invocations of 8 rows × 4 columns).
@@ -101,7 +104,8 @@ pub(super) fn matmul_into(
             only_expert: u32::MAX,
             u_base: 0,
             u_sbase: 0,
-            _pad: [0; 3],
+            y_row0: 0,
+            _pad: [0; 2],
         };
         let wb = Bind {
             buf: &part.buf,
@@ -125,6 +129,92 @@ pub(super) fn matmul_into(
         )?;
     }
     Ok(())
+}
+
+/// `Backend::project_kv` in one launch (matmul.wgsl KV): both weights in one buffer, a
+/// width of whole 4-value groups, caches of one precision (two `&mut` caches are two
+/// buffers). `Ok(false)`
+/// where that does not hold: the caller runs two products and two stores.
+pub(super) fn project_kv(
+    be: &WgpuBackend,
+    x: &WgpuBuf,
+    wk: &WgpuWeight,
+    wv: &WgpuWeight,
+    kc: &WgpuBuf,
+    vc: &WgpuBuf,
+    row0: usize,
+) -> Result<bool> {
+    let ([pk], [pv]) = (&wk.parts[..], &wv.parts[..]) else {
+        return Ok(false);
+    };
+    let n = wk.rows;
+    let fits =
+        |c: &WgpuBuf| c.cols == n && row0.checked_add(x.rows).is_some_and(|end| end <= c.rows);
+    if !Arc::ptr_eq(&pk.buf, &pv.buf)
+        || wk.dtype != wv.dtype
+        || (wv.rows, wv.cols, wk.cols) != (n, wk.cols, x.cols)
+        || !n.is_multiple_of(4)
+        || x.half
+        || kc.half != vc.half
+        || !fits(kc)
+        || !fits(vc)
+    {
+        return Ok(false);
+    }
+    if x.rows == 0 {
+        return Ok(true);
+    }
+    let mut extra = vec!["KV"];
+    if kc.half {
+        extra.push("KV_F16");
+    }
+    let ctx = &be.ctx;
+    let pipe = ctx.pipe(&w_variant("matmul.wgsl", wk, &extra)?, "main")?;
+    ctx.stats.matmul_flops.fetch_add(
+        4 * (x.rows * n * wk.cols) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let p = MatmulParams {
+        m: u32_of(x.rows, "rows")?,
+        n: u32_of(n, "rows")?,
+        k: u32_of(wk.cols, "cols")?,
+        y_stride: u32_of(n, "rows")?,
+        y_col: 0,
+        w_base: pk.base,
+        s_base: pk.sbase,
+        w_estride: 0,
+        s_estride: 0,
+        gather_x: 0,
+        only_expert: u32::MAX,
+        u_base: pv.base,
+        u_sbase: pv.sbase,
+        y_row0: u32_of(row0, "cache row")?,
+        _pad: [0; 2],
+    };
+    // Column tiles of K, then as many of V.
+    let gx = 2 * n.div_ceil(MM_TILE);
+    let gy = x.rows.div_ceil(MM_TILE);
+    if gx > 65535 || gy > 65535 {
+        return Ok(false);
+    }
+    let wb = Bind {
+        buf: &pk.buf,
+        offset: 0,
+        size: pk.buf.size(),
+    };
+    ctx.dispatch_xy(
+        &pipe,
+        bytemuck::bytes_of(&p),
+        &[
+            (1, (&x.g).into()),
+            (2, wb),
+            (3, (&kc.g).into()),
+            (6, (&vc.g).into()),
+        ],
+        gx as u32,
+        gy as u32,
+    )?;
+    Ok(true)
 }
 
 #[repr(C)]

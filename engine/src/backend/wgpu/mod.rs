@@ -273,6 +273,10 @@ impl Backend for WgpuBackend {
         WgpuWeight::stacks(&self.ctx, ts)
     }
 
+    fn weights_together(&self, views: &[&WeightView<'_>]) -> Result<Vec<WgpuWeight>> {
+        WgpuWeight::together(&self.ctx, views)
+    }
+
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<WgpuBuf> {
         if data.len() != rows * cols {
             return Err(err(format!(
@@ -382,6 +386,24 @@ impl Backend for WgpuBackend {
             src.rows as u64 * row_bytes,
         );
         Ok(())
+    }
+
+    fn project_kv(
+        &self,
+        x: &WgpuBuf,
+        wk: &WgpuWeight,
+        wv: &WgpuWeight,
+        k_cache: &mut WgpuBuf,
+        v_cache: &mut WgpuBuf,
+        row0: usize,
+    ) -> Result<()> {
+        if kernels::project_kv(self, x, wk, wv, k_cache, v_cache, row0)? {
+            return Ok(());
+        }
+        // Weights apart, or shapes the one launch does not take (the two launches name
+        // any mismatch).
+        self.write_rows(k_cache, row0, &self.matmul(x, wk)?)?;
+        self.write_rows(v_cache, row0, &self.matmul(x, wv)?)
     }
 
     fn attention(

@@ -107,7 +107,8 @@ fn grouped(
             only_expert: only,
             u_base,
             u_sbase,
-            _pad: [0; 3],
+            y_row0: 0,
+            _pad: [0; 2],
         };
         let wb = Bind {
             buf: &part.buf,

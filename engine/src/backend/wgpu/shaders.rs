@@ -93,6 +93,8 @@ pub fn variants() -> Vec<Variant> {
             defs.push("SWIGLU");
             v.push(Variant::new("matmul.wgsl", &defs));
         }
+        v.push(Variant::new("matmul.wgsl", &[w, "KV"]));
+        v.push(Variant::new("matmul.wgsl", &[w, "KV", "KV_F16"]));
         for x4 in [&[][..], &["X4"][..]] {
             let mut defs = vec![w];
             defs.extend_from_slice(x4);

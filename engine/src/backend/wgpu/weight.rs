@@ -145,6 +145,51 @@ impl WgpuWeight {
         }
     }
 
+    /// Several matrices of one type in one buffer, one after another, where they all fit
+    /// one binding and each ends on a word, so that one kernel reads them together (a
+    /// layer's key and value projections); else each on its own.
+    pub fn together(ctx: &Ctx, views: &[&WeightView<'_>]) -> Result<Vec<Self>> {
+        let Some(first) = views.first() else {
+            return Ok(Vec::new());
+        };
+        let mut sizes = Vec::with_capacity(views.len());
+        for v in views {
+            supported(v.dtype, v.name)?;
+            let n = matrix_bytes(v.dtype, v.rows, v.cols, v.name)?;
+            if v.bytes.len() != n {
+                return Err(err(format!(
+                    "weight `{}`: {} bytes for {} [{}, {}]",
+                    v.name,
+                    v.bytes.len(),
+                    v.dtype,
+                    v.rows,
+                    v.cols
+                )));
+            }
+            sizes.push(n);
+        }
+        let total: usize = sizes.iter().sum();
+        let one = views.len() > 1
+            && views.iter().all(|v| v.dtype == first.dtype)
+            && sizes.iter().all(|n| n % 4 == 0)
+            && (total as u64) <= ctx.max_binding;
+        if !one {
+            return views.iter().map(|v| Self::new(ctx, v)).collect();
+        }
+        let parts: Vec<&[u8]> = views.iter().map(|v| v.bytes).collect();
+        let buf = Arc::new(ctx.upload_weights(&parts)?);
+        let mut start = 0;
+        Ok(views
+            .iter()
+            .zip(&sizes)
+            .map(|(v, n)| {
+                let w = Self::in_buffer(&buf, v.dtype, v.rows, v.cols, start);
+                start += n;
+                w
+            })
+            .collect())
+    }
+
     /// [`WgpuWeight::stack`] of several 3-D tensors of one type and shape, in one buffer
     /// (`ts[0]`'s matrices, then `ts[1]`'s, ...) where they all fit one binding, so that
     /// one kernel reads them together (the experts' gate and up matrices); else each
