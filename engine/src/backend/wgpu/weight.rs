@@ -45,6 +45,21 @@ fn matrix_bytes(dtype: DType, rows: usize, cols: usize, name: &str) -> Result<us
     })
 }
 
+/// The byte size of a weight matrix in a supported type, checked against its bytes.
+fn checked_bytes(view: &WeightView<'_>) -> Result<usize> {
+    supported(view.dtype, view.name)?;
+    let (dtype, rows, cols) = (view.dtype, view.rows, view.cols);
+    let total = matrix_bytes(dtype, rows, cols, view.name)?;
+    if view.bytes.len() != total {
+        return Err(err(format!(
+            "weight `{}`: {} bytes for {dtype} [{rows}, {cols}]",
+            view.name,
+            view.bytes.len()
+        )));
+    }
+    Ok(total)
+}
+
 /// `(base, sbase)` of a matrix starting at byte `start` of its buffer.
 fn bases(dtype: DType, start: usize, rows: usize, cols: usize) -> (u32, u32) {
     match dtype {
@@ -63,16 +78,8 @@ fn bases(dtype: DType, start: usize, rows: usize, cols: usize) -> (u32, u32) {
 
 impl WgpuWeight {
     pub fn new(ctx: &Ctx, view: &WeightView<'_>) -> Result<Self> {
-        supported(view.dtype, view.name)?;
+        let total = checked_bytes(view)?;
         let (dtype, rows, cols) = (view.dtype, view.rows, view.cols);
-        let total = matrix_bytes(dtype, rows, cols, view.name)?;
-        if view.bytes.len() != total {
-            return Err(err(format!(
-                "weight `{}`: {} bytes for {dtype} [{rows}, {cols}]",
-                view.name,
-                view.bytes.len()
-            )));
-        }
         if (total as u64) <= ctx.max_binding {
             let buf = Arc::new(ctx.upload_weight(view.bytes)?);
             let (base, sbase) = bases(dtype, 0, rows, cols);
@@ -152,22 +159,10 @@ impl WgpuWeight {
         let Some(first) = views.first() else {
             return Ok(Vec::new());
         };
-        let mut sizes = Vec::with_capacity(views.len());
-        for v in views {
-            supported(v.dtype, v.name)?;
-            let n = matrix_bytes(v.dtype, v.rows, v.cols, v.name)?;
-            if v.bytes.len() != n {
-                return Err(err(format!(
-                    "weight `{}`: {} bytes for {} [{}, {}]",
-                    v.name,
-                    v.bytes.len(),
-                    v.dtype,
-                    v.rows,
-                    v.cols
-                )));
-            }
-            sizes.push(n);
-        }
+        let sizes = views
+            .iter()
+            .map(|v| checked_bytes(v))
+            .collect::<Result<Vec<_>>>()?;
         let total: usize = sizes.iter().sum();
         let one = views.len() > 1
             && views.iter().all(|v| v.dtype == first.dtype)
