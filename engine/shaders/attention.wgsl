@@ -2,7 +2,7 @@
 // in three barrier-free passes (lavapipe runs workgroup barriers very slowly, GPUs run
 // these passes fine): `scores` (one invocation per tile of 4 rows, head and group of 8
 // keys), `softmax` (one per tile and head, in place) and `weighted` (one per tile and
-// group of `p.cols` output columns). Where a tile's rows share their keys (the beams of
+// group of `p.wcols` output columns). Where a tile's rows share their keys (the beams of
 // one user in cross-attention) both products are register tiles, as in matmul.wgsl: each
 // key or value loaded serves 4 rows, each query row 8 keys.
 // `fused`: all three in one pass, one invocation per row and head, for short key lists
@@ -33,8 +33,8 @@ struct Params {
     max_keys: u32,  // most keys of any row; a (tile, head) holds max_keys + 1 score slots
     scale: f32,
     stride: u32,    // GATHER: distance between the index lists of two rows
-    cols: u32,      // output columns per `weighted` invocation: 8 or 4 when vec4 loads apply, else 1
-    _pad0: u32,
+    cols: u32,      // 8 or 4 where the head size and d allow loads that wide, else 1
+    wcols: u32,     // output columns per `weighted` invocation: 16, 8, 4 or 1
     _pad1: u32,
     _pad2: u32,
 }
@@ -219,9 +219,11 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
             return;
         }
         // Keys past the end reuse the last one and are not stored.
+        // Shared keys are one span (SPANS): its first key is read once.
+        let first = key_of(r0, 0u);
         var ko: array<u32, KEYS>;
         for (var c = 0u; c < KEYS; c++) {
-            ko[c] = key_of(r0, min(j0 + c, n - 1u)) * p.d + h * hd;
+            ko[c] = (first + min(j0 + c, n - 1u)) * p.d + h * hd;
         }
         let qo = r0 * p.d + h * hd;
         // acc[c][t]: key j0 + c, row r0 + t. Each query load serves KEYS keys, each key
@@ -342,68 +344,83 @@ fn weighted_row(r: u32, t: u32, o: u32, c: u32) -> vec4<f32> {
 fn weighted(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i = linear_group(wg, nwg) * 64u + lid;
     let tiles = (p.rows + TILE - 1u) / TILE;
-    let groups = p.d / p.cols;
+    let groups = p.d / p.wcols;
     if (i >= tiles * groups) {
         return;
     }
     let tile = i / groups;
     let r0 = tile * TILE;
-    let c = (i % groups) * p.cols;
+    let c = (i % groups) * p.wcols;
     let h = c / p.head_dim;
     let o = score_base(tile, h);
-    // Columns c .. c+3 in acc, c+4 .. c+7 in acc2 (p.cols == 8).
-    var acc: array<vec4<f32>, 4>;
-    var acc2: array<vec4<f32>, 4>;
+    // acc[4g + t]: columns c + 4g .. c + 4g + 3 of the tile's row t. Every loop over g or t
+    // has a constant length, so the array stays in registers.
+    var acc: array<vec4<f32>, 16>;
     if (shared_keys(r0)) {
         let n = n_keys(r0);
-        if (p.cols == 8u) {
+        // Shared keys are one span (SPANS): key j is its first + j, so the span is read
+        // once, not once per key (a third load per key on lavapipe).
+        let first = key_of(r0, 0u);
+        if (p.wcols == 16u) {
+            // Two 16-byte value loads and one weight load serve 64 products.
             for (var j = 0u; j < n; j++) {
-                let vv = v8(key_of(r0, j) * p.d + c);
+                let vo = (first + j) * p.d + c;
+                let va = v8(vo);
+                let vb = v8(vo + 8u);
                 let w = s[o + j];
-                acc[0] += w.x * vv[0];
-                acc[1] += w.y * vv[0];
-                acc[2] += w.z * vv[0];
-                acc[3] += w.w * vv[0];
-                acc2[0] += w.x * vv[1];
-                acc2[1] += w.y * vv[1];
-                acc2[2] += w.z * vv[1];
-                acc2[3] += w.w * vv[1];
+                for (var t = 0u; t < TILE; t++) {
+                    acc[t] += w[t] * va[0];
+                    acc[4u + t] += w[t] * va[1];
+                    acc[8u + t] += w[t] * vb[0];
+                    acc[12u + t] += w[t] * vb[1];
+                }
             }
-        } else if (p.cols == 4u) {
+        } else if (p.wcols == 8u) {
             for (var j = 0u; j < n; j++) {
-                let vv = v4(key_of(r0, j) * p.d + c);
+                let vv = v8((first + j) * p.d + c);
                 let w = s[o + j];
-                acc[0] += w.x * vv;
-                acc[1] += w.y * vv;
-                acc[2] += w.z * vv;
-                acc[3] += w.w * vv;
+                for (var t = 0u; t < TILE; t++) {
+                    acc[t] += w[t] * vv[0];
+                    acc[4u + t] += w[t] * vv[1];
+                }
+            }
+        } else if (p.wcols == 4u) {
+            for (var j = 0u; j < n; j++) {
+                let vv = v4((first + j) * p.d + c);
+                let w = s[o + j];
+                for (var t = 0u; t < TILE; t++) {
+                    acc[t] += w[t] * vv;
+                }
             }
         } else {
             for (var j = 0u; j < n; j++) {
-                let vv = v1(key_of(r0, j) * p.d + c);
+                let vv = v1((first + j) * p.d + c);
                 let w = s[o + j];
-                acc[0].x += w.x * vv;
-                acc[1].x += w.y * vv;
-                acc[2].x += w.z * vv;
-                acc[3].x += w.w * vv;
+                for (var t = 0u; t < TILE; t++) {
+                    acc[t].x += w[t] * vv;
+                }
             }
         }
     } else {
         for (var t = 0u; t < TILE; t++) {
             if (t < tile_rows(r0)) {
-                acc[t] = weighted_row(r0 + t, t, o, c);
-                if (p.cols == 8u) {
-                    acc2[t] = weighted_row(r0 + t, t, o, c + 4u);
+                for (var g = 0u; g < 4u; g++) {
+                    if (g * 4u < p.wcols) {
+                        acc[4u * g + t] = weighted_row(r0 + t, t, o, c + 4u * g);
+                    }
                 }
             }
         }
     }
     let inv = s[o + p.max_keys];
-    for (var t = 0u; t < tile_rows(r0); t++) {
-        let oo = (r0 + t) * p.d + c;
-        store_out(oo, acc[t] * inv[t], min(p.cols, 4u));
-        if (p.cols == 8u) {
-            store_out(oo + 4u, acc2[t] * inv[t], 4u);
+    for (var t = 0u; t < TILE; t++) {
+        if (t < tile_rows(r0)) {
+            let oo = (r0 + t) * p.d + c;
+            for (var g = 0u; g < 4u; g++) {
+                if (g * 4u < p.wcols) {
+                    store_out(oo + 4u * g, acc[4u * g + t] * inv[t], min(p.wcols, 4u));
+                }
+            }
         }
     }
 }

@@ -1,6 +1,9 @@
 // Sparse MoE routing around the expert-grouped products of matmul.wgsl (GROUPED):
 // `route`   p = softmax(router logits), top-k experts per row (ties to the lower index;
 //           weights not renormalised), written as routes[r*k + j] and probs[r*k + j];
+//           ROUTER (with one weight type of weights.wgsl; d % 4 == 0): the router
+//           product x · Wᵣᵀ inside `route` too, in matmul.wgsl's summation order, each
+//           row's logits kept in `logits` (one launch instead of two);
 // `group`   one workgroup: slots ordered by expert, then by row, so each expert's rows
 //           are contiguous; a tile table of at most 32 slots per tile, never straddling
 //           experts (read by matmul.wgsl GROUPED);
@@ -13,10 +16,21 @@ struct Params {
     n_experts: u32,
     top_k: u32,
     d: u32,
+    w_base: u32,  // ROUTER: where the router matrix starts in `w` (weights.wgsl)
+    s_base: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#if ROUTER
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(9) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> w: array<vec4<u32>>;
+#include "weights.wgsl"
+#else
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
+#endif
 @group(0) @binding(2) var<storage, read_write> routes: array<u32>;
 @group(0) @binding(3) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(4) var<storage, read_write> tiles: array<vec4<u32>>;
@@ -41,6 +55,33 @@ fn route(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let e = p.n_experts;
     let o = r * e;
+#if ROUTER
+    // 8 experts at a time, so each load of x serves 8 dot products (experts past the
+    // last reread the last one and are not stored).
+    for (var e0 = 0u; e0 < e; e0 += 8u) {
+        var ex: array<u32, 8>;
+        for (var j = 0u; j < 8u; j++) {
+            ex[j] = min(e0 + j, e - 1u);
+        }
+        var lo = vec4<f32>(0.0);
+        var hi = vec4<f32>(0.0);
+        for (var c = 0u; c < p.d; c += 4u) {
+            let xv = x[(r * p.d + c) >> 2u];
+            lo += vec4<f32>(dot(xv, w4(p.w_base, p.s_base, p.d, ex[0], c)), dot(xv, w4(p.w_base, p.s_base, p.d, ex[1], c)),
+                            dot(xv, w4(p.w_base, p.s_base, p.d, ex[2], c)), dot(xv, w4(p.w_base, p.s_base, p.d, ex[3], c)));
+            hi += vec4<f32>(dot(xv, w4(p.w_base, p.s_base, p.d, ex[4], c)), dot(xv, w4(p.w_base, p.s_base, p.d, ex[5], c)),
+                            dot(xv, w4(p.w_base, p.s_base, p.d, ex[6], c)), dot(xv, w4(p.w_base, p.s_base, p.d, ex[7], c)));
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if (e0 + j < e) {
+                logits[o + e0 + j] = lo[j];
+            }
+            if (e0 + 4u + j < e) {
+                logits[o + e0 + 4u + j] = hi[j];
+            }
+        }
+    }
+#endif
     var mx = -3.4028235e38;
     for (var i = 0u; i < e; i++) {
         mx = max(mx, logits[o + i]);

@@ -10,7 +10,11 @@ use crate::error::Result;
 use bytemuck::{Pod, Zeroable};
 use std::sync::Arc;
 
-fn w_variant(file: &'static str, w: &WgpuWeight, extra: &[&'static str]) -> Result<Variant> {
+pub(super) fn w_variant(
+    file: &'static str,
+    w: &WgpuWeight,
+    extra: &[&'static str],
+) -> Result<Variant> {
     let d = weight_define(w.dtype)
         .ok_or_else(|| err(format!("{file}: weights of type {}", w.dtype)))?;
     let mut defs = vec![d];
@@ -447,7 +451,8 @@ struct AttnParams {
     scale: f32,
     stride: u32,
     cols: u32,
-    _pad: [u32; 3],
+    wcols: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -529,13 +534,20 @@ pub fn attention(
         return Ok(out);
     }
     // attention.wgsl reads 4 values at a time where every head starts on a multiple of 4,
-    // and `weighted` takes two such groups per invocation where heads allow it.
+    // and 8 (two such groups) where heads allow it.
     let cols_per = if (hd | d).is_multiple_of(8) {
         8
     } else if (hd | d).is_multiple_of(4) {
         4
     } else {
         1
+    };
+    // `weighted` columns per invocation: 16 where heads allow it, so each weight load
+    // serves two 16-byte value loads.
+    let wcols = if (hd | d).is_multiple_of(16) {
+        16
+    } else {
+        cols_per
     };
     let p = AttnParams {
         rows: u32_of(rows, "rows")?,
@@ -547,7 +559,8 @@ pub fn attention(
         scale: 1.0 / (hd as f32).sqrt(),
         stride: u32_of(stride, "key index stride")?,
         cols: cols_per as u32,
-        _pad: [0; 3],
+        wcols: wcols as u32,
+        _pad: [0; 2],
     };
     let pb = bytemuck::bytes_of(&p);
     let ctx = &be.ctx;
@@ -618,7 +631,7 @@ pub fn attention(
         &*ctx.pipe(&v_, "weighted")?,
         pb,
         &binds,
-        u32_of(tiles * (d / cols_per), "attention outputs")?.div_ceil(64),
+        u32_of(tiles * (d / wcols), "attention outputs")?.div_ceil(64),
     )?;
     Ok(out)
 }

@@ -5,7 +5,7 @@
 //! combination. Nothing comes back to the host unless the caller asks for the routes.
 
 use super::context::{err, Bind};
-use super::kernels::{binary, matmul, y4, MatmulParams, MM_TILE};
+use super::kernels::{binary, matmul, w_variant, y4, MatmulParams, MM_TILE};
 use super::shaders::{weight_define, Variant};
 use super::weight::WgpuWeight;
 use super::{WgpuBackend, WgpuBuf};
@@ -178,27 +178,63 @@ pub fn moe(
     }
     let (rows, k) = (x.rows, m.top_k);
     let slots = rows * k;
-    let logits = matmul(be, x, &m.router)?;
     let route = be.new_buf(slots, 1)?;
     let probs = be.new_buf(slots, 1)?;
     let max_tiles = slots.div_ceil(MM_TILE) + e;
     let tiles = be.new_buf(4 * (1 + max_tiles), 1)?;
     let slot_row = be.new_buf(slots, 1)?;
     let slot_of = be.new_buf(slots, 1)?;
-    let params = [rows as u32, e as u32, k as u32, d as u32];
-    let pb = bytemuck::bytes_of(&params);
     let v = Variant::new("moe.wgsl", &[]);
     let ctx = &be.ctx;
-    ctx.dispatch(
-        &*ctx.pipe(&v, "route")?,
-        pb,
-        &[
-            (1, (&logits.g).into()),
-            (2, (&route.g).into()),
-            (3, (&probs.g).into()),
-        ],
-        (rows as u32).div_ceil(64),
-    )?;
+    let route_binds = [(2, (&route.g).into()), (3, (&probs.g).into())];
+    let n_route = (rows as u32).div_ceil(64);
+    // The router product inside `route` (one launch) where its matrix is one part and
+    // rows are whole 4-value groups; else a matmul launch first.
+    let pb = match m.router.parts.as_slice() {
+        [part] if d.is_multiple_of(4) => {
+            let logits = be.new_buf(rows, e)?;
+            let params = [
+                rows as u32,
+                e as u32,
+                k as u32,
+                d as u32,
+                part.base,
+                part.sbase,
+                0,
+                0,
+            ];
+            let pb = bytemuck::bytes_of(&params).to_vec();
+            let wb = Bind {
+                buf: &part.buf,
+                offset: 0,
+                size: part.buf.size(),
+            };
+            let mut binds = vec![(1, (&logits.g).into()), (9, (&x.g).into()), (10, wb)];
+            binds.extend(route_binds);
+            ctx.dispatch(
+                &*ctx.pipe(&w_variant("moe.wgsl", &m.router, &["ROUTER"])?, "route")?,
+                &pb,
+                &binds,
+                n_route,
+            )?;
+            // Still a matrix product: counted as matmul.wgsl's launch counted it.
+            ctx.stats.matmul_flops.fetch_add(
+                2 * (rows * e * d) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            pb
+        }
+        _ => {
+            let logits = matmul(be, x, &m.router)?;
+            let params = [rows as u32, e as u32, k as u32, d as u32, 0, 0, 0, 0];
+            let pb = bytemuck::bytes_of(&params).to_vec();
+            let mut binds = vec![(1, (&logits.g).into())];
+            binds.extend(route_binds);
+            ctx.dispatch(&*ctx.pipe(&v, "route")?, &pb, &binds, n_route)?;
+            pb
+        }
+    };
+    let pb = pb.as_slice();
     let gbinds = [
         (2, (&route.g).into()),
         (4, (&tiles.g).into()),

@@ -103,6 +103,7 @@ pub fn variants() -> Vec<Variant> {
             v.push(Variant::new("rms_norm.wgsl", &defs));
         }
         v.push(Variant::new("gather.wgsl", &[w]));
+        v.push(Variant::new("moe.wgsl", &[w, "ROUTER"]));
     }
     for keys in ["SPANS", "GATHER"] {
         for out4 in [&[][..], &["OUT4"][..]] {
