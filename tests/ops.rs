@@ -348,15 +348,16 @@ pub mod cases {
         }
     }
 
-    /// `project_kv` against the reference's two products: the weights loaded together (one
-    /// launch where the backend can) and apart, caches as the backend makes them (f16 on
-    /// wgpu where the device has it), rows written from an offset and the others left as
-    /// they were; widths that are not whole 4-value groups take the two-product path.
+    /// `project_kv` and `project_qkv` against the reference's products: the weights
+    /// loaded together (K and V, or Q, K and V: one launch where the backend can) and
+    /// apart, caches as the backend makes them (f16 on wgpu where the device has it), rows
+    /// written from an offset and the others left as they were; widths that are not whole
+    /// 4-value groups take the separate-product path.
     pub fn project_kv<B: Backend>(g: &B, name: &str, tol: Tol) {
         let cpu = CpuBackend::reference();
         let mut rng = Rng::new(9);
         for dt in TYPES {
-            // (rows, n, k); quantised rows hold whole blocks of 32. [16, 32] pairs fit
+            // (rows, n, k); quantised rows hold whole blocks of 32. [16, 32] triples fit
             // together in the split device's 4 KiB bindings.
             let shapes: &[(usize, usize, usize)] =
                 if matches!(dt, DType::F32 | DType::F16 | DType::BF16) {
@@ -365,62 +366,82 @@ pub mod cases {
                     &[(37, 64, 32), (70, 36, 64), (9, 16, 32)]
                 };
             for &(rows, n, k) in shapes {
-                let (tk, tv) = (
-                    Tensor::new(&mut rng, dt, &[n, k]),
-                    Tensor::new(&mut rng, dt, &[n, k]),
-                );
+                let [tq, tk, tv] = [0; 3].map(|_| Tensor::new(&mut rng, dt, &[n, k]));
                 let x = rng.vec(rows * k);
                 let cx = cpu.upload(&x, rows, k).unwrap();
-                let want_k = cpu
-                    .matmul(&cx, &cpu.weight(&tk.matrix()).unwrap())
-                    .unwrap()
-                    .data;
-                let want_v = cpu
-                    .matmul(&cx, &cpu.weight(&tv.matrix()).unwrap())
-                    .unwrap()
-                    .data;
+                let [want_q, want_k, want_v] = [&tq, &tk, &tv].map(|t| {
+                    cpu.matmul(&cx, &cpu.weight(&t.matrix()).unwrap())
+                        .unwrap()
+                        .data
+                });
                 let (row0, cap) = (7, rows + 10);
-                let together = g.weights_together(&[&tk.matrix(), &tv.matrix()]).unwrap();
-                let apart = vec![
-                    g.weight(&tk.matrix()).unwrap(),
-                    g.weight(&tv.matrix()).unwrap(),
-                ];
-                for (how, w) in [("together", &together), ("apart", &apart)] {
-                    let what = format!("{name}: project_kv {dt} [{rows}, {k}] x [{n}, {k}] {how}");
-                    let (init_k, init_v) = (rng.vec(cap * n), rng.vec(cap * n));
-                    let mut kc = g.kv_cache(cap, n).unwrap();
-                    let mut vc = g.kv_cache(cap, n).unwrap();
-                    g.write_rows(&mut kc, 0, &g.upload(&init_k, cap, n).unwrap())
-                        .unwrap();
-                    g.write_rows(&mut vc, 0, &g.upload(&init_v, cap, n).unwrap())
-                        .unwrap();
-                    let (before_k, before_v) = (g.download(&kc).unwrap(), g.download(&vc).unwrap());
-                    // A cache in reduced precision rounds what it holds (f16: 2^-11).
-                    let t = if before_k != init_k {
-                        tol(dt).max(1e-3)
-                    } else {
-                        tol(dt)
-                    };
-                    let gx = g.upload(&x, rows, k).unwrap();
-                    g.project_kv(&gx, &w[0], &w[1], &mut kc, &mut vc, row0)
-                        .unwrap();
-                    for (c, before, want, which) in [
-                        (&kc, &before_k, &want_k, "keys"),
-                        (&vc, &before_v, &want_v, "values"),
-                    ] {
-                        let got = g.download(c).unwrap();
-                        let (a, b) = (row0 * n, (row0 + rows) * n);
-                        cmp(&format!("{what} {which}"), &got[a..b], want, t);
+                let mut kv = g.weights_together(&[&tk.matrix(), &tv.matrix()]).unwrap();
+                kv.insert(0, g.weight(&tq.matrix()).unwrap());
+                let qkv = g
+                    .weights_together(&[&tq.matrix(), &tk.matrix(), &tv.matrix()])
+                    .unwrap();
+                let apart: Vec<_> = [&tq, &tk, &tv]
+                    .iter()
+                    .map(|t| g.weight(&t.matrix()).unwrap())
+                    .collect();
+                for (how, w) in [
+                    ("k, v together", &kv),
+                    ("q, k, v together", &qkv),
+                    ("apart", &apart),
+                ] {
+                    for with_q in [false, true] {
+                        let op = if with_q { "project_qkv" } else { "project_kv" };
+                        let what = format!("{name}: {op} {dt} [{rows}, {k}] x [{n}, {k}] {how}");
+                        let (init_k, init_v) = (rng.vec(cap * n), rng.vec(cap * n));
+                        let mut kc = g.kv_cache(cap, n).unwrap();
+                        let mut vc = g.kv_cache(cap, n).unwrap();
+                        g.write_rows(&mut kc, 0, &g.upload(&init_k, cap, n).unwrap())
+                            .unwrap();
+                        g.write_rows(&mut vc, 0, &g.upload(&init_v, cap, n).unwrap())
+                            .unwrap();
+                        let (before_k, before_v) =
+                            (g.download(&kc).unwrap(), g.download(&vc).unwrap());
+                        // A cache in reduced precision rounds what it holds (f16: 2^-11).
+                        let t = if before_k != init_k {
+                            tol(dt).max(1e-3)
+                        } else {
+                            tol(dt)
+                        };
+                        let gx = g.upload(&x, rows, k).unwrap();
+                        let run = |kc: &mut B::Buf, vc: &mut B::Buf, row0: usize| {
+                            if with_q {
+                                g.project_qkv(&gx, &w[0], &w[1], &w[2], kc, vc, row0)
+                                    .map(Some)
+                            } else {
+                                g.project_kv(&gx, &w[1], &w[2], kc, vc, row0).map(|_| None)
+                            }
+                        };
+                        if let Some(q) = run(&mut kc, &mut vc, row0).unwrap() {
+                            assert_eq!(g.shape(&q), (rows, n), "{what}: query shape");
+                            cmp(
+                                &format!("{what} queries"),
+                                &g.download(&q).unwrap(),
+                                &want_q,
+                                tol(dt),
+                            );
+                        }
+                        for (c, before, want, which) in [
+                            (&kc, &before_k, &want_k, "keys"),
+                            (&vc, &before_v, &want_v, "values"),
+                        ] {
+                            let got = g.download(c).unwrap();
+                            let (a, b) = (row0 * n, (row0 + rows) * n);
+                            cmp(&format!("{what} {which}"), &got[a..b], want, t);
+                            assert!(
+                                got[..a] == before[..a] && got[b..] == before[b..],
+                                "{what} {which}: rows outside the written ones changed"
+                            );
+                        }
                         assert!(
-                            got[..a] == before[..a] && got[b..] == before[b..],
-                            "{what} {which}: rows outside the written ones changed"
+                            run(&mut kc, &mut vc, cap - rows + 1).is_err(),
+                            "{what}: rows past the cache's end are an error"
                         );
                     }
-                    assert!(
-                        g.project_kv(&gx, &w[0], &w[1], &mut kc, &mut vc, cap - rows + 1)
-                            .is_err(),
-                        "{what}: rows past the cache's end are an error"
-                    );
                 }
             }
         }

@@ -14,7 +14,8 @@
 // the same binding at `u_base`: the first ceil(n / 32) workgroup columns compute keys,
 // the rest values, each written straight into its cache (`y`, `y_v`) from row `y_row0`
 // (KV_F16: an f16 cache, two halves per word, rounded as kv_cache.wgsl rounds). n is a
-// multiple of 4.
+// multiple of 4. KV + Q (Backend::project_qkv): a third run of column tiles computes the
+// queries with the matrix at `q_base`, into `y_q` [m, n] (f32).
 
 #include "weights.wgsl"
 
@@ -33,8 +34,8 @@ struct Params {
     u_base: u32,      // SWIGLU: w_base of the up matrices
     u_sbase: u32,     // SWIGLU: s_base of the up matrices
     y_row0: u32,      // KV: first cache row written
-    _pad1: u32,
-    _pad2: u32,
+    q_base: u32,      // KV + Q: w_base of the query matrix
+    q_sbase: u32,     // KV + Q: s_base of the query matrix
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -47,6 +48,9 @@ struct Params {
 #else
 @group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> y_v: array<vec4<f32>>;
+#endif
+#if Q
+@group(0) @binding(7) var<storage, read_write> y_q: array<vec4<f32>>;
 #endif
 #else
 #if Y4
@@ -103,8 +107,9 @@ fn store_kv(part: u32, i: u32, v: vec4<f32>) {
 @compute @workgroup_size(8, WG_Y, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
 #if KV
+    // Column tiles of K (part 0), then V (1), then with Q the queries (2).
     let col_tiles = (p.n + 8u * TN - 1u) / (8u * TN);
-    let part = select(0u, 1u, wg.x >= col_tiles);
+    let part = min(wg.x / col_tiles, 2u);
     let col0 = ((wg.x - part * col_tiles) * 8u + lid.x) * TN;
 #else
     let col0 = (wg.x * 8u + lid.x) * TN;
@@ -118,6 +123,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (part == 1u) {
         base = p.u_base;
         sbase = p.u_sbase;
+    }
+    if (part == 2u) {
+        base = p.q_base;
+        sbase = p.q_sbase;
     }
 #endif
     var ubase = p.u_base;
@@ -209,6 +218,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
 #endif
 #if KV
+#if Q
+    if (part == 2u) {
+        for (var i = 0u; i < TM; i++) {
+            if (ok[i]) {
+                y_q[(yr[i] * p.y_stride + col0) >> 2u] = acc[i];
+            }
+        }
+        return;
+    }
+#endif
     for (var i = 0u; i < TM; i++) {
         if (ok[i]) {
             store_kv(part, (p.y_row0 + yr[i]) * p.y_stride + col0, acc[i]);

@@ -20,36 +20,56 @@ pub(crate) struct Attn<W> {
 }
 
 impl<W> Attn<W> {
-    /// The projections `{prefix}.q/.k/.v/.o`, each through `weight`, the key and value
-    /// projections through `pair` (kept together for `Backend::project_kv`).
+    /// The projections `{prefix}.q/.k/.v/.o`, each through `weight`, and those a kernel
+    /// may read together through `together`: the key and value projections (kept together
+    /// for `Backend::project_kv`), with `qkv` the query projection too (for
+    /// `Backend::project_qkv`: a self-attention's three projections of one input).
     pub(crate) fn load(
         prefix: &str,
         weight: impl Fn(&str) -> Result<W>,
-        pair: impl Fn(&str, &str) -> Result<(W, W)>,
+        together: impl Fn(&[&str]) -> Result<Vec<W>>,
+        qkv: bool,
     ) -> Result<Self> {
-        let (k, v) = pair(&format!("{prefix}.k"), &format!("{prefix}.v"))?;
+        let [q, k, v, o] = ["q", "k", "v", "o"].map(|p| format!("{prefix}.{p}"));
+        let (q, k, v) = if qkv {
+            let [q, k, v] = three(together(&[&q, &k, &v])?)?;
+            (q, k, v)
+        } else {
+            let [k, v] = two(together(&[&k, &v])?)?;
+            (weight(&q)?, k, v)
+        };
         Ok(Attn {
-            q: weight(&format!("{prefix}.q"))?,
+            q,
             k,
             v,
-            o: weight(&format!("{prefix}.o"))?,
+            o: weight(&o)?,
         })
     }
 }
 
-/// Two named matrices through `Backend::weights_together`.
-pub(crate) fn weight_pair<B: Backend>(
+fn two<W>(w: Vec<W>) -> Result<[W; 2]> {
+    w.try_into()
+        .map_err(|_| Error::internal("weights_together: one weight per matrix"))
+}
+
+fn three<W>(w: Vec<W>) -> Result<[W; 3]> {
+    w.try_into()
+        .map_err(|_| Error::internal("weights_together: one weight per matrix"))
+}
+
+/// Named matrices through `Backend::weights_together`.
+pub(crate) fn weights_together<B: Backend>(
     backend: &B,
     file: &ModelFile,
-    a: &str,
-    b: &str,
-) -> Result<(B::Weight, B::Weight)> {
-    let (ta, tb) = (file.tensor(a)?, file.tensor(b)?);
-    let mut w = backend.weights_together(&[&ta.as_matrix(), &tb.as_matrix()])?;
-    match (w.pop(), w.pop(), w.is_empty()) {
-        (Some(wb), Some(wa), true) => Ok((wa, wb)),
-        _ => Err(Error::internal("weights_together: one weight per matrix")),
-    }
+    names: &[&str],
+) -> Result<Vec<B::Weight>> {
+    let tensors = names
+        .iter()
+        .map(|n| file.tensor(n))
+        .collect::<Result<Vec<_>>>()?;
+    let views: Vec<_> = tensors.iter().map(|t| t.as_matrix()).collect();
+    let refs: Vec<_> = views.iter().collect();
+    backend.weights_together(&refs)
 }
 
 enum FeedForward<W> {
@@ -116,8 +136,8 @@ impl<B: Backend> Model<B> {
                 .map(|l| backend.weight(&t.slice3(l)?))
                 .collect()
         };
-        let pair = |a: &str, b: &str| weight_pair(&backend, f, a, b);
-        let attn = |p: &str| Attn::load(p, w, pair);
+        let together = |names: &[&str]| weights_together(&backend, f, names);
+        let attn = |p: &str, qkv: bool| Attn::load(p, w, together, qkv);
         let ffn = |p: &str, moe: bool| -> Result<FeedForward<B::Weight>> {
             if !moe {
                 return Ok(FeedForward::Dense(Ffn {
@@ -159,7 +179,7 @@ impl<B: Backend> Model<B> {
                 let p = format!("enc.layers.{i}");
                 Ok(EncLayer {
                     attn_norm: w(&format!("{p}.attn_norm"))?,
-                    attn: attn(&format!("{p}.attn"))?,
+                    attn: attn(&format!("{p}.attn"), true)?,
                     ffn_norm: w(&format!("{p}.ffn_norm"))?,
                     ffn: ffn(&p, cfg.enc_is_moe(i))?,
                 })
@@ -170,9 +190,9 @@ impl<B: Backend> Model<B> {
                 let p = format!("dec.layers.{i}");
                 Ok(DecLayer {
                     self_norm: w(&format!("{p}.self_norm"))?,
-                    self_attn: attn(&format!("{p}.self_attn"))?,
+                    self_attn: attn(&format!("{p}.self_attn"), true)?,
                     cross_norm: w(&format!("{p}.cross_norm"))?,
-                    cross_attn: attn(&format!("{p}.cross_attn"))?,
+                    cross_attn: attn(&format!("{p}.cross_attn"), false)?,
                     ffn_norm: w(&format!("{p}.ffn_norm"))?,
                     ffn: ffn(&p, cfg.dec_is_moe(i))?,
                 })
@@ -390,18 +410,12 @@ impl<B: Backend> Model<B> {
         };
         for (i, layer) in self.dec_layers.iter().enumerate() {
             let sa = &layer.self_attn;
-            be.project_kv(
-                &a,
-                &sa.k,
-                &sa.v,
-                &mut st.self_k[i],
-                &mut st.self_v[i],
-                t * st.cap,
-            )?;
+            let (kc, vc) = (&mut st.self_k[i], &mut st.self_v[i]);
             if skip_last && i + 1 == n_layers {
+                be.project_kv(&a, &sa.k, &sa.v, kc, vc, t * st.cap)?;
                 return Ok(None);
             }
-            let q = be.matmul(&a, &layer.self_attn.q)?;
+            let q = be.project_qkv(&a, &sa.q, &sa.k, &sa.v, kc, vc, t * st.cap)?;
             let keys = KeyMap::Gather {
                 per_row: t + 1,
                 stride: positions,

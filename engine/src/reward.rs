@@ -76,7 +76,14 @@ impl<B: Backend> RewardModel<B> {
         let name = |n: &str| format!("{REWARD_PREFIX}{n}");
         let w = |n: &str| -> Result<B::Weight> { be.weight(&file.tensor(&name(n))?.as_matrix()) };
         // The reward model projects keys and values with plain products (no cache).
-        let attn = |p: &str| Attn::load(p, w, |a: &str, b: &str| Ok((w(a)?, w(b)?)));
+        let attn = |p: &str| {
+            Attn::load(
+                p,
+                w,
+                |names: &[&str]| names.iter().map(|n| w(n)).collect(),
+                false,
+            )
+        };
         let embed_t = file.tensor(&name("embed"))?;
         let embed = (0..main.n_levels)
             .map(|l| be.weight(&embed_t.slice3(l)?))

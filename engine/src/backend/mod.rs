@@ -210,8 +210,8 @@ pub trait Backend: Send + Sync {
     }
 
     /// Makes several matrices resident that one kernel may read together (a layer's key
-    /// and value projections, for [`Backend::project_kv`]); by default each is its own
-    /// weight.
+    /// and value projections, for [`Backend::project_kv`], or its query, key and value
+    /// projections, for [`Backend::project_qkv`]); by default each is its own weight.
     fn weights_together(&self, views: &[&WeightView<'_>]) -> Result<Vec<Self::Weight>> {
         views.iter().map(|v| self.weight(v)).collect()
     }
@@ -275,6 +275,25 @@ pub trait Backend: Send + Sync {
     ) -> Result<()> {
         self.write_rows(k_cache, row0, &self.matmul(x, wk)?)?;
         self.write_rows(v_cache, row0, &self.matmul(x, wv)?)
+    }
+
+    /// [`Backend::project_kv`], and the same rows' queries `x · Wqᵀ` returned: a
+    /// self-attention layer's three projections of one input. A backend may do all three
+    /// in one kernel (where [`Backend::weights_together`] kept the three weights
+    /// together); by default, `project_kv` and one product.
+    #[allow(clippy::too_many_arguments)]
+    fn project_qkv(
+        &self,
+        x: &Self::Buf,
+        wq: &Self::Weight,
+        wk: &Self::Weight,
+        wv: &Self::Weight,
+        k_cache: &mut Self::Buf,
+        v_cache: &mut Self::Buf,
+        row0: usize,
+    ) -> Result<Self::Buf> {
+        self.project_kv(x, wk, wv, k_cache, v_cache, row0)?;
+        self.matmul(x, wq)
     }
 
     /// Multi-head scaled dot-product attention; `q` `[R, d]`, `k`/`v` `[S, d]`.

@@ -49,7 +49,9 @@ pub(super) struct MatmulParams {
     pub u_sbase: u32,
     /// KV: the first cache row written.
     pub y_row0: u32,
-    pub _pad: [u32; 2],
+    /// KV + Q: where the query matrix starts in the same binding.
+    pub q_base: u32,
+    pub q_sbase: u32,
 }
 
 /// Output tile of one matmul workgroup (matmul.wgsl: 8×4 invocations of 8 rows × 4 columns).
@@ -109,7 +111,8 @@ pub(super) fn matmul_into(
             u_base: 0,
             u_sbase: 0,
             y_row0: 0,
-            _pad: [0; 2],
+            q_base: 0,
+            q_sbase: 0,
         };
         let wb = Bind {
             buf: &part.buf,
@@ -135,10 +138,12 @@ pub(super) fn matmul_into(
     Ok(())
 }
 
-/// `Backend::project_kv` in one launch (matmul.wgsl KV): both weights in one buffer, a
+/// `Backend::project_kv` in one launch (matmul.wgsl KV), and with `q` (its weight and
+/// a `[rows, n]` output) `Backend::project_qkv` (KV + Q): the weights in one buffer, a
 /// width of whole 4-value groups, caches of one precision (two `&mut` caches are two
-/// buffers). `Ok(false)`
-/// where that does not hold: the caller runs two products and two stores.
+/// buffers). `Ok(false)` where that does not hold: the caller runs separate products
+/// and stores.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn project_kv(
     be: &WgpuBackend,
     x: &WgpuBuf,
@@ -147,6 +152,7 @@ pub(super) fn project_kv(
     kc: &WgpuBuf,
     vc: &WgpuBuf,
     row0: usize,
+    q: Option<(&WgpuWeight, &WgpuBuf)>,
 ) -> Result<bool> {
     let ([pk], [pv]) = (&wk.parts[..], &wv.parts[..]) else {
         return Ok(false);
@@ -165,6 +171,20 @@ pub(super) fn project_kv(
     {
         return Ok(false);
     }
+    // The query matrix beside the other two, same shape and type, into f32 [rows, n].
+    let pq = match q {
+        None => None,
+        Some((wq, y)) => match &wq.parts[..] {
+            [pq] if Arc::ptr_eq(&pq.buf, &pk.buf)
+                && wq.dtype == wk.dtype
+                && (wq.rows, wq.cols) == (n, wk.cols)
+                && (y.rows, y.cols, y.half) == (x.rows, n, false) =>
+            {
+                Some((pq, y))
+            }
+            _ => return Ok(false),
+        },
+    };
     if x.rows == 0 {
         return Ok(true);
     }
@@ -172,10 +192,14 @@ pub(super) fn project_kv(
     if kc.half {
         extra.push("KV_F16");
     }
+    if pq.is_some() {
+        extra.push("Q");
+    }
+    let parts = if pq.is_some() { 3 } else { 2 };
     let ctx = &be.ctx;
     let pipe = ctx.pipe(&w_variant("matmul.wgsl", wk, &extra)?, "main")?;
     ctx.stats.matmul_flops.fetch_add(
-        4 * (x.rows * n * wk.cols) as u64,
+        2 * parts * (x.rows * n * wk.cols) as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
     let p = MatmulParams {
@@ -193,10 +217,11 @@ pub(super) fn project_kv(
         u_base: pv.base,
         u_sbase: pv.sbase,
         y_row0: u32_of(row0, "cache row")?,
-        _pad: [0; 2],
+        q_base: pq.map_or(0, |(p, _)| p.base),
+        q_sbase: pq.map_or(0, |(p, _)| p.sbase),
     };
-    // Column tiles of K, then as many of V.
-    let gx = 2 * n.div_ceil(MM_TILE);
+    // Column tiles of K, then as many of V (and of Q).
+    let gx = parts as usize * n.div_ceil(MM_TILE);
     let gy = x.rows.div_ceil(MM_TILE);
     if gx > 65535 || gy > 65535 {
         return Ok(false);
@@ -206,18 +231,16 @@ pub(super) fn project_kv(
         offset: 0,
         size: pk.buf.size(),
     };
-    ctx.dispatch_xy(
-        &pipe,
-        bytemuck::bytes_of(&p),
-        &[
-            (1, (&x.g).into()),
-            (2, wb),
-            (3, (&kc.g).into()),
-            (6, (&vc.g).into()),
-        ],
-        gx as u32,
-        gy as u32,
-    )?;
+    let mut binds = vec![
+        (1, (&x.g).into()),
+        (2, wb),
+        (3, (&kc.g).into()),
+        (6, (&vc.g).into()),
+    ];
+    if let Some((_, y)) = pq {
+        binds.push((7, (&y.g).into()));
+    }
+    ctx.dispatch_xy(&pipe, bytemuck::bytes_of(&p), &binds, gx as u32, gy as u32)?;
     Ok(true)
 }
 

@@ -397,13 +397,31 @@ impl Backend for WgpuBackend {
         v_cache: &mut WgpuBuf,
         row0: usize,
     ) -> Result<()> {
-        if kernels::project_kv(self, x, wk, wv, k_cache, v_cache, row0)? {
+        if kernels::project_kv(self, x, wk, wv, k_cache, v_cache, row0, None)? {
             return Ok(());
         }
         // Weights apart, or shapes the one launch does not take (the two launches name
         // any mismatch).
         self.write_rows(k_cache, row0, &self.matmul(x, wk)?)?;
         self.write_rows(v_cache, row0, &self.matmul(x, wv)?)
+    }
+
+    fn project_qkv(
+        &self,
+        x: &WgpuBuf,
+        wq: &WgpuWeight,
+        wk: &WgpuWeight,
+        wv: &WgpuWeight,
+        k_cache: &mut WgpuBuf,
+        v_cache: &mut WgpuBuf,
+        row0: usize,
+    ) -> Result<WgpuBuf> {
+        let q = self.new_buf(x.rows, wq.rows)?;
+        if kernels::project_kv(self, x, wk, wv, k_cache, v_cache, row0, Some((wq, &q)))? {
+            return Ok(q);
+        }
+        self.project_kv(x, wk, wv, k_cache, v_cache, row0)?;
+        self.matmul(x, wq)
     }
 
     fn attention(

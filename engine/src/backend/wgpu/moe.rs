@@ -108,7 +108,8 @@ fn grouped(
             u_base,
             u_sbase,
             y_row0: 0,
-            _pad: [0; 2],
+            q_base: 0,
+            q_sbase: 0,
         };
         let wb = Bind {
             buf: &part.buf,

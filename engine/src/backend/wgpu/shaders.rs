@@ -93,8 +93,13 @@ pub fn variants() -> Vec<Variant> {
             defs.push("SWIGLU");
             v.push(Variant::new("matmul.wgsl", &defs));
         }
-        v.push(Variant::new("matmul.wgsl", &[w, "KV"]));
-        v.push(Variant::new("matmul.wgsl", &[w, "KV", "KV_F16"]));
+        for q in [&[][..], &["Q"][..]] {
+            let mut defs = vec![w, "KV"];
+            defs.extend_from_slice(q);
+            v.push(Variant::new("matmul.wgsl", &defs));
+            defs.push("KV_F16");
+            v.push(Variant::new("matmul.wgsl", &defs));
+        }
         for x4 in [&[][..], &["X4"][..]] {
             let mut defs = vec![w];
             defs.extend_from_slice(x4);
