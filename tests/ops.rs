@@ -657,6 +657,53 @@ pub mod cases {
                     &want.data,
                     tol(dt),
                 );
+                // The MoE output added to a residual and normed (the experts' sum folded
+                // into the norm's pass where a backend can): the residual written back, the
+                // normed rows returned, the routes logged.
+                let (resid, norm_w) = (rng.vec(rows * d), Tensor::new(&mut rng, dt, &[1, d]));
+                let mut want_x = cpu.upload(&resid, rows, d).unwrap();
+                let want_n = cpu
+                    .add_rms_norm(
+                        &mut want_x,
+                        &want,
+                        &cpu.weight(&norm_w.matrix()).unwrap(),
+                        1e-6,
+                    )
+                    .unwrap();
+                let mut gres = g.upload(&resid, rows, d).unwrap();
+                let mut routes2 = Vec::new();
+                let gw = g.weight(&norm_w.matrix()).unwrap();
+                let got_n = g
+                    .moe_add_rms_norm(&mut gres, &gx, &gm2, Some(&mut routes2), &gw, 1e-6)
+                    .unwrap();
+                let what = format!("{name}: moe_add_rms_norm {dt} e{e} k{top_k} rows {rows}");
+                assert_eq!(routes2, want_routes, "{what}: routes");
+                cmp(
+                    &format!("{what} residual"),
+                    &g.download(&gres).unwrap(),
+                    &want_x.data,
+                    tol(dt),
+                );
+                cmp(
+                    &format!("{what} normed"),
+                    &g.download(&got_n).unwrap(),
+                    &want_n.data,
+                    tol(dt),
+                );
+                let short = g.upload(&resid[..d], 1, d).unwrap();
+                assert!(
+                    g.moe_add_rms_norm(
+                        &mut g.upload(&resid, rows, d).unwrap(),
+                        &short,
+                        &gm2,
+                        None,
+                        &gw,
+                        1e-6
+                    )
+                    .is_err()
+                        || rows == 1,
+                    "{what}: a residual of other rows than the input is an error"
+                );
             }
         }
     }

@@ -267,6 +267,30 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// `x += feed_forward(h)`, then the norm `w` of `x`: for a MoE layer through
+    /// `Backend::moe_add_rms_norm`, which may sum the experts inside the norm's pass.
+    fn feed_forward_add_norm(
+        &self,
+        x: &mut B::Buf,
+        h: &B::Buf,
+        f: &FeedForward<B::Weight>,
+        key: String,
+        routes: &mut Option<&mut RouteLog>,
+        w: &B::Weight,
+    ) -> Result<B::Buf> {
+        let eps = self.cfg.rms_eps;
+        match f {
+            FeedForward::Dense(ffn) => {
+                let y = self.backend.ffn(h, ffn)?;
+                self.backend.add_rms_norm(x, &y, w, eps)
+            }
+            FeedForward::Moe(moe) => {
+                let log = routes.as_deref_mut().map(|r| r.entry(key).or_default());
+                self.backend.moe_add_rms_norm(x, h, moe, log, w, eps)
+            }
+        }
+    }
+
     /// Encodes one history given as catalog rows, oldest first; keeps the newest
     /// `max_history` items. Returns `enc_out` `[h, d]`.
     pub fn encode(&self, history: &[usize], routes: Option<&mut RouteLog>) -> Result<B::Buf> {
@@ -310,12 +334,12 @@ impl<B: Backend> Model<B> {
             let att = be.attention(&q, &k, &v, self.cfg.n_heads, KeyMap::Spans(&spans))?;
             let o = be.matmul(&att, &layer.attn.o)?;
             let f = be.add_rms_norm(&mut x, &o, &layer.ffn_norm, eps)?;
-            let y = self.feed_forward(&f, &layer.ffn, format!("enc.{i}"), &mut routes)?;
             let next = match self.enc_layers.get(i + 1) {
                 Some(l) => &l.attn_norm,
                 None => &self.enc_norm,
             };
-            a = be.add_rms_norm(&mut x, &y, next, eps)?;
+            let key = format!("enc.{i}");
+            a = self.feed_forward_add_norm(&mut x, &f, &layer.ffn, key, &mut routes, next)?;
         }
         Ok(a)
     }
@@ -434,13 +458,17 @@ impl<B: Backend> Model<B> {
             )?;
             let o = be.matmul(&att, &layer.cross_attn.o)?;
             let f = be.add_rms_norm(&mut x, &o, &layer.ffn_norm, eps)?;
-            let y = self.feed_forward(&f, &layer.ffn, format!("dec.{i}"), &mut routes)?;
-            match self.dec_layers.get(i + 1) {
-                Some(l) => a = be.add_rms_norm(&mut x, &y, &l.self_norm, eps)?,
-                // An unscored slot's output is never read.
-                None if slot == big_l => return Ok(None),
-                None => a = be.add_rms_norm(&mut x, &y, &self.dec_norm, eps)?,
-            }
+            let key = format!("dec.{i}");
+            let next = match self.dec_layers.get(i + 1) {
+                Some(l) => &l.self_norm,
+                // An unscored slot's output is never read (its routes may be).
+                None if slot == big_l => {
+                    self.feed_forward(&f, &layer.ffn, key, &mut routes)?;
+                    return Ok(None);
+                }
+                None => &self.dec_norm,
+            };
+            a = self.feed_forward_add_norm(&mut x, &f, &layer.ffn, key, &mut routes, next)?;
         }
         if slot == big_l {
             return Ok(None);

@@ -319,6 +319,22 @@ pub trait Backend: Send + Sync {
         routes: Option<&mut Vec<u32>>,
     ) -> Result<Self::Buf>;
 
+    /// `x += moe(h)`, then `rms_norm(x, w, eps)`: a MoE layer's output added to the
+    /// residual and the norm after it. A backend may fold the experts' weighted sum into
+    /// that pass; by default, `moe` and `add_rms_norm`.
+    fn moe_add_rms_norm(
+        &self,
+        x: &mut Self::Buf,
+        h: &Self::Buf,
+        moe: &Moe<Self::Weight>,
+        routes: Option<&mut Vec<u32>>,
+        w: &Self::Weight,
+        eps: f32,
+    ) -> Result<Self::Buf> {
+        let y = self.moe(h, moe, routes)?;
+        self.add_rms_norm(x, &y, w, eps)
+    }
+
     /// Row-wise log-softmax.
     fn log_softmax(&self, x: &Self::Buf) -> Result<Self::Buf>;
 

@@ -252,11 +252,12 @@ struct RmsParams {
     eps: f32,
     w_base: u32,
     s_base: u32,
-    _pad: [u32; 3],
+    top_k: u32,
+    _pad: [u32; 2],
 }
 
 pub fn rms_norm(be: &WgpuBackend, x: &WgpuBuf, w: &WgpuWeight, eps: f32) -> Result<WgpuBuf> {
-    norm(be, x, None, w, eps)
+    norm(be, x, None, None, w, eps)
 }
 
 /// `x += r`, then `rms_norm(x)`, in one launch.
@@ -273,13 +274,46 @@ pub fn add_rms_norm(
             x.rows, x.cols, r.rows, r.cols
         )));
     }
-    norm(be, x, Some(r), w, eps)
+    norm(be, x, Some(r), None, w, eps)
+}
+
+/// A MoE layer's output still as its experts' rows (moe.rs): `eo` `[rows·top_k, d]` by
+/// slot, each row's slots and weights in `slot_of` and `probs` (moe.wgsl `combine`).
+pub(super) struct Combine {
+    pub eo: WgpuBuf,
+    pub probs: WgpuBuf,
+    pub slot_of: WgpuBuf,
+    pub top_k: usize,
+}
+
+/// `add_rms_norm` with the MoE output summed inside the norm's pass (rms_norm.wgsl
+/// ADD + COMBINE): one launch for the combine, the residual add and the norm.
+pub(super) fn add_combined_rms_norm(
+    be: &WgpuBackend,
+    x: &mut WgpuBuf,
+    c: &Combine,
+    w: &WgpuWeight,
+    eps: f32,
+) -> Result<WgpuBuf> {
+    let slots = x.rows.checked_mul(c.top_k);
+    if c.eo.cols != x.cols
+        || Some(c.eo.rows) != slots
+        || Some(c.probs.rows * c.probs.cols) != slots
+        || Some(c.slot_of.rows * c.slot_of.cols) != slots
+    {
+        return Err(err(format!(
+            "add_rms_norm: [{}, {}] += the MoE rows [{}, {}] of top-{}",
+            x.rows, x.cols, c.eo.rows, c.eo.cols, c.top_k
+        )));
+    }
+    norm(be, x, Some(&c.eo), Some(c), w, eps)
 }
 
 fn norm(
     be: &WgpuBackend,
     x: &WgpuBuf,
     add: Option<&WgpuBuf>,
+    combine: Option<&Combine>,
     w: &WgpuWeight,
     eps: f32,
 ) -> Result<WgpuBuf> {
@@ -301,11 +335,15 @@ fn norm(
         eps,
         w_base: part.base,
         s_base: part.sbase,
-        _pad: [0; 3],
+        top_k: u32_of(combine.map_or(0, |c| c.top_k), "top_k")?,
+        _pad: [0; 2],
     };
     let mut extra = Vec::new();
     if add.is_some() {
         extra.push("ADD");
+    }
+    if combine.is_some() {
+        extra.push("COMBINE");
     }
     if x.cols.is_multiple_of(4) {
         extra.push("X4");
@@ -321,6 +359,10 @@ fn norm(
     let mut binds = vec![(1, (&x.g).into()), (2, wb), (3, (&y.g).into())];
     if let Some(r) = add {
         binds.push((4, (&r.g).into()));
+    }
+    if let Some(c) = combine {
+        binds.push((5, (&c.probs.g).into()));
+        binds.push((6, (&c.slot_of.g).into()));
     }
     be.ctx
         .dispatch(&pipe, bytemuck::bytes_of(&p), &binds, p.rows.div_ceil(64))?;

@@ -448,6 +448,18 @@ impl Backend for WgpuBackend {
         moe::moe(self, x, m, routes)
     }
 
+    fn moe_add_rms_norm(
+        &self,
+        x: &mut WgpuBuf,
+        h: &WgpuBuf,
+        m: &Moe<WgpuWeight>,
+        routes: Option<&mut Vec<u32>>,
+        w: &WgpuWeight,
+        eps: f32,
+    ) -> Result<WgpuBuf> {
+        moe::moe_add_rms_norm(self, x, h, m, routes, w, eps)
+    }
+
     fn log_softmax(&self, x: &WgpuBuf) -> Result<WgpuBuf> {
         kernels::log_softmax(self, x)
     }

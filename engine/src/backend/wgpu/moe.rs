@@ -5,7 +5,10 @@
 //! combination. Nothing comes back to the host unless the caller asks for the routes.
 
 use super::context::{err, Bind};
-use super::kernels::{binary, matmul, w_variant, y4, MatmulParams, MM_TILE};
+use super::kernels::{
+    add_combined_rms_norm, add_rms_norm, binary, matmul, w_variant, y4, Combine, MatmulParams,
+    MM_TILE,
+};
 use super::shaders::{weight_define, Variant};
 use super::weight::WgpuWeight;
 use super::{WgpuBackend, WgpuBuf};
@@ -147,12 +150,14 @@ fn grouped(
     Ok(())
 }
 
-pub fn moe(
+/// `x · (experts)` up to the weighted sum: routing, grouping, the grouped products, and
+/// the routes read back when asked for. `None` for no rows.
+fn experts(
     be: &WgpuBackend,
     x: &WgpuBuf,
     m: &Moe<WgpuWeight>,
     routes: Option<&mut Vec<u32>>,
-) -> Result<WgpuBuf> {
+) -> Result<Option<Combine>> {
     let e = m.experts.len();
     if m.router.rows != e || m.top_k == 0 || m.top_k > e || m.router.cols != x.cols {
         return Err(err(format!(
@@ -173,9 +178,8 @@ pub fn moe(
             return Err(err(format!("moe: expert {i} weight shapes do not chain")));
         }
     }
-    let out = be.new_buf(x.rows, d)?;
     if x.rows == 0 {
-        return Ok(out);
+        return Ok(None);
     }
     let (rows, k) = (x.rows, m.top_k);
     let slots = rows * k;
@@ -260,26 +264,75 @@ pub fn moe(
     }
     let eo = be.new_buf(slots, d)?;
     grouped(be, &h, &downs, None, false, &tiles, &slot_row, &eo, mt)?;
+    if let Some(log) = routes {
+        let bytes = ctx.read(route.g.raw(), 0, (slots * 4) as u64)?;
+        log.extend(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes));
+    }
+    Ok(Some(Combine {
+        eo,
+        probs,
+        slot_of,
+        top_k: k,
+    }))
+}
+
+/// `Backend::moe`: the experts, then their weighted sum (moe.wgsl `combine`).
+pub fn moe(
+    be: &WgpuBackend,
+    x: &WgpuBuf,
+    m: &Moe<WgpuWeight>,
+    routes: Option<&mut Vec<u32>>,
+) -> Result<WgpuBuf> {
+    let d = x.cols;
+    let out = be.new_buf(x.rows, d)?;
+    let Some(c) = experts(be, x, m, routes)? else {
+        return Ok(out);
+    };
+    let params = [
+        x.rows as u32,
+        m.experts.len() as u32,
+        c.top_k as u32,
+        d as u32,
+        0,
+        0,
+        0,
+        0,
+    ];
     let cbinds = [
-        (3, (&probs.g).into()),
-        (6, (&slot_of.g).into()),
-        (7, (&eo.g).into()),
+        (3, (&c.probs.g).into()),
+        (6, (&c.slot_of.g).into()),
+        (7, (&c.eo.g).into()),
         (8, (&out.g).into()),
     ];
     let (cv, per) = if d.is_multiple_of(4) {
         (Variant::new("moe.wgsl", &["X4"]), 4)
     } else {
-        (v.clone(), 1)
+        (Variant::new("moe.wgsl", &[]), 1)
     };
+    let ctx = &be.ctx;
     ctx.dispatch(
         &*ctx.pipe(&cv, "combine")?,
-        pb,
+        bytemuck::bytes_of(&params),
         &cbinds,
-        ((rows * d / per) as u32).div_ceil(256),
+        ((x.rows * d / per) as u32).div_ceil(256),
     )?;
-    if let Some(log) = routes {
-        let bytes = ctx.read(route.g.raw(), 0, (slots * 4) as u64)?;
-        log.extend(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes));
-    }
     Ok(out)
+}
+
+/// `Backend::moe_add_rms_norm`: the experts, then their weighted sum inside the residual
+/// add and the norm (one launch instead of `combine` and `add_rms_norm`).
+pub fn moe_add_rms_norm(
+    be: &WgpuBackend,
+    x: &mut WgpuBuf,
+    h: &WgpuBuf,
+    m: &Moe<WgpuWeight>,
+    routes: Option<&mut Vec<u32>>,
+    w: &WgpuWeight,
+    eps: f32,
+) -> Result<WgpuBuf> {
+    match experts(be, h, m, routes)? {
+        Some(c) => add_combined_rms_norm(be, x, &c, w, eps),
+        // No rows: what add_rms_norm makes of them (or the mismatch it names).
+        None => add_rms_norm(be, x, &be.new_buf(h.rows, x.cols)?, w, eps),
+    }
 }

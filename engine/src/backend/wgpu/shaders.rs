@@ -106,6 +106,8 @@ pub fn variants() -> Vec<Variant> {
             v.push(Variant::new("rms_norm.wgsl", &defs));
             defs.push("ADD");
             v.push(Variant::new("rms_norm.wgsl", &defs));
+            defs.push("COMBINE");
+            v.push(Variant::new("rms_norm.wgsl", &defs));
         }
         v.push(Variant::new("gather.wgsl", &[w]));
         v.push(Variant::new("moe.wgsl", &[w, "ROUTER"]));
