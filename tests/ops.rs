@@ -581,7 +581,16 @@ pub mod cases {
                     Tensor::new(&mut rng, dt, &[e, h, d]),
                     Tensor::new(&mut rng, dt, &[e, d, h]),
                 ];
-                let router = Tensor::new(&mut rng, DType::F32, &[e, d]);
+                // The router in the case's float type (an f16 file keeps it f16; wgpu's
+                // `route` decodes it itself), f32 beside quantised experts as q8/q4 files
+                // keep it (an expert choice flips with the logits, and the CPU's int8 path
+                // rounds the activations).
+                let router_dt = if matches!(dt, DType::F16 | DType::BF16) {
+                    dt
+                } else {
+                    DType::F32
+                };
+                let router = Tensor::new(&mut rng, router_dt, &[e, d]);
                 let x = rng.vec(rows * d);
                 let cx = cpu.upload(&x, rows, d).unwrap();
                 let want_ffn = cpu.ffn(&cx, &ffn_of(&cpu, &t, 0)).unwrap();
