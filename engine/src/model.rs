@@ -32,10 +32,10 @@ impl<W> Attn<W> {
     ) -> Result<Self> {
         let [q, k, v, o] = ["q", "k", "v", "o"].map(|p| format!("{prefix}.{p}"));
         let (q, k, v) = if qkv {
-            let [q, k, v] = three(together(&[&q, &k, &v])?)?;
+            let [q, k, v] = each(together(&[&q, &k, &v])?)?;
             (q, k, v)
         } else {
-            let [k, v] = two(together(&[&k, &v])?)?;
+            let [k, v] = each(together(&[&k, &v])?)?;
             (weight(&q)?, k, v)
         };
         Ok(Attn {
@@ -47,12 +47,8 @@ impl<W> Attn<W> {
     }
 }
 
-fn two<W>(w: Vec<W>) -> Result<[W; 2]> {
-    w.try_into()
-        .map_err(|_| Error::internal("weights_together: one weight per matrix"))
-}
-
-fn three<W>(w: Vec<W>) -> Result<[W; 3]> {
+/// `weights_together`'s answer for N matrices as an array.
+fn each<W, const N: usize>(w: Vec<W>) -> Result<[W; N]> {
     w.try_into()
         .map_err(|_| Error::internal("weights_together: one weight per matrix"))
 }
@@ -179,7 +175,7 @@ impl<B: Backend> Model<B> {
                 let p = format!("enc.layers.{i}");
                 Ok(EncLayer {
                     attn_norm: w(&format!("{p}.attn_norm"))?,
-                    attn: attn(&format!("{p}.attn"), true)?,
+                    attn: attn(&format!("{p}.attn"), false)?,
                     ffn_norm: w(&format!("{p}.ffn_norm"))?,
                     ffn: ffn(&p, cfg.enc_is_moe(i))?,
                 })
