@@ -211,7 +211,11 @@ struct Panels<'a> {
 /// bugs).
 pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Packed, y: &mut [f32]) {
     assert!(w.width == width(level), "packed for another SIMD level");
-    by_panels(w.width, x, m, w.n, w.k, y, |p0, p1, yp| {
+    // Up to 8 tasks per thread: on a shared host a thread that is descheduled mid-task
+    // leaves the others waiting for its share, and smaller shares let them steal it
+    // (medium f32 beam 128, 2 threads: -3 to -5% in interleaved A/Bs). The q8 VNNI
+    // path was slower so on the small model and keeps 2, as does decode-per-panel.
+    by_panels(w.width, 8, x, m, w.n, w.k, y, |p0, p1, yp| {
         // SAFETY: `by_panels` checked the extents and hands out disjoint column ranges.
         unsafe { serial(level, x, w.k, m, w.panels(p0, p1), yp, w.n) }
     });
@@ -235,7 +239,7 @@ pub fn matmul_decoded(
     y: &mut [f32],
 ) {
     let width = width(level);
-    by_panels(width, x, m, n, k, y, |p0, p1, yp| {
+    by_panels(width, 2, x, m, n, k, y, |p0, p1, yp| {
         let (mut rows, mut pk) = (Vec::new(), Packed::empty(level));
         for p in p0..p1 {
             let cols = width.min(n - p * width);
@@ -250,10 +254,13 @@ pub fn matmul_decoded(
 
 /// Checks the operands of `y [m, n] = x [m, k] · Wᵀ`, answers the empty cases, and runs
 /// `task(p0, p1, y_at_p0)` for ranges of panels of `width` outputs (`y_at_p0` points to
-/// column `p0·width` of row 0), on several threads when the product is large. Tasks get
+/// column `p0·width` of row 0), on several threads when the product is large: 2 tasks
+/// per thread, up to `per_thread` where each still has PARALLEL_MIN_MACS. Tasks get
 /// disjoint columns. Shared by the f32 and the q8 VNNI (`q8_vnni.rs`) kernels.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn by_panels(
     width: usize,
+    per_thread: usize,
     x: &[f32],
     m: usize,
     n: usize,
@@ -274,8 +281,10 @@ pub(super) fn by_panels(
     }
     let panels = n.div_ceil(width);
     let threads = rayon::current_num_threads();
-    let tasks = if m * n * k >= PARALLEL_MIN_MACS && threads > 1 {
-        panels.min(threads * 2)
+    let macs = m * n * k;
+    let tasks = if macs >= PARALLEL_MIN_MACS && threads > 1 {
+        let most = threads * per_thread.max(2);
+        panels.min((macs / PARALLEL_MIN_MACS).clamp(threads * 2, most))
     } else {
         1
     };

@@ -150,7 +150,7 @@ unsafe fn quantize_blocks(x: &[f32], out: &mut QuantRows) {
 pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Q8Panels, y: &mut [f32]) {
     assert!(supported(level), "q8 VNNI kernel on a CPU without it");
     let xq = quantize(x, m, w.k);
-    super::packed::by_panels(LANES, x, m, w.n, w.k, y, |p0, p1, y_at_p0| {
+    super::packed::by_panels(LANES, 2, x, m, w.n, w.k, y, |p0, p1, y_at_p0| {
         // SAFETY: `supported` proved AVX-512 F/BW and VNNI; `by_panels` checked the
         // extents and hands each task the disjoint columns of panels p0..p1.
         unsafe { panels_product(w, &xq, m, p0, p1, y_at_p0) }
