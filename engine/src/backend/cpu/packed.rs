@@ -214,7 +214,8 @@ pub fn matmul(level: SimdLevel, x: &[f32], m: usize, w: &Packed, y: &mut [f32]) 
     // Up to 8 tasks per thread: on a shared host a thread that is descheduled mid-task
     // leaves the others waiting for its share, and smaller shares let them steal it
     // (medium f32 beam 128, 2 threads: -3 to -5% in interleaved A/Bs). The q8 VNNI
-    // path was slower so on the small model and keeps 2, as does decode-per-panel.
+    // path was slower with 8 on the small model and keeps 2; decode-per-panel keeps 2
+    // too (not measured with more).
     by_panels(w.width, 8, x, m, w.n, w.k, y, |p0, p1, yp| {
         // SAFETY: `by_panels` checked the extents and hands out disjoint column ranges.
         unsafe { serial(level, x, w.k, m, w.panels(p0, p1), yp, w.n) }

@@ -191,55 +191,48 @@ fn experts(
     let slot_of = be.new_buf(slots, 1)?;
     let v = Variant::new("moe.wgsl", &[]);
     let ctx = &be.ctx;
-    let route_binds = [(2, (&route.g).into()), (3, (&probs.g).into())];
-    let n_route = (rows as u32).div_ceil(64);
     // The router product inside `route` (one launch) where its matrix is one part and
     // rows are whole 4-value groups; else a matmul launch first.
-    let pb = match m.router.parts.as_slice() {
-        [part] if d.is_multiple_of(4) => {
+    let in_route = match m.router.parts.as_slice() {
+        [part] if d.is_multiple_of(4) => Some(part),
+        _ => None,
+    };
+    let params = [
+        rows as u32,
+        e as u32,
+        k as u32,
+        d as u32,
+        in_route.map_or(0, |p| p.base),
+        in_route.map_or(0, |p| p.sbase),
+        0,
+        0,
+    ];
+    let pb = bytemuck::bytes_of(&params);
+    let mut binds = vec![(2, (&route.g).into()), (3, (&probs.g).into())];
+    let n_route = (rows as u32).div_ceil(64);
+    match in_route {
+        Some(part) => {
             let logits = be.new_buf(rows, e)?;
-            let params = [
-                rows as u32,
-                e as u32,
-                k as u32,
-                d as u32,
-                part.base,
-                part.sbase,
-                0,
-                0,
-            ];
-            let pb = bytemuck::bytes_of(&params).to_vec();
             let wb = Bind {
                 buf: &part.buf,
                 offset: 0,
                 size: part.buf.size(),
             };
-            let mut binds = vec![(1, (&logits.g).into()), (9, (&x.g).into()), (10, wb)];
-            binds.extend(route_binds);
-            ctx.dispatch(
-                &*ctx.pipe(&w_variant("moe.wgsl", &m.router, &["ROUTER"])?, "route")?,
-                &pb,
-                &binds,
-                n_route,
-            )?;
+            binds.extend([(1, (&logits.g).into()), (9, (&x.g).into()), (10, wb)]);
+            let rv = w_variant("moe.wgsl", &m.router, &["ROUTER"])?;
+            ctx.dispatch(&*ctx.pipe(&rv, "route")?, pb, &binds, n_route)?;
             // Still a matrix product: counted as matmul.wgsl's launch counted it.
             ctx.stats.matmul_flops.fetch_add(
                 2 * (rows * e * d) as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
-            pb
         }
-        _ => {
+        None => {
             let logits = matmul(be, x, &m.router)?;
-            let params = [rows as u32, e as u32, k as u32, d as u32, 0, 0, 0, 0];
-            let pb = bytemuck::bytes_of(&params).to_vec();
-            let mut binds = vec![(1, (&logits.g).into())];
-            binds.extend(route_binds);
-            ctx.dispatch(&*ctx.pipe(&v, "route")?, &pb, &binds, n_route)?;
-            pb
+            binds.push((1, (&logits.g).into()));
+            ctx.dispatch(&*ctx.pipe(&v, "route")?, pb, &binds, n_route)?;
         }
-    };
-    let pb = pb.as_slice();
+    }
     let gbinds = [
         (2, (&route.g).into()),
         (4, (&tiles.g).into()),

@@ -154,7 +154,8 @@ impl WgpuWeight {
 
     /// Several matrices of one type in one buffer, one after another, where they all fit
     /// one binding and each ends on a word, so that one kernel reads them together (a
-    /// layer's key and value projections); else each on its own.
+    /// layer's key and value projections, or its query, key and value projections); else
+    /// each on its own.
     pub fn together(ctx: &Ctx, views: &[&WeightView<'_>]) -> Result<Vec<Self>> {
         let Some(first) = views.first() else {
             return Ok(Vec::new());
