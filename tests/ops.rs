@@ -370,9 +370,8 @@ pub mod cases {
                 let x = rng.vec(rows * k);
                 let cx = cpu.upload(&x, rows, k).unwrap();
                 let [want_q, want_k, want_v] = [&tq, &tk, &tv].map(|t| {
-                    cpu.matmul(&cx, &cpu.weight(&t.matrix()).unwrap())
-                        .unwrap()
-                        .data
+                    let y = cpu.matmul(&cx, &cpu.weight(&t.matrix()).unwrap());
+                    cpu.download(&y.unwrap()).unwrap()
                 });
                 let (row0, cap) = (7, rows + 10);
                 let mut kv = g.weights_together(&[&tk.matrix(), &tv.matrix()]).unwrap();

@@ -29,6 +29,7 @@ pub fn attention(
     v: &CpuBuf,
     n_heads: usize,
     keys: KeyMap<'_, Vec<u32>>,
+    zeros: impl FnOnce(usize, usize) -> CpuBuf,
 ) -> Result<CpuBuf> {
     keys.check(
         (q.rows, q.cols),
@@ -38,7 +39,7 @@ pub fn attention(
     )
     .map_err(err)?;
     let (d, rows) = (q.cols, q.rows);
-    let mut out = CpuBuf::new(rows, d);
+    let mut out = zeros(rows, d);
     if rows == 0 || d == 0 {
         return Ok(out);
     }

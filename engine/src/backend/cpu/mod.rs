@@ -9,6 +9,7 @@ mod gemm_nt;
 mod matmul;
 mod moe;
 mod packed;
+mod pool;
 mod profile;
 #[cfg(target_arch = "x86_64")]
 mod q8_vnni;
@@ -20,6 +21,7 @@ mod simd;
 mod vmath;
 mod weight;
 
+use pool::BufPool;
 use profile::Op;
 pub use profile::OpProfile;
 pub use simd::SimdLevel;
@@ -36,24 +38,65 @@ use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-/// Row-major `f32` matrix.
-#[derive(Debug, Clone, PartialEq)]
+/// Row-major `f32` matrix. The backend's buffers return their storage to its pool
+/// when dropped (`pool.rs`).
 pub struct CpuBuf {
     pub data: Vec<f32>,
     pub rows: usize,
     pub cols: usize,
+    pool: Option<Arc<BufPool>>,
 }
 
 impl CpuBuf {
+    /// Zeros, outside any pool.
     pub fn new(rows: usize, cols: usize) -> Self {
         CpuBuf {
             data: vec![0.0; rows * cols],
             rows,
             cols,
+            pool: None,
         }
     }
     pub fn row(&self, r: usize) -> &[f32] {
         &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+impl Drop for CpuBuf {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.give(std::mem::take(&mut self.data));
+        }
+    }
+}
+
+impl Clone for CpuBuf {
+    fn clone(&self) -> Self {
+        CpuBuf {
+            data: match &self.pool {
+                Some(pool) => pool.copy_of(&self.data),
+                None => self.data.clone(),
+            },
+            rows: self.rows,
+            cols: self.cols,
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl PartialEq for CpuBuf {
+    fn eq(&self, other: &Self) -> bool {
+        (self.rows, self.cols, &self.data) == (other.rows, other.cols, &other.data)
+    }
+}
+
+impl std::fmt::Debug for CpuBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuBuf")
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("data", &self.data)
+            .finish()
     }
 }
 
@@ -89,6 +132,8 @@ pub struct CpuBackend {
     /// Whether q8_0 / q4_0 weights were loaded (`QUANT_Q8 | QUANT_Q4`), so `describe`
     /// says ", int8" only where integer products can run.
     quantized: AtomicU8,
+    /// Storage of dropped buffers, reused by the next ones.
+    pool: Arc<BufPool>,
 }
 
 const QUANT_Q8: u8 = 1;
@@ -121,6 +166,7 @@ impl CpuBackend {
             kv_f16: false,
             profile: Arc::default(),
             quantized: AtomicU8::new(0),
+            pool: Arc::default(),
         }
     }
 
@@ -161,6 +207,7 @@ impl CpuBackend {
             kv_f16: false,
             profile: Arc::default(),
             quantized: AtomicU8::new(0),
+            pool: Arc::default(),
         }
     }
 
@@ -202,10 +249,45 @@ impl CpuBackend {
     /// so that timed ops never nest.
     pub(crate) fn product(&self, x: &CpuBuf, w: &CpuWeight) -> Result<CpuBuf> {
         check_cols("matmul", x.cols, w.cols)?;
-        let mut y = CpuBuf::new(x.rows, w.rows);
+        let mut y = self.buf(x.rows, w.rows);
         self.count_macs(x.rows * w.rows * w.cols);
         matmul::matmul(self, &x.data, x.rows, w, &mut y.data);
         Ok(y)
+    }
+
+    /// Zeros `[rows, cols]`, in pooled storage.
+    pub(crate) fn buf(&self, rows: usize, cols: usize) -> CpuBuf {
+        self.wrap(self.pool.zeroed(rows * cols), rows, cols)
+    }
+
+    /// A pooled copy of `src` as `[rows, cols]` (`src` holds `rows · cols` values).
+    fn buf_from(&self, src: &[f32], rows: usize, cols: usize) -> CpuBuf {
+        self.wrap(self.pool.copy_of(src), rows, cols)
+    }
+
+    /// A pooled vector (`pool_vec`'s) as `[rows, cols]`.
+    pub(crate) fn wrap(&self, data: Vec<f32>, rows: usize, cols: usize) -> CpuBuf {
+        CpuBuf {
+            data,
+            rows,
+            cols,
+            pool: Some(self.pool.clone()),
+        }
+    }
+
+    /// `len` zeros in pooled storage, for scratch that is not a `CpuBuf`; hand it back
+    /// with `recycle`.
+    pub(crate) fn pool_vec(&self, len: usize) -> Vec<f32> {
+        self.pool.zeroed(len)
+    }
+
+    pub(crate) fn recycle(&self, v: Vec<f32>) {
+        self.pool.give(v)
+    }
+
+    /// Bytes of storage kept for reuse now (dropped buffers of the last requests).
+    pub fn pooled_bytes(&self) -> usize {
+        self.pool.held_bytes()
     }
 
     pub(crate) fn count_macs(&self, macs: usize) {
@@ -268,11 +350,7 @@ impl Backend for CpuBackend {
                 data.len()
             )));
         }
-        Ok(CpuBuf {
-            data: data.to_vec(),
-            rows,
-            cols,
-        })
+        Ok(self.buf_from(data, rows, cols))
     }
 
     fn download(&self, buf: &CpuBuf) -> Result<Vec<f32>> {
@@ -281,7 +359,7 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, rows: usize, cols: usize) -> Result<CpuBuf> {
-        Ok(CpuBuf::new(rows, cols))
+        Ok(self.buf(rows, cols))
     }
 
     fn shape(&self, buf: &CpuBuf) -> (usize, usize) {
@@ -295,7 +373,7 @@ impl Backend for CpuBackend {
     fn gather_sum(&self, parts: &[(&CpuWeight, &Vec<u32>)], rows: usize) -> Result<CpuBuf> {
         let _t = self.profile.time(Op::GatherSum);
         let cols = parts.first().map(|(w, _)| w.cols).unwrap_or(0);
-        let mut out = CpuBuf::new(rows, cols);
+        let mut out = self.buf(rows, cols);
         for (w, idx) in parts {
             check_cols("gather_sum", w.cols, cols)?;
             if idx.len() < rows {
@@ -391,7 +469,7 @@ impl Backend for CpuBackend {
         };
         // Scores and the weighted sum: two multiply-adds per key and query column.
         self.count_macs(2 * keys_per_row * q.cols);
-        attention::attention(self.simd, q, k, v, n_heads, keys)
+        attention::attention(self.simd, q, k, v, n_heads, keys, |r, c| self.buf(r, c))
     }
 
     fn ffn(&self, x: &CpuBuf, ffn: &Ffn<CpuWeight>) -> Result<CpuBuf> {

@@ -16,13 +16,15 @@ pub fn swiglu(b: &CpuBackend, x: &CpuBuf, f: &Ffn<CpuWeight>) -> Result<CpuBuf> 
     }
     let hidden = f.gate.rows;
     b.count_macs(x.rows * hidden * (2 * x.cols + f.down.rows));
-    let mut g = vec![0f32; x.rows * hidden];
-    let mut u = vec![0f32; x.rows * hidden];
+    let mut g = b.pool_vec(x.rows * hidden);
+    let mut u = b.pool_vec(x.rows * hidden);
     matmul(b, &x.data, x.rows, &f.gate, &mut g);
     matmul(b, &x.data, x.rows, &f.up, &mut u);
     silu_mul(b.simd, &mut g, &u);
-    let mut y = CpuBuf::new(x.rows, f.down.rows);
+    let mut y = b.buf(x.rows, f.down.rows);
     matmul(b, &g, x.rows, &f.down, &mut y.data);
+    b.recycle(g);
+    b.recycle(u);
     Ok(y)
 }
 
@@ -70,7 +72,7 @@ pub fn moe(
     let d = x.cols;
     let expert = |ex: usize| -> Result<CpuBuf> {
         let group = &groups[ex];
-        let mut xs = CpuBuf::new(group.len(), d);
+        let mut xs = b.buf(group.len(), d);
         for (i, &(r, _)) in group.iter().enumerate() {
             xs.data[i * d..(i + 1) * d].copy_from_slice(x.row(r));
         }
@@ -91,7 +93,7 @@ pub fn moe(
     } else {
         active.iter().map(|&ex| expert(ex)).collect()
     };
-    let mut y = CpuBuf::new(x.rows, d);
+    let mut y = b.buf(x.rows, d);
     for (&ex, out) in active.iter().zip(outs) {
         let group = &groups[ex];
         let out = out?;
