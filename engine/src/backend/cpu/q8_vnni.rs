@@ -23,6 +23,9 @@ const LANES: usize = 16;
 const BLOCK_BYTES: usize = QUANT_BLOCK * LANES;
 /// Activation rows per register tile (8 integer + 8 float accumulators).
 const MAX_TILE: usize = 8;
+/// The first row tile over a panel prefetches its bytes this far ahead (a DRAM
+/// latency's worth of blocks), as `packed.rs` does for few-row f32 products.
+const PREFETCH_AHEAD: usize = 8192;
 
 /// Whether the VNNI kernel runs at `level` on this CPU.
 pub fn supported(level: SimdLevel) -> bool {
@@ -172,9 +175,14 @@ unsafe fn panels_product(
         let mut r0 = 0;
         while r0 < m {
             let rows = (m - r0).min(MAX_TILE);
+            // Later tiles find the panel in L1 or L2.
             macro_rules! go {
                 ($r:literal) => {
-                    tile::<$r>(w, xq, r0, p, y.add((p - p0) * LANES))
+                    if r0 == 0 {
+                        tile::<$r, true>(w, xq, r0, p, y.add((p - p0) * LANES))
+                    } else {
+                        tile::<$r, false>(w, xq, r0, p, y.add((p - p0) * LANES))
+                    }
                 };
             }
             match rows {
@@ -193,10 +201,17 @@ unsafe fn panels_product(
 }
 
 /// Rows `r0 .. r0 + R` times panel `p`; `y` points to column `16p` of row 0 (stores are
-/// masked past `n`).
+/// masked past `n`). With `PREFETCH`, asks for the weight bytes and scales
+/// `PREFETCH_AHEAD` on (hints: they never fault, so past the end is harmless).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile<const R: usize>(w: &Q8Panels, xq: &QuantRows, r0: usize, p: usize, y: *mut f32) {
+unsafe fn tile<const R: usize, const PREFETCH: bool>(
+    w: &Q8Panels,
+    xq: &QuantRows,
+    r0: usize,
+    p: usize,
+    y: *mut f32,
+) {
     let (n, k, blocks) = (w.n, w.k, w.blocks);
     let panel = w.data.as_ptr().add(p * blocks * BLOCK_BYTES);
     let scales = w.scales.as_ptr().add(p * blocks * LANES);
@@ -208,7 +223,15 @@ unsafe fn tile<const R: usize>(w: &Q8Panels, xq: &QuantRows, r0: usize, p: usize
             *s = _mm512_set1_epi32(*xq.bias.get_unchecked((r0 + r) * blocks + b));
         }
         let wb = panel.add(b * BLOCK_BYTES);
+        if PREFETCH {
+            let ahead = scales.add(b * LANES).wrapping_add(PREFETCH_AHEAD / 8);
+            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+        }
         for g in 0..QUANT_BLOCK / 4 {
+            if PREFETCH {
+                let ahead = wb.wrapping_add(g * 4 * LANES + PREFETCH_AHEAD);
+                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+            }
             let wv = _mm512_loadu_si512(wb.add(g * 4 * LANES) as *const _);
             for (r, s) in s.iter_mut().enumerate() {
                 let x4 = (xrow(r).add(b * QUANT_BLOCK + 4 * g) as *const i32).read_unaligned();
