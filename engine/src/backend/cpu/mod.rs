@@ -265,8 +265,8 @@ impl CpuBackend {
         self.wrap(self.pool.copy_of(src), rows, cols)
     }
 
-    /// A pooled vector (`pool_vec`'s) as `[rows, cols]`.
-    pub(crate) fn wrap(&self, data: Vec<f32>, rows: usize, cols: usize) -> CpuBuf {
+    /// Pooled storage as `[rows, cols]`: returned to the pool when the buffer drops.
+    fn wrap(&self, data: Vec<f32>, rows: usize, cols: usize) -> CpuBuf {
         CpuBuf {
             data,
             rows,
@@ -283,11 +283,6 @@ impl CpuBackend {
 
     pub(crate) fn recycle(&self, v: Vec<f32>) {
         self.pool.give(v)
-    }
-
-    /// Bytes of storage kept for reuse now (dropped buffers of the last requests).
-    pub fn pooled_bytes(&self) -> usize {
-        self.pool.held_bytes()
     }
 
     pub(crate) fn count_macs(&self, macs: usize) {
