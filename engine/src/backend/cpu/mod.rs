@@ -541,3 +541,32 @@ impl CpuBackend {
         select::select(logp, index, counts, level, groups)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dropped buffer's storage comes back for the next one (the KV caches and logits
+    /// of the next request), zeroed, and clones come from the pool too.
+    #[test]
+    fn dropped_buffers_are_reused_zeroed() {
+        let b = CpuBackend::new();
+        let (rows, cols) = (512, 512);
+        let mut first = b.zeros(rows, cols).unwrap();
+        first.data.fill(3.0);
+        let ptr = first.data.as_ptr();
+        drop(first);
+        let second = b.zeros(rows, cols).unwrap();
+        assert_eq!(second.data.as_ptr(), ptr, "storage not reused");
+        assert!(
+            second.data.iter().all(|&v| v == 0.0),
+            "reused storage not zeroed"
+        );
+        let copy = second.clone();
+        drop(second);
+        let third = b.upload(&vec![2.0; rows * cols], rows, cols).unwrap();
+        assert_eq!(third.data.as_ptr(), ptr, "upload does not reuse");
+        assert!(third.data.iter().all(|&v| v == 2.0));
+        assert_eq!(copy, CpuBuf::new(rows, cols), "the clone kept its values");
+    }
+}
