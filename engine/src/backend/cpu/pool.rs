@@ -17,7 +17,7 @@ use std::sync::Mutex;
 const MIN_FLOATS: usize = 1 << 16;
 /// The most the pool keeps; a buffer that would pass it is freed.
 const CAP_BYTES: usize = 512 << 20;
-/// The most buffers it keeps (each `take` scans them).
+/// The most buffers it keeps (each reuse scans them).
 const MAX_BUFFERS: usize = 256;
 
 #[derive(Debug, Default)]
